@@ -1,0 +1,3 @@
+from hsimap.cli.main import main
+
+main()

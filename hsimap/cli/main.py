@@ -1,0 +1,53 @@
+"""The ``hsimap`` command group: errors become one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from hsimap import __version__
+from hsimap.errors import HsimapError
+
+
+class HsimapGroup(click.Group):
+    """Turns library errors into click's one-line errors; ``--debug`` shows tracebacks."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HsimapError as exc:
+            if ctx.meta.get("hsimap.debug"):
+                raise
+            raise click.ClickException(str(exc)) from None
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("Interrupted; no partial output was kept.", err=True)
+            sys.exit(130)
+        except Exception as exc:  # a bug or an environment problem: still one line
+            if ctx.meta.get("hsimap.debug"):
+                raise
+            name = type(exc).__name__
+            raise click.ClickException(f"{name}: {exc} (run with --debug for details)") from None
+
+
+@click.group(cls=HsimapGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hsimap")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Classify and unmix hyperspectral scenes: GIS-ready maps in the scene's coordinates."""
+    ctx.meta["hsimap.debug"] = debug
+
+
+def _register() -> None:
+    from hsimap.cli import demo, info, synth
+
+    for module in (info, synth, demo):
+        cli.add_command(module.command)
+
+
+def main() -> None:
+    _register()
+    cli()

@@ -1,0 +1,48 @@
+"""Options shared by hsimap's commands: one definition each, the same meaning everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hsimap.errors import HsimapError
+from hsimap.io.writers import parse_creation_options
+
+
+def _existing(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    p = Path(value)
+    if not p.exists():
+        raise click.BadParameter(f"{value}: no such file or folder", ctx=ctx, param=param)
+    return p
+
+
+def _creation(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict:
+    try:
+        return parse_creation_options(value)
+    except HsimapError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+scene_arg = click.argument("scene", metavar="SCENE", callback=_existing)
+output_opt = click.option("-o", "--output", required=True, type=click.Path(),
+                          help="Output folder (or file, for commands that write one).")
+overwrite_opt = click.option("--overwrite", is_flag=True,
+                             help="Replace outputs that already exist.")
+creation_opt = click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
+                            callback=_creation,
+                            help="GDAL creation option for raster outputs (repeatable).")
+cog_opt = click.option("--cog", is_flag=True,
+                       help="Write Cloud Optimized GeoTIFFs with overviews.")
+model_opt = click.option("-m", "--model", "model_dir", required=True, callback=_existing,
+                         help="Model folder written by `hsimap train`.")
+variable_opt = click.option("--variable", default=None,
+                            help="Variable holding the cube, for .mat scenes (detected if omitted).")
+device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+                          show_default=True, help="Where the model runs.")
+json_opt = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+workers_opt = click.option("--workers", type=int, default=None,
+                           help="Parallel windows (threads); default: the core count.")

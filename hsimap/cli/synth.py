@@ -1,0 +1,45 @@
+"""``hsimap synth``: a georeferenced synthetic scene with known truth."""
+
+from __future__ import annotations
+
+import click
+
+from hsimap.cli.options import overwrite_opt, seed_opt
+from hsimap.synth import SynthSpec, make_scene
+
+
+@click.command("synth")
+@click.argument("output", type=click.Path())
+@click.option("--width", type=int, default=256, show_default=True)
+@click.option("--height", type=int, default=256, show_default=True)
+@click.option("--bands", type=int, default=64, show_default=True)
+@click.option("--endmembers", type=int, default=5, show_default=True)
+@click.option("--classes", type=int, default=4, show_default=True)
+@click.option("--snr", type=float, default=40.0, show_default=True, help="Signal-to-noise, dB.")
+@click.option("--variability", type=float, default=0.05, show_default=True,
+              help="Per-pixel endmember variability (relative).")
+@click.option("--region-size", type=float, default=64.0, show_default=True,
+              help="Typical class region size, px.")
+@click.option("--pixel-size", type=float, default=2.0, show_default=True, help="Metres.")
+@click.option("--crs", default="EPSG:32611", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "int16"]), default="float32",
+              show_default=True, help="int16 stores reflectance x 10000 with a scale factor.")
+@click.option("--nodata-edges", is_flag=True, help="Nodata outside a rotated flight-line strip.")
+@seed_opt
+@overwrite_opt
+def command(output, width, height, bands, endmembers, classes, snr, variability, region_size,
+            pixel_size, crs, dtype, nodata_edges, seed, overwrite) -> None:
+    """Write a synthetic scene to OUTPUT (.tif, or ENVI .img/.bsq/.bil/.bip) with its truth.
+
+    Beside it: OUTPUT_labels.tif, OUTPUT_abundances.tif and OUTPUT_endmembers.sli/.hdr/.csv.
+    Endmembers are real USGS spectra embedded in hsimap.
+    """
+    if min(width, height, bands) < 1:
+        raise click.BadParameter("width, height and bands must be positive")
+    spec = SynthSpec(width=width, height=height, bands=bands, endmembers=endmembers,
+                     classes=classes, snr=snr, variability=variability, region_size=region_size,
+                     pixel_size=pixel_size, crs=crs, dtype=dtype, nodata_edges=nodata_edges,
+                     seed=seed)
+    result = make_scene(output, spec, overwrite=overwrite)
+    for p in (result.scene, result.labels, result.abundances, result.library):
+        click.echo(f"wrote {p}")

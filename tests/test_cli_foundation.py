@@ -1,0 +1,43 @@
+"""The CLI as a user meets it: real processes, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def hsimap(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "hsimap", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+def test_synth_then_info_json(tmp_path):
+    r = hsimap("synth", tmp_path / "s.bsq", "--width", 40, "--height", 30, "--bands", 7,
+               "--crs", "EPSG:32610", "--pixel-size", 3)
+    assert r.returncode == 0, r.stderr
+    r = hsimap("info", tmp_path / "s.hdr", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    for key in ("width", "height", "bands", "dtype", "crs", "transform", "wavelengths", "fwhm",
+                "nodata", "bad_bands"):
+        assert key in info
+    assert info["crs"] == "EPSG:32610"
+    assert info["transform"] == [3.0, 0.0, 500000.0, 0.0, -3.0, 4100000.0]
+    assert len(info["wavelengths"]) == 7
+
+
+def test_errors_are_one_line(tmp_path):
+    (tmp_path / "bad.tif").write_text("nope")
+    for args in (["info", tmp_path / "missing.tif"], ["info", tmp_path / "bad.tif"]):
+        r = hsimap(*args)
+        assert r.returncode != 0
+        assert "Traceback" not in r.stderr
+        errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1
+
+
+def test_synth_refuses_overwrite(tmp_path):
+    assert hsimap("synth", tmp_path / "s.tif", "--width", 20, "--height", 20).returncode == 0
+    r = hsimap("synth", tmp_path / "s.tif", "--width", 20, "--height", 20)
+    assert r.returncode == 1 and "--overwrite" in r.stderr
