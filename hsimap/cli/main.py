@@ -42,9 +42,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from hsimap.cli import demo, info, synth
+    from hsimap.cli import demo, evaluate, info, predict, synth, train
 
-    for module in (info, synth, demo):
+    for module in (info, synth, train, evaluate, predict, demo):
         cli.add_command(module.command)
 
 

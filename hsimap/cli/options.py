@@ -39,10 +39,11 @@ cog_opt = click.option("--cog", is_flag=True,
 model_opt = click.option("-m", "--model", "model_dir", required=True, callback=_existing,
                          help="Model folder written by `hsimap train`.")
 variable_opt = click.option("--variable", default=None,
-                            help="Variable holding the cube, for .mat scenes (detected if omitted).")
+                            help="Variable holding the cube in .mat scenes (default: detected).")
 device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                           show_default=True, help="Where the model runs.")
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-workers_opt = click.option("--workers", type=int, default=None,
-                           help="Parallel windows (threads); default: the core count.")
+workers_opt = click.option(
+    "--workers", type=int, default=None,
+    help="Parallel windows (threads); default: the core count.")

@@ -15,6 +15,7 @@ import json
 import os
 import threading
 import uuid
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from hsimap.errors import HsimapError
@@ -185,7 +187,10 @@ class RasterSink:
             profile.update(tiled=True, blockxsize=256, blockysize=256)
         if class_table is not None:
             profile["photometric"] = "palette"
-        self._dst = rasterio.open(self._tmp, "w", **profile)
+        with warnings.catch_warnings():
+            # Scenes without georeferencing (.mat) give outputs without it too; that is fine.
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self._dst = rasterio.open(self._tmp, "w", **profile)
         if class_table is not None:
             # GDAL fixes the photometric interpretation at the first write: colours come first.
             cmap = {0: (0, 0, 0, 0)}

@@ -1,0 +1,78 @@
+"""``hsimap train``: fit the unmixing-guided Mamba to a scene and its labels."""
+
+from __future__ import annotations
+
+import click
+
+from hsimap.cli.options import device_opt, overwrite_opt, scene_arg, seed_opt, variable_opt
+from hsimap.errors import HsimapError
+from hsimap.io.scene import open_scene
+from hsimap.labels import load_labels
+from hsimap.model.store import CARD, resolve_device
+from hsimap.train import TrainOptions, train
+
+
+@click.command("train")
+@scene_arg
+@click.option("-l", "--labels", required=True, type=click.Path(),
+              help="Class raster (0 = unlabelled), vector file (polygons/points) or .mat.")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Model folder to write.")
+@click.option("--class-field", default=None, help="Vector attribute holding the class.")
+@click.option("--classes", "classes_csv", type=click.Path(exists=True), default=None,
+              help="CSV of id,name,color giving class names and colours.")
+@click.option("--label-variable", default=None, help="Variable of a .mat ground truth.")
+@click.option("--train-per-class", type=int, default=30, show_default=True)
+@click.option("--val-per-class", type=int, default=10, show_default=True)
+@click.option("--train-fraction", type=float, default=None,
+              help="Train on this fraction of each class instead of a fixed count.")
+@click.option("--epochs", type=int, default=500, show_default=True)
+@click.option("--endmembers", type=int, default=None, help="P (default: classes + 2, >= 4).")
+@click.option("--variants", type=int, default=10, show_default=True, help="R per endmember.")
+@click.option("--hidden", type=int, default=128, show_default=True, help="D.")
+@click.option("--window", type=int, default=128, show_default=True, help="Window size, px.")
+@click.option("--halo", type=int, default=16, show_default=True,
+              help="Context around each window's core at prediction, px.")
+@click.option("--val-every", type=int, default=10, show_default=True)
+@click.option("--tokens", type=click.Choice(["cluster", "raster"]), default="cluster",
+              show_default=True, help="Ablation: raster order instead of cluster tokens.")
+@click.option("--no-unmixing", is_flag=True,
+              help="Ablation: no unmixing losses and no abundance-guided tokens.")
+@click.option("--threads", type=int, default=None, help="Torch threads.")
+@variable_opt
+@device_opt
+@seed_opt
+@overwrite_opt
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(scene, labels, output, class_field, classes_csv, label_variable, train_per_class,
+            val_per_class, train_fraction, epochs, endmembers, variants, hidden, window, halo,
+            val_every, tokens, no_unmixing, threads, variable, device, seed, overwrite,
+            quiet) -> None:
+    """Train a model on SCENE with LABELS; write it to a folder.
+
+    The folder holds model.safetensors (weights), model.json (the model card: classes,
+    bands, scaling, metrics), history.csv and split.tif (1 train, 2 validation, 3 test).
+    """
+    from pathlib import Path
+
+    out = Path(output)
+    if (out / CARD).exists() and not overwrite:
+        raise HsimapError(f"{out}: holds a model already; use --overwrite to replace it")
+    if epochs < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--epochs")
+    data = open_scene(scene, variable=variable)
+    lab, table = load_labels(labels, data, class_field=class_field, variable=label_variable,
+                             classes_csv=classes_csv)
+    opts = TrainOptions(epochs=epochs, endmembers=endmembers, variants=variants, hidden=hidden,
+                        window=window, halo=halo, val_every=val_every,
+                        train_per_class=train_per_class, val_per_class=val_per_class,
+                        train_fraction=train_fraction, tokens=tokens, unmixing=not no_unmixing,
+                        seed=seed, device=str(resolve_device(device)), threads=threads,
+                        progress=not quiet)
+    result = train(data, lab, table, out, opts)
+    v, t = result.val_metrics, result.test_metrics
+    click.echo(f"model: {out} (best epoch {result.best_epoch}, "
+               f"{result.seconds:.0f} s, {result.seconds_per_epoch:.2f} s/epoch)")
+    click.echo(f"validation OA {v.overall_accuracy:.4f}")
+    if t is not None:
+        click.echo(f"test OA {t.overall_accuracy:.4f}  AA {t.average_accuracy:.4f}  "
+                   f"kappa {t.kappa:.4f}  ({t.pixels} px)")

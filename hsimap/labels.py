@@ -1,0 +1,195 @@
+"""Training labels on the scene grid: from a class raster, a vector file or a .mat, and the split.
+
+Label 0 is unlabelled. Class ids are kept as the user gave them (e.g. SalinasA's 1, 10..14);
+vector files with text classes get ids 1..K in sorted order of the names.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import xarray as xr
+from rasterio.enums import Resampling
+from rasterio.features import rasterize
+from rasterio.warp import reproject, transform_geom
+
+from hsimap.errors import HsimapError
+from hsimap.io.scene import load_mat
+from hsimap.io.writers import ClassTable, Grid, read_class_table
+
+VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml")
+
+
+def load_labels(path: str | Path, scene: xr.DataArray, *, class_field: str | None = None,
+                variable: str | None = None, classes_csv: str | Path | None = None
+                ) -> tuple[np.ndarray, ClassTable]:
+    """Labels as an int32 (height, width) array on the scene grid, and the class table."""
+    path = Path(path)
+    if not path.exists():
+        raise HsimapError(f"{path}: no such label file")
+    grid = Grid.from_scene(scene)
+    suffix = path.suffix.lower()
+    table: ClassTable | None = None
+    if suffix == ".mat":
+        labels = _mat_labels(path, grid, variable)
+    elif suffix in VECTOR_SUFFIXES:
+        labels, table = _vector_labels(path, grid, class_field)
+    else:
+        labels, table = _raster_labels(path, grid)
+    ids = sorted(int(v) for v in np.unique(labels) if v != 0)
+    if not ids:
+        raise HsimapError(f"{path}: no labelled pixels (all 0) on the scene grid")
+    if classes_csv is not None:
+        table = ClassTable.from_csv(classes_csv)
+        missing = [i for i in ids if i not in table.ids]
+        if missing:
+            raise HsimapError(f"{classes_csv}: no entry for class ids {missing}")
+    if table is None:
+        table = ClassTable.default(ids)
+    # Keep only classes that have pixels; a class listed but absent cannot be learnt.
+    keep = [i for i in table.ids if i in ids]
+    absent = [table.name_of(i) for i in table.ids if i not in ids]
+    if absent:
+        raise HsimapError(f"class(es) {', '.join(absent)} have no labelled pixels in the "
+                          "scene; remove them from the class list")
+    table = ClassTable(keep, [table.name_of(i) for i in keep],
+                       [table.colors[table.ids.index(i)] for i in keep])
+    return labels.astype(np.int32), table
+
+
+def _mat_labels(path: Path, grid: Grid, variable: str | None) -> np.ndarray:
+    data = load_mat(path)
+    shape = (grid.height, grid.width)
+    cands = {k: v for k, v in data.items() if isinstance(v, np.ndarray) and v.shape == shape
+             and v.dtype.kind in "iu"}
+    if variable is not None:
+        if variable not in data:
+            raise HsimapError(f"{path}: no variable {variable!r}")
+        return np.asarray(data[variable])
+    if not cands:
+        raise HsimapError(f"{path}: no integer label image of the scene's size {shape}; "
+                          "name it with --label-variable")
+    return np.asarray(cands[max(cands, key=lambda k: cands[k].size)])
+
+
+def _raster_labels(path: Path, grid: Grid) -> tuple[np.ndarray, ClassTable | None]:
+    try:
+        src = rasterio.open(path)
+    except rasterio.errors.RasterioIOError:
+        raise HsimapError(f"{path}: not a readable label raster or vector file") from None
+    with src:
+        same = (src.width, src.height) == (grid.width, grid.height) and \
+            src.transform.almost_equals(grid.transform) and \
+            (src.crs == grid.crs or src.crs is None or grid.crs is None)
+        table = read_class_table(path)
+        if table is None:
+            try:
+                cmap = src.colormap(1)
+            except ValueError:
+                cmap = None
+            if cmap:
+                vals = sorted(int(v) for v in np.unique(src.read(1)) if v != 0)
+                table = ClassTable(vals, [f"class {v}" for v in vals],
+                                   [tuple(cmap[v][:3]) for v in vals])
+        if same:
+            return src.read(1), table
+        if src.crs is not None and grid.crs is not None and src.crs != grid.crs:
+            raise HsimapError(f"{path}: label raster CRS differs from the scene's; "
+                              "reproject it first (or give polygons, which hsimap reprojects)")
+        warnings.warn(f"{path.name}: label grid differs from the scene grid; resampled with "
+                      "nearest neighbour", stacklevel=2)
+        out = np.zeros((grid.height, grid.width), dtype=np.int32)
+        reproject(rasterio.band(src, 1), out, dst_transform=grid.transform,
+                  dst_crs=grid.crs or src.crs, resampling=Resampling.nearest, src_nodata=0,
+                  dst_nodata=0)
+        if not out.any():
+            raise HsimapError(f"{path}: labels do not overlap the scene")
+        return out, table
+
+
+def _vector_labels(path: Path, grid: Grid, class_field: str | None
+                   ) -> tuple[np.ndarray, ClassTable]:
+    import pyogrio
+    import shapely
+
+    try:
+        info = pyogrio.read_info(path)
+    except Exception as exc:
+        raise HsimapError(f"{path}: not a readable vector file ({exc})") from None
+    fields = list(info["fields"])
+    if class_field is None:
+        guess = [f for f in fields if f.lower() in ("class", "label", "classid", "class_id")]
+        if not guess:
+            raise HsimapError(f"{path}: say which attribute holds the class with --class-field "
+                              f"(fields: {', '.join(fields)})")
+        class_field = guess[0]
+    if class_field not in fields:
+        raise HsimapError(f"{path}: no field {class_field!r} (fields: {', '.join(fields)})")
+    meta, _, geometry, field_data = pyogrio.raw.read(path, columns=[class_field])
+    values = field_data[0]
+    src_crs = meta.get("crs")
+    geoms = shapely.from_wkb(geometry)
+    if values.dtype.kind in "iu" or (values.dtype.kind == "f" and
+                                     np.all(np.mod(values[~np.isnan(values)], 1) == 0)):
+        ids = values.astype(int)
+        uniq = sorted(set(int(i) for i in ids if i > 0))
+        table = ClassTable(uniq, [f"class {i}" for i in uniq])
+    else:
+        names = sorted(set(str(v) for v in values if v is not None and str(v) != ""))
+        lut = {n: i + 1 for i, n in enumerate(names)}
+        ids = np.array([lut.get(str(v), 0) for v in values])
+        table = ClassTable(list(lut.values()), names)
+    shapes = []
+    for g, i in zip(geoms, ids, strict=True):
+        if g is None or i <= 0:
+            continue
+        gj = shapely.geometry.mapping(g)
+        if src_crs and grid.crs is not None:
+            gj = transform_geom(src_crs, grid.crs, gj)
+        shapes.append((gj, int(i)))
+    if not shapes:
+        raise HsimapError(f"{path}: no geometries with a class")
+    labels = rasterize(shapes, out_shape=(grid.height, grid.width), transform=grid.transform,
+                       fill=0, dtype="int32")
+    if not labels.any():
+        raise HsimapError(f"{path}: labels do not overlap the scene (check their CRS and extent)")
+    return labels, table
+
+
+def split_labels(labels: np.ndarray, class_ids: list[int], *, train_per_class: int = 30,
+                 val_per_class: int = 10, train_fraction: float | None = None,
+                 seed: int = 0) -> np.ndarray:
+    """The paper's protocol: per class, random training and validation pixels, rest test.
+
+    Per class with n labelled pixels: ``train_per_class`` training pixels (with
+    ``train_fraction``: round(fraction * n), at least 1); a class with ``train_per_class`` or
+    fewer pixels gets 5 (the paper's rule for small classes; at most half of n). Validation:
+    ``val_per_class``, at most half of what is left. All the remaining pixels are test.
+
+    Returns:
+        uint8 (height, width): 0 unlabelled, 1 train, 2 validation, 3 test.
+    """
+    rng = np.random.default_rng(seed)
+    split = np.zeros(labels.shape, dtype=np.uint8)
+    flat = labels.ravel()
+    out = split.ravel()
+    for c in class_ids:
+        idx = np.flatnonzero(flat == c)
+        n = len(idx)
+        if n == 0:
+            raise HsimapError(f"class {c} has no labelled pixels")
+        if train_fraction is not None:
+            n_train = max(1, int(round(train_fraction * n)))
+        elif n <= train_per_class:
+            n_train = max(1, min(5, n // 2))
+        else:
+            n_train = train_per_class
+        n_val = min(val_per_class, (n - n_train) // 2)
+        perm = rng.permutation(idx)
+        out[perm[:n_train]] = 1
+        out[perm[n_train:n_train + n_val]] = 2
+        out[perm[n_train + n_val:]] = 3
+    return split

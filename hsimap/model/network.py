@@ -1,0 +1,272 @@
+"""The unmixing-guided spatial-spectral Mamba with clustering tokens (see docs/method.md).
+
+One window at a time: ``forward`` takes a window (1, bands, h, w), the mask of its valid pixels
+and its position in the scene, and returns class logits, abundances and the reconstruction.
+Token sequences are built per window from the window's own abundances.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hsimap.model.mamba import Mamba
+from hsimap.model.tokens import cluster_sequences, token_budgets, unselected
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters, stored in model.json. Names follow the method's notation."""
+
+    bands: int
+    classes: int
+    endmembers: int = 8          # P
+    variants: int = 10           # R
+    hidden: int = 128            # D
+    spectral_tokens: int = 4     # groups of D/4 channels per pixel
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    tokens: str = "cluster"      # "cluster" (the method) or "raster" (ablation)
+    unmixing: bool = True        # False: ablation without unmixing guidance or losses
+    token_ratio: float = 0.1
+    min_tokens: int = 100
+    mass_weight: float = 0.3
+    area_weight: float = 0.7
+    coord_period: int = 128      # coordinate encoding period, px (the training window)
+    unselected_train_fraction: float = 0.3
+    unselected_train_max: int = 10000
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class WindowOutput:
+    logits: torch.Tensor        # (1, C, h, w)
+    abundances: torch.Tensor    # (1, P, h, w), zero at invalid pixels
+    reconstruction: torch.Tensor  # (1, bands, h, w)
+    variant_weights: torch.Tensor  # (1, P, R, h, w)
+
+
+def coordinate_encoding(row0: int, col0: int, h: int, w: int, period: int,
+                        device: torch.device) -> torch.Tensor:
+    """3-channel position code from scene coordinates (periodic in ``period`` pixels).
+
+    The reference encodes a pixel's position within the whole image; hsimap works on windows,
+    and a pixel must get the same code whichever window it falls in, so the code is a function
+    of the pixel's scene row and column.
+    """
+    r = (torch.arange(row0, row0 + h, device=device, dtype=torch.float32) / period)[:, None]
+    c = (torch.arange(col0, col0 + w, device=device, dtype=torch.float32) / period)[None, :]
+    r, c = r.expand(h, w), c.expand(h, w)
+    code = torch.stack([torch.sin(2 * math.pi * r), torch.cos(2 * math.pi * c),
+                        torch.sin(math.pi * (r + c))])
+    return code[None]
+
+
+class CoordinateGate(nn.Module):
+    """Light linear attention, q + tanh(Q K) V, with a coordinate code in the query.
+
+    ``mode="channel"``: K and V averaged over channels (pixel-local; feeds unmixing).
+    ``mode="spatial"``: K averaged along rows, V along columns (feeds classification).
+    """
+
+    def __init__(self, channels: int, mode: str):
+        super().__init__()
+        self.mode = mode
+        self.q_proj = nn.Conv2d(channels + 3, channels, 1)
+        self.k_proj = nn.Conv2d(channels, channels, 1)
+        self.v_proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor, coords: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        q = self.q_proj(torch.cat([x, coords.expand(x.shape[0], -1, -1, -1)], dim=1))
+        k, v = self.k_proj(x), self.v_proj(x)
+        if self.mode == "channel":
+            k, v = k.mean(1, keepdim=True), v.mean(1, keepdim=True)
+        else:
+            m = valid[None, None].to(x.dtype)  # means over valid pixels only
+            k = (k * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp_min(1)
+            v = (v * m).sum(-2, keepdim=True) / m.sum(-2, keepdim=True).clamp_min(1)
+        return x + torch.tanh(q * k) * v
+
+
+class UnmixingBranch(nn.Module):
+    """Abundance encoder and endmember bank with per-pixel variant weights."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, p, r = cfg.hidden, cfg.endmembers, cfg.variants
+        self.encoder = nn.Sequential(
+            nn.Conv2d(d, d // 2, 1), nn.BatchNorm2d(d // 2), nn.ReLU(),
+            nn.Conv2d(d // 2, d // 4, 1), nn.BatchNorm2d(d // 4), nn.ReLU(),
+            nn.Conv2d(d // 4, p, 1),
+        )
+        # P x R x B: R variants of each endmember, all starting from the VCA spectrum.
+        self.endmembers = nn.Parameter(torch.rand(p, r, cfg.bands) * 0.5)
+        self.variant_head = nn.Conv2d(p, p * r, 1)
+
+    def init_endmembers(self, spectra: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.endmembers.copy_(spectra[:, None, :].expand_as(self.endmembers))
+
+    def mean_endmembers(self) -> torch.Tensor:
+        return self.endmembers.mean(dim=1)
+
+    def forward(self, feat: torch.Tensor):
+        z = self.encoder(feat)
+        a = z.abs()
+        a = a / (a.sum(dim=1, keepdim=True) + 1e-8)  # ANC and ASC
+        b, p, h, w = a.shape
+        weights = torch.softmax(self.variant_head(z).view(b, p, -1, h, w), dim=2)
+        recon = torch.einsum("bprhw,prc->bchw", weights * a[:, :, None], self.endmembers)
+        return a, weights, recon
+
+
+class ClusterMamba(nn.Module):
+    """One Mamba per cluster over its token sequence, a shared one for unselected pixels.
+
+    Used along space (tokens are pixels, width D) and along the spectrum (each pixel is a
+    sequence of ``spectral_tokens`` tokens of width D / spectral_tokens).
+    """
+
+    def __init__(self, cfg: ModelConfig, width: int, spectral: bool):
+        super().__init__()
+        self.spectral = spectral
+        self.groups = cfg.spectral_tokens
+        token = width // self.groups if spectral else width
+        mk = lambda: Mamba(token, d_state=cfg.d_state, d_conv=cfg.d_conv, expand=cfg.expand)  # noqa: E731
+        self.cluster_mamba = nn.ModuleList(mk() for _ in range(cfg.endmembers))
+        self.shared_mamba = mk()
+        self.norm = nn.BatchNorm1d(width)
+
+    def _run(self, mamba: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.spectral:  # every pixel is its own short sequence along the spectrum
+            n, d = x.shape
+            return mamba(x.view(n, self.groups, d // self.groups)).reshape(n, d)
+        return mamba(x[None])[0]  # the pixels form one sequence
+
+    def forward(self, x: torch.Tensor, sequences: list[torch.Tensor], rest: torch.Tensor,
+                keep: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (N, width) valid-pixel features. ``keep``: (N,) bool, pixels whose output is
+        needed (spectral branch in training); the others are neither computed nor returned."""
+        out = torch.zeros_like(x)
+        for mamba, seq in zip(self.cluster_mamba, sequences, strict=True):
+            if keep is not None:
+                seq = seq[keep[seq]]
+            if seq.numel():
+                out = out.index_add(0, seq, self._run(mamba, x[seq]))
+        if keep is not None:
+            rest = rest[keep[rest]]
+        if rest.numel():
+            out = out.index_add(0, rest, self._run(self.shared_mamba, x[rest]))
+        if keep is not None:
+            idx = torch.nonzero(keep).squeeze(1)
+            y = out[idx] + x[idx]
+            return F.gelu(self.norm(y)) + x[idx], idx
+        y = out + x
+        return F.gelu(self.norm(y)) + x, None
+
+
+class UnmixingGuidedMamba(nn.Module):
+    """The whole model. See :class:`ModelConfig` for its hyper-parameters."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, p = cfg.hidden, cfg.endmembers
+        if d % (4 * cfg.spectral_tokens) and d % 4:
+            raise ValueError("hidden width must be divisible by 4")
+        self.patch_embedding = nn.Sequential(nn.Conv2d(cfg.bands, d, 3, padding=1),
+                                             nn.BatchNorm2d(d), nn.GELU())
+        self.unmixing_gate = CoordinateGate(d, "channel")
+        self.classification_gate = CoordinateGate(d, "spatial")
+        self.unmixing = UnmixingBranch(cfg)
+        self.spatial = ClusterMamba(cfg, d, spectral=False)
+        self.spectral = ClusterMamba(cfg, d, spectral=True)
+        self.fusion_weights = nn.Parameter(torch.ones(2) / 2)
+        self.fusion = nn.Conv2d(d, d, 1)
+        self.abundance_features = nn.Sequential(nn.Conv2d(p, p, 3, padding=1),
+                                                nn.BatchNorm2d(p), nn.ReLU())
+        self.head = nn.Conv2d(d + p, cfg.classes, 3, padding=1)
+
+    def select_tokens(self, a_valid: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Sequences per cluster and the unselected pixels (indices into valid pixels)."""
+        n = a_valid.shape[1]
+        if self.cfg.tokens == "raster" or not self.cfg.unmixing:
+            # Ablation: no clustering, every pixel in raster order through the shared Mamba.
+            empty = a_valid.new_zeros(0, dtype=torch.long)
+            return [empty] * self.cfg.endmembers, torch.arange(n, device=a_valid.device)
+        budgets = token_budgets(a_valid, ratio=self.cfg.token_ratio,
+                                min_tokens=self.cfg.min_tokens, mass_weight=self.cfg.mass_weight,
+                                area_weight=self.cfg.area_weight)
+        seqs = cluster_sequences(a_valid, budgets)
+        return seqs, unselected(n, seqs).to(a_valid.device)
+
+    def subsample_unselected(self, rest: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The reference feeds a random 30% (at most 10,000) of unselected pixels to the shared
+        spatial Mamba; hsimap does so in training only, so that inference is deterministic."""
+        if not rest.numel():
+            return rest
+        k = max(1, min(int(rest.numel() * self.cfg.unselected_train_fraction),
+                       self.cfg.unselected_train_max))
+        pick = torch.randperm(rest.numel(), generator=generator)[:k].sort().values
+        return rest[pick.to(rest.device)]
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, origin: tuple[int, int] = (0, 0),
+                *, need: torch.Tensor | None = None, teacher: torch.Tensor | None = None,
+                teacher_weight: float = 0.0,
+                generator: torch.Generator | None = None) -> WindowOutput:
+        """Run one window.
+
+        Args:
+            x: (1, bands, h, w) scaled reflectance, zeros at invalid pixels.
+            valid: (h, w) bool, pixels with data.
+            origin: the window's top-left (row, col) in the scene (coordinate code).
+            need: (h, w) bool, pixels whose logits are needed (training); the spectral branch
+                runs on them and their 3 x 3 neighbours only (the head is a 3 x 3 conv).
+            teacher: (1, P, h, w) moving average of this window's past abundances (training);
+                tokens are picked from (1 - teacher_weight) * A + teacher_weight * teacher.
+            generator: random source for training-time subsampling of unselected pixels.
+        """
+        _, _, h, w = x.shape
+        coords = coordinate_encoding(origin[0], origin[1], h, w, self.cfg.coord_period, x.device)
+        feat = self.patch_embedding(x)
+        um_feat = self.unmixing_gate(feat, coords, valid)
+        cls_feat = self.classification_gate(feat, coords, valid)
+        a, weights, recon = self.unmixing(um_feat)
+        vmask = valid[None, None].to(a.dtype)
+        a = a * vmask
+
+        flat_valid = valid.reshape(-1)
+        vidx = torch.nonzero(flat_valid).squeeze(1)
+        ta = a
+        if teacher is not None and teacher_weight > 0:
+            ta = (1 - teacher_weight) * a + teacher_weight * teacher * vmask
+            ta = ta / (ta.sum(dim=1, keepdim=True) + 1e-8)
+        seqs, rest = self.select_tokens(ta.reshape(a.shape[1], -1)[:, vidx])
+
+        d = cls_feat.shape[1]
+        tokens = cls_feat.reshape(d, -1)[:, vidx].T  # (N, D)
+        spatial_rest = rest
+        if self.training and generator is not None:
+            spatial_rest = self.subsample_unselected(rest, generator)
+        spa, _ = self.spatial(tokens, seqs, spatial_rest)
+        keep = None
+        if need is not None:
+            grown = F.max_pool2d(need[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
+            keep = grown.reshape(-1)[vidx]
+        spe_vals, spe_idx = self.spectral(tokens, seqs, rest, keep)
+        spe = spe_vals if spe_idx is None else torch.zeros_like(spa).index_copy(0, spe_idx,
+                                                                                spe_vals)
+        wts = torch.softmax(self.fusion_weights, dim=0)
+        fused_tokens = wts[0] * spa + wts[1] * spe
+        fused = cls_feat.new_zeros(d, h * w).index_copy(1, vidx, fused_tokens.T).view(1, d, h, w)
+        fused = self.fusion(fused) + cls_feat * vmask
+        logits = self.head(torch.cat([self.abundance_features(a), fused], dim=1))
+        return WindowOutput(logits, a, recon, weights)

@@ -1,0 +1,87 @@
+"""Endmember extraction (VCA) and fully constrained least squares abundances (FCLS)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import nnls
+
+
+def vca(pixels: np.ndarray, p: int, seed: int = 0) -> np.ndarray:
+    """Vertex Component Analysis (Nascimento & Bioucas-Dias, 2005).
+
+    Args:
+        pixels: (n_pixels, bands) reflectance.
+        p: number of endmembers.
+        seed: seed of the random projection directions.
+
+    Returns:
+        (p, bands) endmember spectra, each one of the input pixels.
+    """
+    rng = np.random.default_rng(seed)
+    y = np.asarray(pixels, dtype=np.float64).T  # (bands, n)
+    bands, n = y.shape
+    if p > bands:
+        raise ValueError(f"{p} endmembers need at least {p} bands, got {bands}")
+    if n < p:
+        raise ValueError(f"{p} endmembers need at least {p} pixels, got {n}")
+    mean = y.mean(axis=1, keepdims=True)
+    u, _, _ = np.linalg.svd((y - mean) @ (y - mean).T / n)
+    ud = u[:, : p - 1]
+    x_p = ud.T @ (y - mean)
+    p_y = np.sum(y**2) / n
+    p_x = np.sum(x_p**2) / n + float(np.sum(mean**2))
+    snr = 10 * np.log10(max(p_x - p / bands * p_y, 1e-12) / max(p_y - p_x, 1e-12))
+    snr_th = 15 + 10 * np.log10(p)
+    if snr < snr_th:
+        # Low SNR: project onto the (p-1)-dim subspace and add a constant component.
+        proj = ud @ x_p + mean
+        x = x_p
+        c = np.sqrt(np.max(np.sum(x**2, axis=0)))
+        x = np.vstack([x, np.full((1, n), c)])
+    else:
+        u2, _, _ = np.linalg.svd(y @ y.T / n)
+        ud = u2[:, :p]
+        x = ud.T @ y
+        proj = ud @ x
+        u_mean = x.mean(axis=1, keepdims=True)
+        x = x / np.maximum(np.sum(x * u_mean, axis=0, keepdims=True), 1e-12)
+    indices = np.zeros(p, dtype=int)
+    a = np.zeros((p, p))
+    a[-1, 0] = 1
+    for i in range(p):
+        w = rng.standard_normal((p, 1))
+        f = w - a @ np.linalg.pinv(a) @ w
+        f /= np.linalg.norm(f)
+        v = f.T @ x
+        indices[i] = int(np.argmax(np.abs(v)))
+        a[:, i] = x[:, indices[i]]
+    return proj[:, indices].T.astype(np.float32)
+
+
+def fcls(pixels: np.ndarray, endmembers: np.ndarray, delta: float = 1e3) -> np.ndarray:
+    """Fully constrained least squares: abundances >= 0 summing to one, per pixel.
+
+    The sum-to-one constraint is enforced by a heavily weighted extra row (Heinz & Chang), then
+    each pixel is a non-negative least squares problem (scipy's NNLS).
+
+    Args:
+        pixels: (n, bands).
+        endmembers: (p, bands).
+
+    Returns:
+        (n, p) abundances.
+    """
+    e = np.vstack([np.asarray(endmembers, dtype=np.float64).T,
+                   delta * np.ones((1, endmembers.shape[0]))])
+    out = np.empty((pixels.shape[0], endmembers.shape[0]))
+    for i, y in enumerate(np.asarray(pixels, dtype=np.float64)):
+        out[i], _ = nnls(e, np.append(y, delta))
+    s = out.sum(axis=1, keepdims=True)
+    return out / np.where(s > 0, s, 1.0)
+
+
+def spectral_angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle in radians between spectra along the last axis."""
+    num = np.sum(a * b, axis=-1)
+    den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    return np.arccos(np.clip(num / np.maximum(den, 1e-12), -1.0, 1.0))
