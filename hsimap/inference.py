@@ -46,15 +46,33 @@ def scale_values(model: TrainedModel, values: np.ndarray) -> np.ndarray:
     return (x - np.float32(lo)) / np.float32(max(hi - lo, 1e-12))
 
 
+def fill_invalid(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Give invalid pixels the value of their nearest valid pixel.
+
+    The network's 3 x 3 convolutions would otherwise see zeros beside nodata areas and leave a
+    fringe of wrong classes along them. Outputs at invalid pixels are masked afterwards anyway.
+    """
+    if valid.all() or not valid.any():
+        return x
+    from scipy.ndimage import distance_transform_edt
+
+    _, (ri, ci) = distance_transform_edt(~valid, return_indices=True)
+    return x[:, ri, ci]
+
+
+def model_input(model: TrainedModel, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The network's input for a window: used bands, scaled, nodata filled (float32)."""
+    return np.ascontiguousarray(fill_invalid(scale_values(model, values), valid),
+                                dtype=np.float32)
+
+
 @torch.no_grad()
 def window_products(model: TrainedModel, values: np.ndarray, valid: np.ndarray,
                     origin: tuple[int, int]) -> WindowProducts:
     """Run the model on one window of physical values (bands, h, w) with its valid mask."""
     net = model.network
     dev = model.device
-    x = scale_values(model, values)
-    x[:, ~valid] = 0.0
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None].to(dev)
+    xt = torch.from_numpy(model_input(model, values, valid))[None].to(dev)
     vt = torch.from_numpy(valid).to(dev)
     if not valid.any():
         h, w = valid.shape

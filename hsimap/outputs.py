@@ -16,7 +16,7 @@ from rasterio.enums import Resampling
 from tqdm import tqdm
 
 from hsimap.errors import HsimapError
-from hsimap.inference import default_workers, predict
+from hsimap.inference import check_compatible, default_workers, predict
 from hsimap.io.speclib import write_library
 from hsimap.io.writers import Grid, RasterSink, check_output, class_dtype, temp_name
 from hsimap.model.store import TrainedModel
@@ -81,6 +81,7 @@ def write_outputs(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
     """
     import time
 
+    check_compatible(scene, model, ignore_wavelengths=ignore_wavelengths)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise HsimapError(f"{out}: exists and is not a folder")
@@ -143,6 +144,7 @@ def write_outputs(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
     except BaseException:
         for s in sinks:
             s.abort()
+        bar.leave = False  # clear the bar so the error message stands on its own line
         bar.close()
         raise
     bar.close()

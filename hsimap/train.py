@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from hsimap import __version__
 from hsimap.errors import HsimapError
-from hsimap.inference import scale_values, window_products
+from hsimap.inference import model_input, window_products
 from hsimap.io.scene import read_window
 from hsimap.io.writers import ClassTable, Grid, write_raster
 from hsimap.labels import split_labels
@@ -234,10 +234,8 @@ def train(scene: xr.DataArray, labels: np.ndarray, class_table: ClassTable, out_
             continue
         seen[t.rows, t.cols] |= s == 1
         values, valid = read_window(scene, t.rows, t.cols)
-        x = scale_values(model, values)
-        x[:, ~valid] = 0.0
         target = lut[labels[t.rows, t.cols]]
-        windows.append(_Window(t, x.astype(np.float32), valid, target, s))
+        windows.append(_Window(t, model_input(model, values, valid), valid, target, s))
     if not windows:
         raise HsimapError("no training pixels fall on valid scene pixels")
 

@@ -182,7 +182,10 @@ class UnmixingGuidedMamba(nn.Module):
         d, p = cfg.hidden, cfg.endmembers
         if d % (4 * cfg.spectral_tokens) and d % 4:
             raise ValueError("hidden width must be divisible by 4")
-        self.patch_embedding = nn.Sequential(nn.Conv2d(cfg.bands, d, 3, padding=1),
+        # Replicate padding: a scene edge looks like its border pixels continuing, as in the
+        # interior of a window, rather than like a frame of zeros.
+        conv3 = lambda i, o: nn.Conv2d(i, o, 3, padding=1, padding_mode="replicate")  # noqa: E731
+        self.patch_embedding = nn.Sequential(conv3(cfg.bands, d),
                                              nn.BatchNorm2d(d), nn.GELU())
         self.unmixing_gate = CoordinateGate(d, "channel")
         self.classification_gate = CoordinateGate(d, "spatial")
@@ -191,9 +194,9 @@ class UnmixingGuidedMamba(nn.Module):
         self.spectral = ClusterMamba(cfg, d, spectral=True)
         self.fusion_weights = nn.Parameter(torch.ones(2) / 2)
         self.fusion = nn.Conv2d(d, d, 1)
-        self.abundance_features = nn.Sequential(nn.Conv2d(p, p, 3, padding=1),
+        self.abundance_features = nn.Sequential(conv3(p, p),
                                                 nn.BatchNorm2d(p), nn.ReLU())
-        self.head = nn.Conv2d(d + p, cfg.classes, 3, padding=1)
+        self.head = conv3(d + p, cfg.classes)
 
     def select_tokens(self, a_valid: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Sequences per cluster and the unselected pixels (indices into valid pixels)."""

@@ -1,0 +1,215 @@
+"""The model: Mamba backend, unmixing constraints, clustering tokens, determinism, files."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from hsimap.errors import HsimapError
+from hsimap.inference import window_products
+from hsimap.io.scene import open_scene, read_window
+from hsimap.model.mamba import MAMBA_PARAMETERS, Mamba
+from hsimap.model.network import ModelConfig, UnmixingGuidedMamba
+from hsimap.model.store import load_model
+from hsimap.model.tokens import cluster_sequences, token_budgets, unselected
+from hsimap.model.vca import fcls, spectral_angle, vca
+
+
+def test_mamba_parameters_are_mamba_ssm_names():
+    assert set(Mamba(32).state_dict()) == set(MAMBA_PARAMETERS)
+    net = UnmixingGuidedMamba(ModelConfig(bands=10, classes=3, endmembers=4, hidden=32))
+    blocks = [m for m in net.modules() if isinstance(m, Mamba)]
+    assert len(blocks) == 2 * (4 + 1)  # a Mamba per cluster plus a shared one, per branch
+    for name, module in net.named_modules():
+        if isinstance(module, Mamba):
+            keys = {k[len(name) + 1:] for k in net.state_dict() if k.startswith(name + ".")}
+            assert keys == set(MAMBA_PARAMETERS)
+
+
+def _sequential_reference(m: Mamba, x: torch.Tensor) -> torch.Tensor:
+    """The selective SSM written as the plain recurrence, one step at a time."""
+    _, length, _ = x.shape
+    xz = m.in_proj(x)
+    u, z = xz.chunk(2, dim=-1)
+    u = torch.nn.functional.silu(m.conv1d(u.transpose(1, 2))[:, :, :length].transpose(1, 2))
+    dbc = m.x_proj(u)
+    r, n = m.config.dt_rank, m.config.d_state
+    dt, b, c = torch.split(dbc, [r, n, n], dim=-1)
+    delta = torch.nn.functional.softplus(dt @ m.dt_proj.weight.T + m.dt_proj.bias)
+    a = -torch.exp(m.A_log.float()).to(x.dtype)
+    h = torch.zeros(x.shape[0], u.shape[-1], n, dtype=x.dtype)
+    ys = []
+    for t in range(length):
+        h = torch.exp(delta[:, t, :, None] * a) * h + \
+            delta[:, t, :, None] * b[:, t, None, :] * u[:, t, :, None]
+        ys.append((h @ c[:, t, :, None]).squeeze(-1) + m.D.to(x.dtype) * u[:, t])
+    y = torch.stack(ys, dim=1) * torch.nn.functional.silu(z)
+    return m.out_proj(y)
+
+
+@pytest.mark.parametrize("length", [1, 4, 37, 256])
+def test_parallel_scan_matches_sequential_recurrence(length):
+    torch.manual_seed(0)
+    m = Mamba(16).double()
+    x = torch.randn(3, length, 16, dtype=torch.float64)
+    with torch.no_grad():
+        np.testing.assert_allclose(m(x).numpy(), _sequential_reference(m, x).numpy(),
+                                   rtol=1e-6, atol=1e-6)
+
+
+def test_token_budgets_follow_the_method():
+    n = 2000
+    a = torch.zeros(3, n)
+    a[0, :1200] = 0.9   # large, confident cluster
+    a[1, 1200:1500] = 0.9
+    a[2] = 1 - a[0] - a[1]
+    a[2, 1500:] = 1.0
+    budgets = token_budgets(a)
+    mass = a.sum(1)
+    area = torch.tensor([(a[p] > 0.5 * a[p].max()).sum() for p in range(3)], dtype=torch.float)
+    score = 0.3 * mass / mass.sum() + 0.7 * area / area.sum()
+    expected = [max(100, int(np.ceil(0.1 * n * float(s)))) for s in score]
+    assert budgets == expected
+    assert budgets[1] == 100 or budgets[1] >= 100
+    # capped at the number of pixels
+    assert token_budgets(torch.full((2, 50), 0.5)) == [50, 50]
+
+
+def test_cluster_sequences_ordered_by_abundance():
+    torch.manual_seed(1)
+    a = torch.rand(2, 500)
+    seqs = cluster_sequences(a, [120, 130])
+    for p, seq in enumerate(seqs):
+        vals = a[p, seq]
+        assert torch.all(vals[:-1] >= vals[1:])
+        assert set(seq.tolist()) == set(torch.topk(a[p], len(seq)).indices.tolist())
+    rest = unselected(500, seqs)
+    assert torch.all(rest[:-1] < rest[1:])  # raster order
+    assert len(set(rest.tolist()) & set(torch.cat(seqs).tolist())) == 0
+
+
+def _tiny_net(**kw) -> UnmixingGuidedMamba:
+    torch.manual_seed(0)
+    return UnmixingGuidedMamba(ModelConfig(bands=12, classes=3, endmembers=4, hidden=32,
+                                           variants=3, **kw))
+
+
+def test_abundances_nonnegative_sum_to_one_and_reconstruct():
+    net = _tiny_net().eval()
+    x = torch.rand(1, 12, 30, 20)
+    valid = torch.ones(30, 20, dtype=torch.bool)
+    valid[:5, :5] = False
+    with torch.no_grad():
+        out = net(x, valid)
+    a = out.abundances[0]
+    assert torch.all(a >= 0)
+    torch.testing.assert_close(a[:, valid].sum(0), torch.ones(int(valid.sum())))
+    assert torch.all(a[:, ~valid] == 0)
+    assert out.reconstruction.shape == x.shape
+    w = out.variant_weights[0]
+    torch.testing.assert_close(w.sum(1), torch.ones(4, 30, 20))
+
+
+def test_inference_is_deterministic():
+    net = _tiny_net().eval()
+    x = torch.rand(1, 12, 40, 40)
+    valid = torch.ones(40, 40, dtype=torch.bool)
+    with torch.no_grad():
+        a, b = net(x, valid, (7, 3)), net(x, valid, (7, 3))
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.abundances, b.abundances)
+
+
+def test_gradients_reach_every_parameter():
+    net = _tiny_net().train()
+    x = torch.rand(1, 12, 24, 24)
+    valid = torch.ones(24, 24, dtype=torch.bool)
+    gen = torch.Generator().manual_seed(0)
+    out = net(x, valid, need=torch.ones(24, 24, dtype=torch.bool), generator=gen)
+    loss = out.logits.square().mean() + out.reconstruction.mean() + out.abundances.sqrt().mean()
+    loss.backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.any()]
+    assert missing == []
+
+
+def test_spectral_restriction_is_exact_for_needed_pixels():
+    """Training computes the spectral branch only near labelled pixels; those logits must
+    equal the ones from the full computation."""
+    net = _tiny_net().train()
+    net.apply(lambda m: m.eval() if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d)
+              else None)
+    x = torch.rand(1, 12, 28, 28)
+    valid = torch.ones(28, 28, dtype=torch.bool)
+    need = torch.zeros(28, 28, dtype=torch.bool)
+    need[5, 7] = need[20, 21] = True
+    with torch.no_grad():
+        full = net(x, valid).logits[0][:, need]
+        part = net(x, valid, need=need).logits[0][:, need]
+    torch.testing.assert_close(part, full)
+
+
+def test_ablations_build_and_run():
+    for kw in ({"tokens": "raster"}, {"unmixing": False}):
+        net = _tiny_net(**kw).eval()
+        with torch.no_grad():
+            out = net(torch.rand(1, 12, 16, 16), torch.ones(16, 16, dtype=torch.bool))
+        assert out.logits.shape == (1, 3, 16, 16)
+
+
+def test_vca_and_fcls_recover_synthetic_truth():
+    """Linear mixtures of 4 real USGS spectra, with a few pure pixels, at 40 dB SNR."""
+    from scipy.optimize import linear_sum_assignment
+
+    from hsimap.synth import library_spectra
+
+    rng = np.random.default_rng(0)
+    lib, _, _ = library_spectra()
+    e = lib[[0, 5, 16, 21]]
+    a = np.vstack([rng.dirichlet(np.ones(4), 1500), np.eye(4)])
+    x = a @ e
+    x += rng.standard_normal(x.shape) * x.mean() / 100
+    found = vca(x, 4, seed=0)
+    sad = spectral_angle(found[:, None, :], e[None, :, :])
+    rows, cols = linear_sum_assignment(sad)
+    assert np.degrees(sad[rows, cols]).max() < 3.0
+    est = fcls(x, e)
+    assert np.all(est >= 0)
+    np.testing.assert_allclose(est.sum(1), 1.0, atol=1e-9)
+    assert np.sqrt(np.mean((est - a) ** 2)) < 0.05
+
+
+def test_model_file_roundtrip(trained):
+    made, model = trained["made"], trained["model"]
+    scene = open_scene(made.scene)
+    values, valid = read_window(scene, slice(0, 64), slice(0, 64))
+    again = load_model(trained["model_dir"])
+    a = window_products(model, values, valid, (0, 0))
+    b = window_products(again, values, valid, (0, 0))
+    np.testing.assert_array_equal(a.classes, b.classes)
+    np.testing.assert_array_equal(a.abundances, b.abundances)
+    card = model.card
+    for key in ("config", "classes", "scaling", "bands_used", "window", "protocol",
+                "validation_metrics", "test_metrics", "versions", "model_hash"):
+        assert key in card
+    assert (trained["model_dir"] / "split.tif").exists()
+    assert (trained["model_dir"] / "history.csv").read_text().startswith("epoch,")
+
+
+def test_pickle_is_refused(tmp_path, trained):
+    d = tmp_path / "evil"
+    d.mkdir()
+    (d / "model.json").write_text((trained["model_dir"] / "model.json").read_text())
+    with open(d / "model.safetensors", "wb") as f:
+        pickle.dump({"weights": [1, 2, 3]}, f)
+    with pytest.raises(HsimapError, match="never unpickles"):
+        load_model(d)
+    (d / "model.safetensors").unlink()
+    (d / "model.pt").write_bytes(b"\x80\x04")
+    with pytest.raises(HsimapError, match="pickles"):
+        load_model(d)
+
+
+def test_trained_model_learns_synthetic_classes(trained):
+    assert trained["result"].test_metrics.overall_accuracy > 0.85
