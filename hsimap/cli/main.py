@@ -42,9 +42,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from hsimap.cli import demo, evaluate, info, predict, synth, train
+    from hsimap.cli import batch, demo, evaluate, info, predict, synth, train
 
-    for module in (info, synth, train, evaluate, predict, demo):
+    for module in (info, synth, train, evaluate, predict, batch, demo):
         cli.add_command(module.command)
 
 

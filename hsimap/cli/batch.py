@@ -1,0 +1,67 @@
+"""``hsimap batch``: many flight lines, one model, on a local or remote dask cluster."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from hsimap.batch import expand_scenes, run_batch, write_vrt
+from hsimap.cli.options import cog_opt, device_opt, model_opt, output_opt
+
+
+@click.command("batch")
+@click.argument("scenes", nargs=-1)
+@model_opt
+@output_opt
+@click.option("--list", "list_file", type=click.Path(exists=True), default=None,
+              help="File with one scene path a line.")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes of the local cluster (default: cores / threads).")
+@click.option("--threads-per-worker", type=int, default=1, show_default=True,
+              help="Threads each worker gives one scene's windows.")
+@click.option("--scheduler", default=None,
+              help="Existing cluster: tcp://HOST:PORT or a scheduler JSON file.")
+@click.option("--force", is_flag=True, help="Redo scenes the manifest records as done.")
+@click.option("--window", type=int, default=None, help="Window size, px.")
+@click.option("--halo", type=int, default=None, help="Halo, px.")
+@click.option("--vrt", is_flag=True, help="Also write a GDAL VRT mosaic of the class maps.")
+@click.option("--ignore-wavelengths", is_flag=True)
+@device_opt
+@cog_opt
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(scenes, model_dir, output, list_file, workers, threads_per_worker, scheduler,
+            force, window, halo, vrt, ignore_wavelengths, device, cog, quiet) -> None:
+    """Predict every scene in SCENES (paths or quoted globs) into OUTDIR/<scene>/.
+
+    A manifest (OUTDIR/manifest.jsonl) records each scene; a rerun skips the scenes already
+    done with the same model and input. Exits non-zero if any scene failed.
+    """
+    paths = expand_scenes(list(scenes), list_file)
+    # SIGTERM ends the client cleanly: the cluster is closed and the manifest kept.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    options = {"window": window, "halo": halo, "cog": cog, "device": device,
+               "ignore_wavelengths": ignore_wavelengths}
+    summary = run_batch(paths, model_dir, output, workers=workers,
+                        threads_per_worker=threads_per_worker, scheduler=scheduler,
+                        force=force, options=options, progress=not quiet,
+                        echo=lambda m: click.echo(m, err=True))
+    width = max([len(str(p)) for p in paths] + [5])
+    click.echo(f"{'scene':<{width}}  status   seconds  note")
+    for s in summary.skipped:
+        click.echo(f"{s:<{width}}  skipped        -  done before (same model and input)")
+    for r in summary.records:
+        note = r.get("reason", "")
+        click.echo(f"{r['scene']:<{width}}  {r['status']:<7} {r.get('seconds', 0):8.1f}  {note}")
+    if summary.records:
+        rate = summary.pixels / max(summary.seconds, 1e-9)
+        click.echo(f"{len(summary.records) - len(summary.failed)} done, "
+                   f"{len(summary.failed)} failed, {len(summary.skipped)} skipped; "
+                   f"{summary.pixels} px in {summary.seconds:.1f} s ({rate:,.0f} px/s)")
+    if vrt:
+        maps = sorted(Path(output).glob("*/*_classes.tif"))
+        click.echo(f"mosaic: {write_vrt(maps, Path(output) / 'classes_mosaic.vrt')}")
+    if summary.failed:
+        sys.exit(1)
