@@ -32,7 +32,7 @@ from hsimap.labels import split_labels
 from hsimap.metrics import Metrics, classification_metrics
 from hsimap.model.network import ModelConfig, UnmixingGuidedMamba
 from hsimap.model.store import TrainedModel, save_model
-from hsimap.model.vca import vca
+from hsimap.model.vca import vca_best
 from hsimap.windows import Tile, tiles
 
 
@@ -246,7 +246,7 @@ def train(scene: xr.DataArray, labels: np.ndarray, class_table: ClassTable, out_
         pix = pix[rng.choice(len(pix), 20000, replace=False)]
     if len(pix) < p:
         raise HsimapError(f"only {len(pix)} valid pixels, fewer than {p} endmembers")
-    net.unmixing.init_endmembers(torch.from_numpy(vca(pix, p, seed=opts.seed)))
+    net.unmixing.init_endmembers(torch.from_numpy(vca_best(pix, p, seed=opts.seed)))
 
     dev = torch.device(opts.device)
     net.to(dev)

