@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from hsimap.cli.options import overwrite_opt
-from hsimap.io.scene import open_scene, scene_info
-from hsimap.synth import SynthSpec, make_scene
+from hsimap.demo import DemoSettings, run_demo
 
 
 @click.command("demo")
 @click.option("-o", "--output", default="demo-output", show_default=True, type=click.Path(),
-              help="Folder for the demo's files.")
-@overwrite_opt
-def command(output, overwrite) -> None:
-    """Make a georeferenced synthetic scene from embedded USGS spectra and describe it."""
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
-    made = make_scene(out / "demo_scene.tif", SynthSpec(width=200, height=160, bands=48),
-                      overwrite=overwrite)
-    info = scene_info(open_scene(made.scene))
-    click.echo(f"scene: {made.scene} ({info.width} x {info.height} px, {info.bands} bands, "
-               f"{info.crs})")
-    for p in (made.labels, made.abundances, made.library):
-        click.echo(f"truth: {p}")
+              help="Folder for the demo's files (replaced on every run).")
+@click.option("--overwrite", is_flag=True, hidden=True,
+              help="Accepted for symmetry; the demo always replaces its own files.")
+@click.option("--quick", is_flag=True, help="A smaller scene and fewer epochs (tests).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def command(output, overwrite, quick, quiet) -> None:
+    """Synthesize a georeferenced scene from embedded USGS spectra, train a model on a few
+    labelled pixels per class, predict the whole scene in streaming windows, evaluate."""
+    settings = DemoSettings(width=128, height=96, bands=24, epochs=20, hidden=32, window=64,
+                            halo=8, train_per_class=10, region_size=20) if quick else DemoSettings()
+    r = run_demo(output, settings, progress=not quiet)
+    m = r.metrics
+    click.echo("")
+    click.echo("hsimap demo: synthetic scene -> train -> predict -> evaluate")
+    for name, path in r.files.items():
+        click.echo(f"  {name:>17}: {path}")
+    click.echo(f"classification (labelled pixels outside the training area, {m.pixels}):"
+               f" OA {m.overall_accuracy:.3f}  "
+               f"kappa {m.kappa:.3f}  AA {m.average_accuracy:.3f}")
+    click.echo(f"unmixing vs the true abundances: RMSE {r.abundance_rmse:.3f}; learned "
+               f"endmembers vs true spectra: mean SAD {r.endmember_sad_deg:.1f} deg")
+    t = r.seconds
+    click.echo(f"time: synth {t['synth']:.1f} s, train {t['train']:.1f} s, "
+               f"predict {t['predict']:.1f} s")
+    click.echo(f"open {r.files['classes']} in QGIS: it carries the scene's CRS and colours.")
