@@ -127,7 +127,8 @@ def _vector_labels(path: Path, grid: Grid, class_field: str | None
                               f"(fields: {', '.join(fields)})")
         class_field = guess[0]
     if class_field not in fields:
-        raise HsimapError(f"{path}: no field {class_field!r} (fields: {', '.join(fields)})")
+        raise HsimapError(f"{path}: no field {class_field!r}; use --class-field with one of: "
+                          f"{', '.join(fields)}")
     meta, _, geometry, field_data = pyogrio.raw.read(path, columns=[class_field])
     values = field_data[0]
     src_crs = meta.get("crs")
