@@ -63,6 +63,7 @@ def test_batch_matches_predict_and_isolates_failures(trained, tmp_path):
         assert _digests(direct) == _digests(out / s.stem)
 
 
+@pytest.mark.slow
 def test_sigterm_then_resume(trained, tmp_path):
     scenes = _scenes(tmp_path, 4, size=(96, 80))
     out = tmp_path / "out"
@@ -95,6 +96,7 @@ def test_sigterm_then_resume(trained, tmp_path):
                                                                              for s in scenes}
 
 
+@pytest.mark.slow
 def test_killed_worker_scene_is_retried(trained, tmp_path):
     (scene,) = _scenes(tmp_path, 1, size=(400, 300))
     out = tmp_path / "out"

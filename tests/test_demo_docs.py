@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,3 +33,41 @@ def test_cli_reference_is_current():
     assert r.returncode == 0, r.stderr
     assert r.stdout == (ROOT / "docs" / "cli.md").read_text(), \
         "docs/cli.md is stale: COLUMNS=100 python -m hsimap.cli.reference > docs/cli.md"
+
+
+def _run_example(name, *args):
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / name), *map(str, args)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout
+
+
+def test_example_salinas(tmp_path):
+    from tests.conftest import shared
+
+    shared("salinasA")
+    out = _run_example("salinas_mat.py", "-o", tmp_path, "--epochs", 3)
+    assert "from the written map" in out
+    import rasterio
+
+    with rasterio.open(tmp_path / "maps" / "salinasA_classes.tif") as src:
+        assert src.crs.to_epsg() == 32610
+
+
+def test_example_enmap_polygons(tmp_path):
+    out = _run_example("enmap_geotiff_polygons.py", "-o", tmp_path, "--size", 96,
+                       "--epochs", 3)
+    assert "['fallow', 'maize', 'orchard', 'wheat']" in out
+    assert (tmp_path / "maps" / "product_classes.tif").exists()
+
+
+def test_example_python_api(tmp_path):
+    _run_example("python_api.py", "-o", tmp_path, "--epochs", 2)
+    assert (tmp_path / "window.png").exists() and (tmp_path / "endmembers.png").exists()
+
+
+@pytest.mark.slow
+def test_example_batch(tmp_path):
+    out = _run_example("batch_cluster.py", "-o", tmp_path, "--lines", 2, "--size", 48,
+                       "--epochs", 2, "--workers", 1)
+    assert "2 done, 0 failed" in out and "rerun: 2 skipped" in out

@@ -175,3 +175,29 @@ def test_unwritable_output_is_an_error(trained, tmp_path):
     f.write_text("x")
     with pytest.raises(HsimapError, match="not a folder"):
         _predict(trained, f)
+
+
+MEMORY_SCRIPT = """
+import resource, sys
+from hsimap.io.scene import open_scene
+from hsimap.model.store import load_model
+from hsimap.outputs import write_outputs
+write_outputs(open_scene(sys.argv[1]), load_model(sys.argv[2]), sys.argv[3], progress=False,
+              quicklooks=False, workers=2)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+@pytest.mark.slow
+def test_memory_bounded_by_window_not_scene(trained, tmp_path):
+    """Predicting a scene 16x larger raises peak RSS by less than 20%."""
+    peaks = []
+    for side in (128, 512):
+        made = make_scene(tmp_path / f"s{side}.tif",
+                          SynthSpec(width=side, height=side, bands=24, endmembers=4, seed=2))
+        r = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, made.scene,
+                            trained["model_dir"], tmp_path / f"o{side}"], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        peaks.append(int(r.stdout.split()[-1]))
+    assert peaks[1] < 1.2 * peaks[0], peaks
