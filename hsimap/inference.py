@@ -121,7 +121,7 @@ def default_workers() -> int:
 
 def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = None,
             halo: int | None = None, on_tile: Callable[[Tile], None] | None = None,
-            ignore_wavelengths: bool = False) -> xr.Dataset:
+            ignore_wavelengths: bool = False, check: bool = True) -> xr.Dataset:
     """Lazy predictions over a whole scene.
 
     Args:
@@ -129,12 +129,15 @@ def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = No
         model: from :func:`hsimap.model.store.load_model`.
         window, halo: override the model's window and halo, px.
         on_tile: called after each tile is computed (progress).
+        check: refuse a scene the model was not trained for (callers that checked already
+            pass False).
 
     Returns:
         Dataset with ``classes`` (y, x), ``confidence``, ``error`` and ``abundances``
         (endmember, y, x), dask-backed: computing a part runs only the tiles it needs.
     """
-    check_compatible(scene, model, ignore_wavelengths=ignore_wavelengths)
+    if check:
+        check_compatible(scene, model, ignore_wavelengths=ignore_wavelengths)
     window = window or model.window
     halo = model.halo if halo is None else halo
     height, width = scene.sizes["y"], scene.sizes["x"]

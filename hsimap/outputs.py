@@ -108,8 +108,7 @@ def write_outputs(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
             n_tiles[0] += 1
 
     t0 = time.perf_counter()
-    ds = predict(scene, model, window=window, halo=halo, on_tile=on_tile,
-                 ignore_wavelengths=ignore_wavelengths)
+    ds = predict(scene, model, window=window, halo=halo, on_tile=on_tile, check=False)
     co = creation_options or {}
     sinks: list[RasterSink] = []
     try:

@@ -186,8 +186,8 @@ def _cube_from_mat(path: Path, variable: str | None) -> np.ndarray:
         chosen = max(pool, key=lambda k: pool[k].size)
     cube = np.asarray(data[chosen])
     if cube.ndim == 3:
-        # Benchmarks store (rows, cols, bands); bands is the axis that is neither spatial.
-        return np.moveaxis(cube, 2, 0) if cube.shape[2] <= max(cube.shape[:2]) * 8 else cube
+        # MATLAB benchmark cubes (Indian Pines, Salinas, Pavia, ...) are (rows, cols, bands).
+        return np.moveaxis(cube, 2, 0)
     if cube.ndim == 2:
         rows = _mat_scalar(data, ("nRow", "lines", "nrow", "rows"))
         cols = _mat_scalar(data, ("nCol", "cols", "ncol", "samples"))
