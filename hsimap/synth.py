@@ -227,7 +227,10 @@ def make_scene(path: str | Path, spec: SynthSpec | None = None, *,
     grid = Grid(spec.width, spec.height, profile["crs"], profile["transform"])
     tmp = temp_name(path)
     try:
-        with rasterio.open(tmp, "w", **profile) as dst, \
+        # GDAL's block cache (5% of RAM by default) would otherwise hold written blocks: cap it
+        # so that memory stays bounded by the block size, whatever the scene size.
+        with rasterio.Env(GDAL_CACHEMAX=128 * 2**20), \
+                rasterio.open(tmp, "w", **profile) as dst, \
                 RasterSink(labels_path, grid, 1, "uint8", nodata=0, class_table=table,
                            overwrite=overwrite) as lab, \
                 RasterSink(abund_path, grid, spec.endmembers, "float32", nodata=float("nan"),
