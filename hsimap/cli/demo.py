@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from hsimap.demo import DemoSettings, run_demo
-
 
 @click.command("demo")
 @click.option("-o", "--output", default="demo-output", show_default=True, type=click.Path(),
@@ -17,6 +15,8 @@ from hsimap.demo import DemoSettings, run_demo
 def command(output, overwrite, quick, quiet) -> None:
     """Synthesize a georeferenced scene from embedded USGS spectra, train a model on a few
     labelled pixels per class, predict the whole scene in streaming windows, evaluate."""
+    from hsimap.demo import DemoSettings, run_demo
+
     settings = DemoSettings(width=128, height=96, bands=24, epochs=20, hidden=32, window=64,
                             halo=8, train_per_class=10, region_size=20) if quick else DemoSettings()
     r = run_demo(output, settings, progress=not quiet)

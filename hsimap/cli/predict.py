@@ -15,9 +15,6 @@ from hsimap.cli.options import (
     variable_opt,
     workers_opt,
 )
-from hsimap.io.scene import open_scene
-from hsimap.model.store import load_model, resolve_device
-from hsimap.outputs import write_outputs
 
 
 @click.command("predict")
@@ -43,6 +40,11 @@ def command(scene, model_dir, output, window, halo, workers, device, cog, creati
     Writes SCENE_classes.tif, SCENE_abundances.tif, SCENE_confidence.tif, SCENE_error.tif,
     SCENE_endmembers.sli/.hdr/.csv and PNG quicklooks, on the scene's grid and CRS.
     """
+    # torch is imported only when a command needs it, so that `hsimap info` starts fast.
+    from hsimap.io.scene import open_scene
+    from hsimap.model.store import load_model, resolve_device
+    from hsimap.outputs import write_outputs
+
     model = load_model(model_dir, resolve_device(device))
     data = open_scene(scene, variable=variable)
     report = write_outputs(data, model, output, window=window, halo=halo, workers=workers,

@@ -6,10 +6,6 @@ import click
 
 from hsimap.cli.options import device_opt, overwrite_opt, scene_arg, seed_opt, variable_opt
 from hsimap.errors import HsimapError
-from hsimap.io.scene import open_scene
-from hsimap.labels import load_labels
-from hsimap.model.store import CARD, resolve_device
-from hsimap.train import TrainOptions, train
 
 
 @click.command("train")
@@ -53,6 +49,11 @@ def command(scene, labels, output, class_field, classes_csv, label_variable, tra
     bands, scaling, metrics), history.csv and split.tif (1 train, 2 validation, 3 test).
     """
     from pathlib import Path
+
+    from hsimap.io.scene import open_scene
+    from hsimap.labels import load_labels
+    from hsimap.model.store import CARD, resolve_device
+    from hsimap.train import TrainOptions, train
 
     out = Path(output)
     if (out / CARD).exists() and not overwrite:

@@ -12,8 +12,6 @@ from hsimap.cli.options import (
     seed_opt,
     variable_opt,
 )
-from hsimap.io.scene import open_scene
-from hsimap.unmix import unmix
 
 
 @click.command("unmix")
@@ -40,6 +38,9 @@ def command(scene, output, endmembers, method, library, fixed_library, epochs, w
     library SCENE_endmembers.sli/.hdr/.csv, on the scene's grid, plus quicklooks."""
     if fixed_library and not library:
         raise click.UsageError("--fixed-library needs --library")
+    from hsimap.io.scene import open_scene
+    from hsimap.unmix import unmix
+
     data = open_scene(scene, variable=variable)
     result = unmix(data, output, endmembers=endmembers, method=method, library=library,
                    fixed_library=fixed_library, epochs=epochs, window=window, halo=halo,
