@@ -14,7 +14,7 @@ import json
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +61,6 @@ class TrainOptions:
     device: str = "cpu"
     threads: int | None = None
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -211,7 +210,7 @@ def train(scene: xr.DataArray, labels: np.ndarray, class_table: ClassTable, out_
                      "pixels": {"train": int((split == 1).sum()),
                                 "validation": int((split == 2).sum()),
                                 "test": int((split == 3).sum())}},
-        "options": {k: v for k, v in asdict(opts).items() if k not in ("progress", "extra")},
+        "options": {k: v for k, v in asdict(opts).items() if k != "progress"},
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
     }
     cfg = ModelConfig(bands=len(bands), classes=n_classes, endmembers=p,

@@ -8,7 +8,7 @@ Token sequences are built per window from the window's own abundances.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,6 @@ class ModelConfig:
     coord_period: int = 128      # coordinate encoding period, px (the training window)
     unselected_train_fraction: float = 0.3
     unselected_train_max: int = 10000
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
