@@ -112,30 +112,28 @@ def write_outputs(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
     co = creation_options or {}
     sinks: list[RasterSink] = []
     try:
-        cls = RasterSink(paths["classes"], grid, 1, class_dtype(table), nodata=0,
-                         class_table=table, cog=cog, overwrite=overwrite, creation_options=co)
-        sinks.append(cls)
-        ab = RasterSink(paths["abundances"], grid, p, "float32", nodata=float("nan"),
-                        descriptions=model.endmember_names, cog=cog, overwrite=overwrite,
-                        creation_options=co)
-        sinks.append(ab)
-        conf = RasterSink(paths["confidence"], grid, 1, "float32", nodata=float("nan"),
-                          descriptions=["max class probability"], cog=cog, overwrite=overwrite,
-                          creation_options=co)
-        sinks.append(conf)
-        err = RasterSink(paths["error"], grid, 1, "float32", nodata=float("nan"),
-                         descriptions=["spectral angle to reconstruction (radians)"], cog=cog,
-                         overwrite=overwrite, creation_options=co)
-        sinks.append(err)
+        float_nan = {"dtype": "float32", "nodata": float("nan")}
+        specs = {  # output: (bands, options); the class map alone carries the class table
+            "classes": (1, {"dtype": class_dtype(table), "nodata": 0, "class_table": table}),
+            "abundances": (p, {**float_nan, "descriptions": model.endmember_names}),
+            "confidence": (1, {**float_nan, "descriptions": ["max class probability"]}),
+            "error": (1, {**float_nan,
+                          "descriptions": ["spectral angle to reconstruction (radians)"]}),
+        }
+        for key, (count, opts) in specs.items():
+            opts = dict(opts)
+            dtype = opts.pop("dtype")
+            sinks.append(RasterSink(paths[key], grid, count, dtype, cog=cog,
+                                    overwrite=overwrite, creation_options=co, **opts))
         threads = torch.get_num_threads()
         # Parallelism is across windows; one torch thread each keeps the cores from being
         # oversubscribed and makes results independent of the worker count.
         torch.set_num_threads(1)
         try:
-            da.store([ds.classes.data, ds.abundances.data, ds.confidence.data, ds.error.data],
-                     [_Target(cls, False), _Target(ab, True), _Target(conf, False),
-                      _Target(err, False)], lock=False, scheduler="threads",
-                     num_workers=workers)
+            da.store([ds[key].data for key in specs],
+                     [_Target(sink, planar=key == "abundances")
+                      for key, sink in zip(specs, sinks, strict=True)],
+                     lock=False, scheduler="threads", num_workers=workers)
         finally:
             torch.set_num_threads(threads)
         for s in sinks:
