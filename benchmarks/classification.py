@@ -96,7 +96,7 @@ def main(argv=None) -> None:
                     help="Seeds for the ablations (default: --seeds).")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     args = ap.parse_args(argv)
-    rows = []
+    rows, per_class = [], []
     for name in args.scenes:
         scene, labels, tbl = load(name)
         results: dict[str, list] = {}
@@ -128,8 +128,15 @@ def main(argv=None) -> None:
                          mean_std([m.kappa for m in ms], "{:.4f}"),
                          f"{np.mean([t[0] for t in tm]):.2f}" if tm else "-",
                          f"{np.mean([t[1] for t in tm]):.0f}" if tm else "-"])
+            per_class.append([name, method] + [
+                mean_std([m.per_class_accuracy.get(c, np.nan) for m in ms], "{:.3f}")
+                for c in tbl.ids])
     print(table(["scene", "method", "seeds", "test OA", "AA", "kappa", "s/epoch",
                  "s/run"], rows))
+    print("\nPer-class test accuracy (classes in id order; scenes' class counts differ):\n")
+    width = max(len(r) for r in per_class) - 2
+    print(table(["scene", "method"] + [f"class {i + 1}" for i in range(width)],
+                [r + [""] * (width + 2 - len(r)) for r in per_class]))
     print(f"\nEpochs {args.epochs}; peak RSS {peak_rss_mb():.0f} MiB. "
           + stamp("python benchmarks/classification.py " + " ".join(argv or sys.argv[1:])))
 

@@ -21,10 +21,15 @@ from hsimap.cli.options import (
               help="Number of endmembers P (ignored with --library).")
 @click.option("--method", type=click.Choice(["hsimap", "vca-fcls"]), default="hsimap",
               show_default=True, help="The unmixing network, or the classic VCA + FCLS.")
+@click.option("--extraction", type=click.Choice(["purified", "vca", "vca-affine"]),
+              default=None,
+              help="Starting endmembers: VCA on 3x3-smoothed pixels then moved to the mean of "
+                   "their purest pixels (default for hsimap), textbook VCA (default for "
+                   "vca-fcls), or VCA forced onto its affine projection.")
 @click.option("--library", type=click.Path(exists=True), default=None,
-              help="Start from this spectral library (.sli or .csv) instead of VCA.")
+              help="Start from this spectral library (.sli or .csv) instead of extracting.")
 @click.option("--fixed-library", is_flag=True, help="Keep the library's spectra fixed.")
-@click.option("--epochs", type=int, default=200, show_default=True)
+@click.option("--epochs", type=int, default=300, show_default=True)
 @click.option("--window", type=int, default=128, show_default=True)
 @click.option("--halo", type=int, default=16, show_default=True)
 @variable_opt
@@ -32,8 +37,8 @@ from hsimap.cli.options import (
 @cog_opt
 @overwrite_opt
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def command(scene, output, endmembers, method, library, fixed_library, epochs, window, halo,
-            variable, seed, cog, overwrite, quiet) -> None:
+def command(scene, output, endmembers, method, extraction, library, fixed_library, epochs,
+            window, halo, variable, seed, cog, overwrite, quiet) -> None:
     """Unmix SCENE without labels: SCENE_abundances.tif, SCENE_error.tif and the endmember
     library SCENE_endmembers.sli/.hdr/.csv, on the scene's grid, plus quicklooks."""
     if fixed_library and not library:
@@ -42,7 +47,8 @@ def command(scene, output, endmembers, method, library, fixed_library, epochs, w
     from hsimap.unmix import unmix
 
     data = open_scene(scene, variable=variable)
-    result = unmix(data, output, endmembers=endmembers, method=method, library=library,
+    result = unmix(data, output, endmembers=endmembers, method=method, extraction=extraction,
+                   library=library,
                    fixed_library=fixed_library, epochs=epochs, window=window, halo=halo,
                    seed=seed, overwrite=overwrite, cog=cog, progress=not quiet)
     click.echo(f"unmixed in {result.seconds:.1f} s")

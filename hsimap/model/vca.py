@@ -6,13 +6,18 @@ import numpy as np
 from scipy.optimize import nnls
 
 
-def vca(pixels: np.ndarray, p: int, seed: int = 0) -> np.ndarray:
+def vca(pixels: np.ndarray, p: int, seed: int = 0, projection: str = "auto") -> np.ndarray:
     """Vertex Component Analysis (Nascimento & Bioucas-Dias, 2005).
 
     Args:
         pixels: (n_pixels, bands) reflectance.
         p: number of endmembers.
         seed: seed of the random projection directions.
+        projection: "auto" chooses as the paper does from the estimated SNR; "projective"
+            and "affine" force one of its two branches. The projective branch divides every
+            pixel by its projection on the mean, which amplifies the noise of dark pixels
+            (water, shade): on Jasper Ridge it misses the road and soil (mean SAD 19.5 deg over
+            10 seeds) where the affine branch finds them (8.7 deg).
 
     Returns:
         (p, bands) endmember spectra, each one of the input pixels.
@@ -32,7 +37,9 @@ def vca(pixels: np.ndarray, p: int, seed: int = 0) -> np.ndarray:
     p_x = np.sum(x_p**2) / n + float(np.sum(mean**2))
     snr = 10 * np.log10(max(p_x - p / bands * p_y, 1e-12) / max(p_y - p_x, 1e-12))
     snr_th = 15 + 10 * np.log10(p)
-    if snr < snr_th:
+    if projection not in ("auto", "affine", "projective"):
+        raise ValueError(f"projection must be auto, affine or projective, not {projection!r}")
+    if projection == "affine" or (projection == "auto" and snr < snr_th):
         # Low SNR: project onto the (p-1)-dim subspace and add a constant component.
         proj = ud @ x_p + mean
         x = x_p
@@ -68,13 +75,43 @@ def simplex_volume(endmembers: np.ndarray, pixels: np.ndarray) -> float:
     return float(abs(np.linalg.det(np.vstack([np.ones(len(endmembers)), z.T]))))
 
 
-def vca_best(pixels: np.ndarray, p: int, seed: int = 0, restarts: int = 10) -> np.ndarray:
+def vca_best(pixels: np.ndarray, p: int, seed: int = 0, restarts: int = 10,
+             projection: str = "auto") -> np.ndarray:
     """VCA restarted with ``restarts`` seeds, keeping the endmembers of largest simplex
     volume (the N-FINDR criterion): VCA's random directions otherwise decide the result.
     Measured on Jasper Ridge over 20 seeds: mean SAD 18.9 deg for one run, 16.5 for the
     largest-volume set; Samson 4.4 and 3.8 deg."""
-    runs = [vca(pixels, p, seed=seed * 1000 + k) for k in range(restarts)]
+    runs = [vca(pixels, p, seed=seed * 1000 + k, projection=projection)
+            for k in range(restarts)]
     return max(runs, key=lambda e: simplex_volume(e, pixels))
+
+
+def purify(pixels: np.ndarray, endmembers: np.ndarray, top: float = 0.05,
+           iterations: int = 5) -> np.ndarray:
+    """Move each endmember to the mean of the pixels most abundant in it.
+
+    Vertex methods return the most extreme pixel of each material, which on a real scene is
+    extreme partly because of noise and illumination; analysts' reference endmembers are
+    typical pure spectra instead. Each iteration unmixes the pixels with FCLS and replaces
+    every endmember by the mean spectrum of its top ``top`` fraction of pixels by abundance.
+
+    Args:
+        pixels: (n, bands).
+        endmembers: (p, bands) starting spectra.
+        top: fraction of the pixels averaged for each endmember.
+        iterations: FCLS and averaging rounds.
+
+    Returns:
+        (p, bands) endmembers.
+    """
+    x = np.asarray(pixels, dtype=np.float64)
+    e = np.asarray(endmembers, dtype=np.float64).copy()
+    keep = max(1, int(round(top * len(x))))
+    for _ in range(iterations):
+        a = fcls(x, e)
+        for k in range(len(e)):
+            e[k] = x[np.argsort(a[:, k])[-keep:]].mean(axis=0)
+    return e.astype(np.float32)
 
 
 def fcls(pixels: np.ndarray, endmembers: np.ndarray, delta: float = 1e3) -> np.ndarray:

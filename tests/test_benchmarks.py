@@ -1,0 +1,68 @@
+"""Every benchmark script runs end to end on a reduced setting, so none can rot.
+
+The figures they print at full settings are in docs/benchmarks.md; here only the shape of the
+output is checked, plus the sanity of what a tiny run can already show.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import shared
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+def _run(module: str, argv: list[str], capsys) -> str:
+    importlib.import_module(module).main(argv)
+    return capsys.readouterr().out
+
+
+def _rows(out: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")]
+            for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+
+
+def test_unmixing_benchmark(capsys):
+    shared("samson", "samson_1.mat")
+    out = _run("unmixing", ["--seeds", "0", "--epochs", "3", "--scenes", "samson"], capsys)
+    methods = [r[1] for r in _rows(out)[1:]]
+    assert methods == ["hsimap", "vca-fcls", "vca-affine-fcls", "purified-fcls"]
+    for row in _rows(out)[1:]:
+        assert 0 <= float(row[2]) < 90 and 0 <= float(row[4]) < 1
+
+
+def test_classification_benchmark(capsys):
+    shared("salinasA", "SalinasA_corrected.mat")
+    out = _run("classification", ["--scenes", "salinas", "--seeds", "0", "--epochs", "1",
+                                  "--variants", "hsimap"], capsys)
+    rows = {r[1]: r for r in _rows(out) if len(r) == 8 and r[0] == "salinas"}
+    assert set(rows) == {"SVM (RBF)", "random forest", "hsimap"}
+    assert float(rows["SVM (RBF)"][3]) > 0.9  # 30 pixels per class already separate SalinasA
+    assert "Per-class test accuracy" in out
+
+
+def test_classifier_unmixing_benchmark(capsys):
+    out = _run("classifier_unmixing", ["--seeds", "0", "--size", "64", "--bands", "32",
+                                       "--epochs", "3", "--unmix-epochs", "3", "--window",
+                                       "64", "--halo", "8", "--hidden", "32"], capsys)
+    assert [r[0] for r in _rows(out)[1:]] == ["hsimap predict", "hsimap unmix", "vca-fcls"]
+
+
+def test_predict_benchmark(capsys):
+    out = _run("predict", ["--sizes", "48", "--bands", "16", "--hidden", "16", "--workers",
+                           "1", "--whole-timeout", "120"], capsys)
+    row = _rows(out)[1]
+    assert row[0].startswith("48 x 48") and float(row[1].replace(",", "")) > 0
+
+
+@pytest.mark.timeout(300)
+def test_batch_benchmark(capsys):
+    out = _run("batch", ["--scenes", "2", "--size", "48", "--bands", "16", "--hidden", "16"],
+               capsys)
+    assert len(_rows(out)) == 4 and re.search(r"efficiency 1 -> 2 workers: \d", out)
