@@ -29,7 +29,7 @@ from hsimap.io.writers import Grid, RasterSink, check_output
 from hsimap.model.network import CoordinateGate, ModelConfig, UnmixingBranch, coordinate_encoding
 from hsimap.model.vca import fcls, purify, spectral_angle, vca_best
 from hsimap.train import sad_loss, sparsity_loss
-from hsimap.windows import tiles
+from hsimap.windows import Tile, tiles
 
 
 class UnmixingNetwork(nn.Module):
@@ -70,32 +70,47 @@ def _smooth(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return v / np.maximum(w, 1e-6)
 
 
-def _sample_pixels(scene: xr.DataArray, grid, bands: np.ndarray, n: int, seed: int
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``n`` valid pixels drawn evenly over the scene: (n, bands) as read, and the same
-    pixels smoothed over their 3 x 3 neighbourhood (the halo makes window edges exact)."""
+@dataclass
+class _Scan:
+    """What one streaming pass over the scene gathers before anything is fitted."""
+
+    lo: float                  # global min and max of valid pixels, used bands
+    hi: float
+    raw: np.ndarray            # (n, bands) valid pixels drawn evenly over the scene
+    smooth: np.ndarray         # the same pixels averaged over their 3 x 3 neighbourhood
+    usable: list[Tile]         # windows holding valid pixels
+
+
+def _scan(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray, n: int, seed: int
+          ) -> _Scan:
+    """Read every window once: value range, up to ``n`` sample pixels (the halo makes the
+    smoothing exact at window edges), and which windows have valid pixels."""
     rng = np.random.default_rng(seed)
-    raw, smooth = [], []
+    lo, hi = math.inf, -math.inf
+    raw, smooth, usable = [], [], []
     share = min(1.0, 4.0 * n / max(1, sum(t.pixels for t in grid)))
     for t in grid:
         values, valid = read_window(scene, t.rows, t.cols, bands)
+        if not valid.any():
+            continue
+        usable.append(t)
+        v = values[:, valid]
+        lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
         rs, cs = t.core_in_read
-        core = valid[rs, cs]
-        pick = core & (rng.random(core.shape) < share)
+        pick = valid[rs, cs] & (rng.random(valid[rs, cs].shape) < share)
         if pick.any():
             raw.append(values[:, rs, cs][:, pick].T)
             smooth.append(_smooth(values, valid)[:, rs, cs][:, pick].T)
-    if not raw:
-        empty = np.zeros((0, len(bands)), np.float32)
-        return empty, empty
+    if not usable:
+        raise HsimapError("the scene has no valid pixels")
     raw, smooth = np.concatenate(raw), np.concatenate(smooth)
     if len(raw) > n:
         keep = rng.choice(len(raw), n, replace=False)
         raw, smooth = raw[keep], smooth[keep]
-    return raw, smooth
+    return _Scan(lo, max(hi, lo + 1e-6), raw, smooth, usable)
 
 
-def _initial_library(scene, grid, bands, p, library, seed, extraction="purified"):
+def _initial_library(scene, scan, bands, p, library, seed, extraction="purified"):
     """(P, bands) starting endmembers and their names: a user library, or extracted.
 
     ``extraction``: "vca" is the textbook VCA (10 restarts, largest volume) on the pixels as
@@ -111,7 +126,7 @@ def _initial_library(scene, grid, bands, p, library, seed, extraction="purified"
                                   f"{len(bands)}, and wavelengths are missing to resample")
             spectra = np.array([np.interp(scene_wl, wl, s) for s in spectra])
         return spectra.astype(np.float32), [str(n) for n in names]
-    raw, smooth = _sample_pixels(scene, grid, bands, 20000, seed)
+    raw, smooth = scan.raw, scan.smooth
     if len(raw) < p:
         raise HsimapError(f"only {len(raw)} valid pixels, fewer than {p} endmembers")
     names = [f"endmember {i + 1}" for i in range(p)]
@@ -154,7 +169,8 @@ def unmix(scene: xr.DataArray, out_dir: str | Path, *, endmembers: int = 4,
     if method not in ("hsimap", "vca-fcls"):
         raise HsimapError(f"unknown method {method!r} (hsimap or vca-fcls)")
     extraction = extraction or ("purified" if method == "hsimap" else "vca")
-    init, names = _initial_library(scene, grid, bands, endmembers, library, seed, extraction)
+    scan = _scan(scene, grid, bands, 20000, seed)
+    init, names = _initial_library(scene, scan, bands, endmembers, library, seed, extraction)
     p = len(init)
     if len(bands) < p:
         raise HsimapError(f"{len(bands)} usable bands, fewer than {p} endmembers")
@@ -167,10 +183,10 @@ def unmix(scene: xr.DataArray, out_dir: str | Path, *, endmembers: int = 4,
             return a, np.einsum("phw,pb->bhw", np.nan_to_num(a), init)
         spectra = init
     else:
-        net, scale = _train_network(scene, grid, bands, init, p, epochs, window, hidden,
-                                    variants, lr, endmember_lr, sparsity_weight, mse_weight,
-                                    fixed_library, seed, progress)
-        lo, hi = scale
+        net = _train_network(scene, scan, bands, init, p, epochs, window, hidden, variants,
+                             lr, endmember_lr, sparsity_weight, mse_weight, fixed_library, seed,
+                             progress)
+        lo, hi = scan.lo, scan.hi
 
         @torch.no_grad()
         def run(values, valid, origin):
@@ -212,20 +228,26 @@ def unmix(scene: xr.DataArray, out_dir: str | Path, *, endmembers: int = 4,
     return UnmixResult(spectra, names, wl, paths, time.perf_counter() - t0)
 
 
-def _train_network(scene, grid, bands, init, p, epochs, window, hidden, variants, lr,
+# Windows held in memory for fitting: all of a small scene; of a large one, this many drawn
+# evenly, so memory is bounded by the window size, never the scene's (64 windows of
+# 144 x 144 px x 200 bands are 1 GiB).
+MAX_FIT_WINDOWS = 64
+
+
+def _train_network(scene, scan, bands, init, p, epochs, window, hidden, variants, lr,
                    endmember_lr, sparsity_weight, mse_weight, fixed_library, seed, progress):
-    """Fit the unmixing network on the scene's windows (all of them, a few per step)."""
-    lo, hi = math.inf, -math.inf
-    cache = []
-    for t in grid:
-        values, valid = read_window(scene, t.rows, t.cols)
-        if valid.any():
-            v = values[bands][:, valid]
-            lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
-            cache.append((t, values[bands], valid))
-    if not cache:
-        raise HsimapError("the scene has no valid pixels")
-    hi = max(hi, lo + 1e-6)
+    """Fit the unmixing network on the scene's windows, a few per step."""
+    lo, hi = scan.lo, scan.hi
+    usable = scan.usable
+    if len(usable) > MAX_FIT_WINDOWS:
+        rng = np.random.default_rng(seed)
+        usable = [usable[i] for i in sorted(rng.choice(len(usable), MAX_FIT_WINDOWS,
+                                                       replace=False))]
+    windows = []
+    for t in usable:
+        values, valid = read_window(scene, t.rows, t.cols, bands)
+        x = fill_invalid((values - lo) / (hi - lo), valid).astype(np.float32)
+        windows.append((t, torch.from_numpy(x)[None], torch.from_numpy(valid)))
     cfg = ModelConfig(bands=len(bands), classes=1, endmembers=p, variants=variants,
                       hidden=hidden, coord_period=window)
     net = UnmixingNetwork(cfg)
@@ -242,8 +264,6 @@ def _train_network(scene, grid, bands, init, p, epochs, window, hidden, variants
         groups.append({"params": [net.unmixing.endmembers], "lr": endmember_lr})
     optim = torch.optim.Adam(groups)
     sched = torch.optim.lr_scheduler.StepLR(optim, step_size=max(1, epochs // 10), gamma=0.9)
-    windows = [(t, torch.from_numpy(fill_invalid((x - lo) / (hi - lo), v).astype(np.float32))[None],
-                torch.from_numpy(v)) for t, x, v in cache]
     # Large scenes: a bounded number of windows per epoch keeps an epoch's cost fixed.
     per_epoch = min(len(windows), 16)
     gen = torch.Generator().manual_seed(seed)
@@ -268,4 +288,4 @@ def _train_network(scene, grid, bands, init, p, epochs, window, hidden, variants
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.4f}")
     net.eval()
-    return net, (lo, hi)
+    return net

@@ -65,3 +65,16 @@ def test_unmixing_beats_vca_fcls_on_samson(tmp_path):
                 progress=False)
     got = unmixing.score(scene_path, ref_e, ref_a, res)
     assert got["sad"] < 4.1 and got["armse"] < 0.258, got
+
+
+def test_large_scene_fits_on_a_bounded_sample_of_windows(small_scene, tmp_path, monkeypatch):
+    """Only MAX_FIT_WINDOWS windows are held for fitting; every window is still predicted."""
+    import hsimap.unmix
+
+    monkeypatch.setattr(hsimap.unmix, "MAX_FIT_WINDOWS", 2)
+    res = unmix(open_scene(small_scene.scene), tmp_path, endmembers=4, epochs=2, hidden=16,
+                window=32, halo=4, progress=False)
+    with rasterio.open(res.paths["abundances"]) as src:
+        a = src.read()
+    assert a.shape == (4, 80, 96) and np.isfinite(a).all()
+    np.testing.assert_allclose(a.sum(0), 1.0, atol=1e-4)
