@@ -103,6 +103,8 @@ def _scan(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray, n: int, seed
             smooth.append(_smooth(values, valid)[:, rs, cs][:, pick].T)
     if not usable:
         raise HsimapError("the scene has no valid pixels")
+    if not raw:  # valid pixels so sparse that the draw missed them all
+        raw = smooth = [np.zeros((0, len(bands)), np.float32)]
     raw, smooth = np.concatenate(raw), np.concatenate(smooth)
     if len(raw) > n:
         keep = rng.choice(len(raw), n, replace=False)
@@ -133,8 +135,6 @@ def _initial_library(scene, scan, bands, p, library, seed, extraction="purified"
     if extraction in ("vca", "vca-affine"):
         projection = "auto" if extraction == "vca" else "affine"
         return vca_best(raw, p, seed=seed, projection=projection), names
-    if extraction != "purified":
-        raise HsimapError(f"unknown extraction {extraction!r} (purified, vca or vca-affine)")
     start = vca_best(smooth, p, seed=seed, projection="affine")
     return purify(raw, start), names
 
@@ -169,6 +169,8 @@ def unmix(scene: xr.DataArray, out_dir: str | Path, *, endmembers: int = 4,
     if method not in ("hsimap", "vca-fcls"):
         raise HsimapError(f"unknown method {method!r} (hsimap or vca-fcls)")
     extraction = extraction or ("purified" if method == "hsimap" else "vca")
+    if extraction not in ("purified", "vca", "vca-affine"):
+        raise HsimapError(f"unknown extraction {extraction!r} (purified, vca or vca-affine)")
     scan = _scan(scene, grid, bands, 20000, seed)
     init, names = _initial_library(scene, scan, bands, endmembers, library, seed, extraction)
     p = len(init)
