@@ -70,10 +70,21 @@ def test_unmixing_beats_vca_fcls_on_samson(tmp_path):
 def test_large_scene_fits_on_a_bounded_sample_of_windows(small_scene, tmp_path, monkeypatch):
     """Only MAX_FIT_WINDOWS windows are held for fitting; every window is still predicted."""
     import hsimap.unmix
+    from hsimap.windows import tiles
+
+    reads = []
+    real_read = hsimap.unmix.read_window
+
+    def counting_read(*args, **kwargs):
+        reads.append(args[1:3])
+        return real_read(*args, **kwargs)
 
     monkeypatch.setattr(hsimap.unmix, "MAX_FIT_WINDOWS", 2)
+    monkeypatch.setattr(hsimap.unmix, "read_window", counting_read)
     res = unmix(open_scene(small_scene.scene), tmp_path, endmembers=4, epochs=2, hidden=16,
                 window=32, halo=4, progress=False)
+    grid = tiles(80, 96, 32, 4)
+    assert len(grid) > 2 and len(reads) == 2 * len(grid) + 2  # scan, fit, predict
     with rasterio.open(res.paths["abundances"]) as src:
         a = src.read()
     assert a.shape == (4, 80, 96) and np.isfinite(a).all()
