@@ -77,14 +77,15 @@ class _Scan:
     lo: float                  # global min and max of valid pixels, used bands
     hi: float
     raw: np.ndarray            # (n, bands) valid pixels drawn evenly over the scene
-    smooth: np.ndarray         # the same pixels averaged over their 3 x 3 neighbourhood
+    smooth: np.ndarray | None  # the same pixels averaged over their 3 x 3 neighbourhood
     usable: list[Tile]         # windows holding valid pixels
 
 
-def _scan(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray, n: int, seed: int
-          ) -> _Scan:
-    """Read every window once: value range, up to ``n`` sample pixels (the halo makes the
-    smoothing exact at window edges), and which windows have valid pixels."""
+def _scan(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray, n: int, seed: int,
+          smoothed: bool) -> _Scan:
+    """Read every window once: value range, up to ``n`` sample pixels, also smoothed when
+    ``smoothed`` (the halo makes the smoothing exact at window edges), and which windows have
+    valid pixels."""
     rng = np.random.default_rng(seed)
     lo, hi = math.inf, -math.inf
     raw, smooth, usable = [], [], []
@@ -100,15 +101,18 @@ def _scan(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray, n: int, seed
         pick = valid[rs, cs] & (rng.random(valid[rs, cs].shape) < share)
         if pick.any():
             raw.append(values[:, rs, cs][:, pick].T)
-            smooth.append(_smooth(values, valid)[:, rs, cs][:, pick].T)
+            if smoothed:
+                smooth.append(_smooth(values, valid)[:, rs, cs][:, pick].T)
     if not usable:
         raise HsimapError("the scene has no valid pixels")
     if not raw:  # valid pixels so sparse that the draw missed them all
         raw = smooth = [np.zeros((0, len(bands)), np.float32)]
-    raw, smooth = np.concatenate(raw), np.concatenate(smooth)
+    raw = np.concatenate(raw)
+    smooth = np.concatenate(smooth) if smoothed else None
     if len(raw) > n:
         keep = rng.choice(len(raw), n, replace=False)
-        raw, smooth = raw[keep], smooth[keep]
+        raw = raw[keep]
+        smooth = smooth[keep] if smoothed else None
     return _Scan(lo, max(hi, lo + 1e-6), raw, smooth, usable)
 
 
@@ -171,7 +175,8 @@ def unmix(scene: xr.DataArray, out_dir: str | Path, *, endmembers: int = 4,
     extraction = extraction or ("purified" if method == "hsimap" else "vca")
     if extraction not in ("purified", "vca", "vca-affine"):
         raise HsimapError(f"unknown extraction {extraction!r} (purified, vca or vca-affine)")
-    scan = _scan(scene, grid, bands, 20000, seed)
+    scan = _scan(scene, grid, bands, 20000, seed,
+                 smoothed=library is None and extraction == "purified")
     init, names = _initial_library(scene, scan, bands, endmembers, library, seed, extraction)
     p = len(init)
     if len(bands) < p:
