@@ -21,16 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import mean_std, stamp, table  # noqa: E402
+from common import match_endmembers, mean_std, stamp, table  # noqa: E402
 
 from hsimap.inference import predict  # noqa: E402
 from hsimap.io.scene import open_scene  # noqa: E402
 from hsimap.labels import load_labels  # noqa: E402
 from hsimap.model.store import load_model  # noqa: E402
-from hsimap.model.vca import spectral_angle  # noqa: E402
 from hsimap.outputs import model_endmembers  # noqa: E402
 from hsimap.synth import SynthSpec, make_scene  # noqa: E402
 from hsimap.train import TrainOptions, train  # noqa: E402
@@ -40,11 +38,8 @@ from hsimap.unmix import unmix  # noqa: E402
 def score(endmembers: np.ndarray, abundances: np.ndarray, true_e: np.ndarray,
           true_a: np.ndarray) -> tuple[float, float]:
     """Mean SAD (deg) and abundance RMSE after Hungarian matching on spectral angle."""
-    sad = np.degrees(spectral_angle(endmembers[:, None, :], true_e[None, :, :]))
-    rows, cols = linear_sum_assignment(sad)
-    order = rows[np.argsort(cols)]
-    return float(sad[rows, cols].mean()), float(np.sqrt(np.mean((abundances[order] - true_a)
-                                                                 ** 2)))
+    order, sad = match_endmembers(endmembers, true_e)
+    return float(sad.mean()), float(np.sqrt(np.mean((abundances[order] - true_a) ** 2)))
 
 
 def run_seed(seed: int, args, work: Path) -> dict[str, tuple]:

@@ -24,13 +24,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from scipy.io import loadmat
-from scipy.optimize import linear_sum_assignment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, mean_std, stamp, table  # noqa: E402
+from common import SHARED, match_endmembers, mean_std, stamp, table  # noqa: E402
 
 from hsimap.io.scene import open_scene  # noqa: E402
-from hsimap.model.vca import spectral_angle  # noqa: E402
 from hsimap.unmix import unmix  # noqa: E402
 
 
@@ -51,14 +49,11 @@ def load(name: str):
 def score(scene_path, ref_e, ref_a, result) -> dict:
     with rasterio.open(result.paths["abundances"]) as src:
         a = src.read()
-    sad = spectral_angle(result.endmembers[:, None, :], ref_e[None, :, :])
-    rows, cols = linear_sum_assignment(sad)
-    order = rows[np.argsort(cols)]  # estimated endmember for each reference one
+    order, sad = match_endmembers(result.endmembers, ref_e)
     a = a[order]
     x = open_scene(scene_path).values.astype(np.float64)
     recon = np.einsum("phw,pb->bhw", a, result.endmembers[order])
-    return {"sad": float(np.degrees(sad[rows, cols]).mean()),
-            "sad_each": np.degrees(sad[order, np.arange(len(cols))]).tolist(),
+    return {"sad": float(sad.mean()), "sad_each": sad.tolist(),
             "armse": float(np.sqrt(np.mean((a - ref_a) ** 2))),
             "rrmse": float(np.sqrt(np.mean((x - recon) ** 2)))}
 
