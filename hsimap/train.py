@@ -251,8 +251,10 @@ def train(scene: xr.DataArray, labels: np.ndarray, class_table: ClassTable, out_
     net.to(dev)
     endmember_params = [net.unmixing.endmembers]
     others = [q for n, q in net.named_parameters() if n != "unmixing.endmembers"]
+    # fused: one kernel over all parameters instead of a dozen ops per parameter tensor.
     optim = torch.optim.Adam([{"params": others, "lr": opts.lr},
-                              {"params": endmember_params, "lr": opts.endmember_lr}])
+                              {"params": endmember_params, "lr": opts.endmember_lr}],
+                             fused=True)
     sched = torch.optim.lr_scheduler.StepLR(optim, step_size=max(1, opts.epochs // 10),
                                             gamma=opts.decay)
     gen = torch.Generator().manual_seed(opts.seed)

@@ -5,13 +5,34 @@
 runs ``mambapy``'s implementation with the parallel scan (a sequential scan costs quadratic time
 in backward). :func:`use_cuda_kernels` swaps every block of a model for ``mamba_ssm.Mamba``
 holding the same tensors, so one model file serves both backends.
+
+On the CPU the block runs channel-last with :func:`hsimap.model.scan.selective_scan`, a fused
+numba kernel. mambapy's own forward (parallel scan) stays as the reference the tests and
+benchmarks compare against: ``HSIMAP_SCAN=pscan`` selects it, and a GPU without mamba-ssm uses
+it.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
+import torch.nn.functional as F
 from mambapy.mamba import MambaBlock, MambaConfig
 from torch import nn
+
+from hsimap.model.scan import selective_scan
+
+SCAN_BACKENDS = ("fused", "pscan")
+
+
+def scan_backend() -> str:
+    """The CPU scan: ``fused`` (default) or ``pscan`` (mambapy's, the reference)."""
+    name = os.environ.get("HSIMAP_SCAN", "fused")
+    if name not in SCAN_BACKENDS:
+        raise ValueError(f"HSIMAP_SCAN={name!r}: expected one of {', '.join(SCAN_BACKENDS)}")
+    return name
+
 
 MAMBA_PARAMETERS = ("A_log", "D", "in_proj.weight", "conv1d.weight", "conv1d.bias",
                     "x_proj.weight", "dt_proj.weight", "dt_proj.bias", "out_proj.weight")
@@ -31,6 +52,33 @@ class Mamba(MambaBlock):
         super().__init__(MambaConfig(d_model=d_model, n_layers=1, d_state=d_state,
                                      d_conv=d_conv, expand_factor=expand, pscan=True))
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, length, d_model) -> (batch, length, d_model).
+
+        The same computation as mambapy's (and mamba-ssm's) block, kept channel-last from end
+        to end: the causal convolution is written as shifted multiply-adds so that no
+        (batch, d_inner, length) transposes are copied, and the scan is the fused kernel.
+        """
+        if x.device.type != "cpu" or scan_backend() == "pscan":
+            return super().forward(x)
+        n_state, rank = self.d_state, self.dt_proj.in_features
+        u, z = self.in_proj(x).chunk(2, dim=-1)              # (batch, length, d_inner) each
+        u = F.silu(self._causal_conv(u))                     # (batch, length, d_inner)
+        dt, B, C = self.x_proj(u).split([rank, n_state, n_state], dim=-1)  # noqa: N806
+        delta = F.softplus(self.dt_proj(dt))                 # (batch, length, d_inner)
+        A = -torch.exp(self.A_log.float())                   # (d_inner, d_state)  # noqa: N806
+        y = selective_scan(u, delta, A, B, C, self.D.float())  # (batch, length, d_inner)
+        return self.out_proj(y * F.silu(z))                  # (batch, length, d_model)
+
+    def _causal_conv(self, u: torch.Tensor) -> torch.Tensor:
+        """Depthwise causal convolution along the sequence: out_t = b + sum_k w_k u_{t-K+1+k}."""
+        w = self.conv1d.weight[:, 0, :]                      # (d_inner, d_conv)
+        k = w.shape[1]
+        out = torch.addcmul(self.conv1d.bias, u, w[:, k - 1])
+        for shift in range(1, min(k, u.shape[1])):
+            out[:, shift:].addcmul_(u[:, :-shift], w[:, k - 1 - shift])
+        return out
 
 
 def cuda_kernels_available() -> bool:
