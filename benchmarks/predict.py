@@ -1,20 +1,25 @@
-"""Streaming prediction: throughput, peak memory, pipeline overhead; and the whole-image way.
+"""Streaming prediction: throughput, pipeline overhead and peak memory, for each CPU scan.
 
-For each scene size: a synthetic scene is written, then in fresh processes
+For each scene size a synthetic scene is written, then, in fresh processes and for each scan
+(``HSIMAP_SCAN``: ``fused``, hsimap's kernel, and ``pscan``, mambapy's parallel scan as hsimap
+ran it before):
 (1) ``write_outputs`` end to end (read, window forward, stitch, write GeoTIFFs, library,
 quicklooks) with 1 and with N workers: px/s and peak RSS;
-(2) the bare window forward passes over the same tiles, on windows already in memory:
-overhead = (1) with 1 worker / (2);
-(3) the reference approach, one forward pass over the whole image: time and peak RSS, or where
-it fails.
+(2) the bare window forward passes over the same tiles (halos included), on windows already in
+memory, one thread: overhead = (1) with 1 worker / (2).
+Peak RSS per window in flight = (peak RSS at N workers - RSS once the model is loaded) / N.
 
-    python benchmarks/predict.py --sizes 256 512 1024 2048
+``--memory-sizes`` adds an end-to-end run per size (N workers, fused scan only) for the
+flat-memory check on large scenes.
+
+    python benchmarks/predict.py --sizes 512 --bands 200 --memory-sizes 1024 2048 4096
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -30,6 +35,7 @@ from hsimap.io.scene import open_scene, read_window
 from hsimap.model.store import load_model
 mode, scene_path, model_dir, out, workers = sys.argv[1:6]
 scene, model = open_scene(scene_path), load_model(model_dir)
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t = time.perf_counter()
 if mode == "stream":
     from hsimap.outputs import write_outputs
@@ -40,24 +46,23 @@ elif mode == "bare":
     torch.set_num_threads(1)
     wins = [(t_, *read_window(scene, t_.rows, t_.cols)) for t_ in
             tiles(scene.sizes["y"], scene.sizes["x"], model.window, model.halo)]
+    window_products(model, wins[0][1], wins[0][2], (0, 0))  # compile / warm up
     t = time.perf_counter()
     for t_, v, m in wins:
         window_products(model, v, m, (t_.row, t_.col))
-elif mode == "whole":
-    from hsimap.inference import window_products
-    v, m = read_window(scene, slice(None), slice(None))
-    window_products(model, v, m, (0, 0))
 secs = time.perf_counter() - t
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": secs, "rss_mb": rss}))
+print(json.dumps({"seconds": secs, "rss_mb": rss, "base_mb": base}))
 """
 
 
-def child(mode, scene, model_dir, out, workers, timeout):
+def child(mode: str, scene: Path, model_dir: Path, out: Path | str, workers: int, scan: str,
+          timeout: int) -> dict:
+    env = dict(os.environ, HSIMAP_SCAN=scan)
     try:
         r = subprocess.run([sys.executable, "-c", CHILD, mode, str(scene), str(model_dir),
                             str(out), str(workers)], capture_output=True, text=True,
-                           timeout=timeout)
+                           timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"over {timeout} s"}
     if r.returncode != 0:
@@ -66,20 +71,34 @@ def child(mode, scene, model_dir, out, workers, timeout):
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def main(argv=None) -> None:
+def rate(r: dict, px: int) -> str:
+    return f"{px / r['seconds']:,.0f}" if "seconds" in r else r["error"]
+
+
+def mem(r: dict) -> str:
+    return f"{r['rss_mb']:,.0f}" if "rss_mb" in r else "-"
+
+
+def per_window(r: dict, workers: int) -> str:
+    return f"{(r['rss_mb'] - r['base_mb']) / workers:,.0f}" if "rss_mb" in r else "-"
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
-    ap.add_argument("--bands", type=int, default=100)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[512])
+    ap.add_argument("--memory-sizes", type=int, nargs="*", default=[])
+    ap.add_argument("--bands", type=int, default=200)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--whole-timeout", type=int, default=600)
+    ap.add_argument("--scans", nargs="+", default=["fused", "pscan"])
+    ap.add_argument("--timeout", type=int, default=7200)
     args = ap.parse_args(argv)
     from hsimap.io.scene import open_scene
     from hsimap.labels import load_labels
     from hsimap.synth import SynthSpec, make_scene
     from hsimap.train import TrainOptions, train
 
-    rows = []
+    rows, speed, memory = [], {}, []
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         base = make_scene(d / "train.tif", SynthSpec(width=128, height=128, bands=args.bands))
@@ -91,26 +110,43 @@ def main(argv=None) -> None:
             made = make_scene(d / f"s{side}.tif",
                               SynthSpec(width=side, height=side, bands=args.bands, seed=1))
             px = side * side
-            one = child("stream", made.scene, d / "model", d / f"o1_{side}", 1, 7200)
-            many = child("stream", made.scene, d / "model", d / f"on_{side}", args.workers,
-                         7200)
-            bare = child("bare", made.scene, d / "model", "-", 1, 7200)
-            whole = child("whole", made.scene, d / "model", "-", 1, args.whole_timeout)
-
-            def rate(r, px=px):
-                return f"{px / r['seconds']:,.0f}" if "seconds" in r else r["error"]
-
-            def mem(r):
-                return f"{r['rss_mb']:,.0f}" if "rss_mb" in r else "-"
-
-            over = (f"{one['seconds'] / bare['seconds']:.2f}"
-                    if "seconds" in one and "seconds" in bare else "-")
-            rows.append([f"{side} x {side} ({px / 1e6:.2f} Mpx)", rate(one), mem(one),
-                         rate(many), mem(many), over, rate(whole), mem(whole)])
-            print(rows[-1], file=sys.stderr, flush=True)
-    print(table(["scene", "px/s, 1 worker", "peak RSS MiB", f"px/s, {args.workers} workers",
-                 "peak RSS MiB", "overhead (end-to-end / bare forward)",
-                 "whole image: px/s", "whole image: peak RSS MiB"], rows))
+            for scan in args.scans:
+                one, many, bare = (child(mode, made.scene, d / "model", d / f"o{tag}{scan}{side}",
+                                         w, scan, args.timeout)
+                                   for mode, w, tag in (("stream", 1, "1"),
+                                                        ("stream", args.workers, "n"),
+                                                        ("bare", 1, "b")))
+                over = (f"{one['seconds'] / bare['seconds']:.2f}"
+                        if "seconds" in one and "seconds" in bare else "-")
+                speed[(side, scan)] = many
+                rows.append([f"{side} x {side} ({px / 1e6:.2f} Mpx)", scan, rate(bare, px),
+                             rate(one, px), rate(many, px), over, mem(one), mem(many),
+                             per_window(many, args.workers)])
+                print(rows[-1], file=sys.stderr, flush=True)
+        for side in args.memory_sizes:
+            made = make_scene(d / f"m{side}.tif",
+                              SynthSpec(width=side, height=side, bands=args.bands, seed=2,
+                                        dtype="int16"))
+            r = child("stream", made.scene, d / "model", d / f"om{side}", args.workers,
+                      "fused", args.timeout)
+            memory.append([f"{side} x {side} ({side * side / 1e6:.1f} Mpx)",
+                           f"{os.path.getsize(made.scene) / 2**30:.2f}",
+                           rate(r, side * side), mem(r), per_window(r, args.workers)])
+            print(memory[-1], file=sys.stderr, flush=True)
+            Path(made.scene).unlink()
+    print(table(["scene", "scan", "bare forward px/s (1 thread)", "px/s, 1 worker",
+                 f"px/s, {args.workers} workers", "overhead (1 worker / bare)",
+                 "peak RSS MiB, 1 worker", f"peak RSS MiB, {args.workers} workers",
+                 "RSS MiB per window in flight"], rows))
+    for side in args.sizes:
+        a, b = speed.get((side, "fused"), {}), speed.get((side, "pscan"), {})
+        if "seconds" in a and "seconds" in b:
+            print(f"\n{side} x {side}: fused / pscan end-to-end speed at {args.workers} "
+                  f"workers = {b['seconds'] / a['seconds']:.1f}x")
+    if memory:
+        print()
+        print(table(["scene (int16)", "raw size GiB", f"px/s, {args.workers} workers",
+                     "peak RSS MiB", "RSS MiB per window in flight"], memory))
     print(f"\n{args.bands} bands, model hidden {args.hidden}, window 128, halo 16. "
           + stamp("python benchmarks/predict.py " + " ".join(argv or sys.argv[1:])))
 

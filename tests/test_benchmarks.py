@@ -56,9 +56,11 @@ def test_classifier_unmixing_benchmark(capsys):
 
 def test_predict_benchmark(capsys):
     out = _run("predict", ["--sizes", "48", "--bands", "16", "--hidden", "16", "--workers",
-                           "1", "--whole-timeout", "120"], capsys)
-    row = _rows(out)[1]
-    assert row[0].startswith("48 x 48") and float(row[1].replace(",", "")) > 0
+                           "1", "--memory-sizes", "40"], capsys)
+    rows = _rows(out)
+    assert [r[1] for r in rows[1:3]] == ["fused", "pscan"]
+    assert rows[1][0].startswith("48 x 48") and float(rows[1][2].replace(",", "")) > 0
+    assert "fused / pscan end-to-end speed" in out and rows[-1][0].startswith("40 x 40")
 
 
 @pytest.mark.timeout(300)
