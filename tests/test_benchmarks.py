@@ -54,6 +54,13 @@ def test_classifier_unmixing_benchmark(capsys):
     assert [r[0] for r in _rows(out)[1:]] == ["hsimap predict", "hsimap unmix", "vca-fcls"]
 
 
+def test_train_speed_benchmark(capsys):
+    shared("salinasA", "SalinasA_corrected.mat")
+    out = _run("train_speed", ["--scenes", "salinas", "--epochs", "2"], capsys)
+    row = _rows(out)[1]
+    assert row[0] == "salinas" and row[3].endswith("x") and float(row[2]) > 0
+
+
 def test_predict_benchmark(capsys):
     out = _run("predict", ["--sizes", "48", "--bands", "16", "--hidden", "16", "--workers",
                            "1", "--memory-sizes", "40"], capsys)
