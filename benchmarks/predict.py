@@ -7,7 +7,9 @@ ran it before):
 quicklooks) with 1 and with N workers: px/s and peak RSS;
 (2) the bare window forward passes over the same tiles (halos included), on windows already in
 memory, one thread: overhead = (1) with 1 worker / (2).
-Peak RSS per window in flight = (peak RSS at N workers - RSS once the model is loaded) / N.
+Peak RSS is counted from the end of a warm-up window (numba compiles the scan on first use, and
+that peak is not the pipeline's); RSS per window in flight = (peak RSS at N workers - RSS at
+that point) / N.
 
 ``--memory-sizes`` adds an end-to-end run per size (N workers, fused scan only) for the
 flat-memory check on large scenes.
@@ -29,30 +31,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import stamp, table  # noqa: E402
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np, torch
 from hsimap.io.scene import open_scene, read_window
 from hsimap.model.store import load_model
+from hsimap.inference import window_products
+from hsimap.windows import tiles
 mode, scene_path, model_dir, out, workers = sys.argv[1:6]
 scene, model = open_scene(scene_path), load_model(model_dir)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+first = tiles(scene.sizes["y"], scene.sizes["x"], model.window, model.halo)[0]
+window_products(model, *read_window(scene, first.rows, first.cols), (0, 0))  # numba, allocator
+
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+
+
+# Peak RSS from here on: the warm-up's compilation peak is not the pipeline's.
+open("/proc/self/clear_refs", "w").write("5")
+base = status("VmRSS")
 t = time.perf_counter()
 if mode == "stream":
     from hsimap.outputs import write_outputs
     write_outputs(scene, model, out, progress=False, workers=int(workers))
 elif mode == "bare":
-    from hsimap.inference import window_products
-    from hsimap.windows import tiles
     torch.set_num_threads(1)
     wins = [(t_, *read_window(scene, t_.rows, t_.cols)) for t_ in
             tiles(scene.sizes["y"], scene.sizes["x"], model.window, model.halo)]
-    window_products(model, wins[0][1], wins[0][2], (0, 0))  # compile / warm up
     t = time.perf_counter()
     for t_, v, m in wins:
         window_products(model, v, m, (t_.row, t_.col))
 secs = time.perf_counter() - t
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": secs, "rss_mb": rss, "base_mb": base}))
+print(json.dumps({"seconds": secs, "rss_mb": status("VmHWM"), "base_mb": base}))
 """
 
 
@@ -93,8 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scans", nargs="+", default=["fused", "pscan"])
     ap.add_argument("--timeout", type=int, default=7200)
     args = ap.parse_args(argv)
-    from hsimap.io.scene import open_scene
     from hsimap.labels import load_labels
+    from hsimap.io.scene import open_scene
     from hsimap.synth import SynthSpec, make_scene
     from hsimap.train import TrainOptions, train
 
