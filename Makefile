@@ -19,14 +19,16 @@ demo: $(STAMP)
 	$(BIN)/hsimap demo -o demo-output --overwrite
 
 test: $(STAMP)
-	$(BIN)/ruff check hsimap tests benchmarks examples
+	$(BIN)/ruff check hsimap cli tests benchmarks examples
 	$(BIN)/python -m pytest -q
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ""
 
+# The quick benchmarks (minutes); the accuracy protocols are in docs/benchmarks.md with commands.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/predict.py --sizes 512
+	$(BIN)/python benchmarks/train_speed.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

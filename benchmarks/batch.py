@@ -23,14 +23,14 @@ def main(argv=None) -> None:
     ap.add_argument("--bands", type=int, default=48)
     ap.add_argument("--hidden", type=int, default=64)
     args = ap.parse_args(argv)
-    from hsimap.batch import run_batch
-    from hsimap.inference import default_workers
+    from hsimap.engine import default_workers
+    from hsimap.io.labels import load_labels
     from hsimap.io.scene import open_scene
-    from hsimap.labels import load_labels
     from hsimap.model.store import load_model
-    from hsimap.outputs import write_outputs
+    from hsimap.products import write_outputs
     from hsimap.synth import SynthSpec, make_scene
-    from hsimap.train import TrainOptions, train
+    from hsimap.workflows.batch import run_batch
+    from hsimap.workflows.train import TrainOptions, train
 
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)

@@ -1,7 +1,7 @@
 """Classification under the paper's protocol: hsimap, its ablations, SVM and random forest.
 
 Per class 30 training and 10 validation pixels (5 training pixels for classes of 30 or fewer),
-the rest test; the same split (``hsimap.labels.split_labels``, same seed) for every method.
+the rest test; the same split (``hsimap.io.labels.split_labels``, same seed) for every method.
 Spectra scaled to [0, 1] with one global min and max. SVM: RBF, C and gamma tuned on the
 validation pixels; RF: 500 trees, max_features tuned on the validation pixels.
 Houston 2018 crop: labels brought to the 128 x 128 scene grid as the majority of each 4 x 4
@@ -24,11 +24,11 @@ from scipy.io import loadmat
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED, mean_std, peak_rss_mb, stamp, table  # noqa: E402
 
+from hsimap.classes import ClassTable  # noqa: E402
+from hsimap.io.labels import load_labels, split_labels  # noqa: E402
 from hsimap.io.scene import open_scene  # noqa: E402
-from hsimap.io.writers import ClassTable  # noqa: E402
-from hsimap.labels import load_labels, split_labels  # noqa: E402
 from hsimap.metrics import classification_metrics  # noqa: E402
-from hsimap.train import TrainOptions, train  # noqa: E402
+from hsimap.workflows.train import TrainOptions, train  # noqa: E402
 
 
 def houston_labels() -> np.ndarray:

@@ -23,16 +23,16 @@ import numpy as np
 import rasterio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import match_endmembers, mean_std, stamp, table  # noqa: E402
+from common import mean_std, stamp, table  # noqa: E402
 
 from hsimap.inference import predict  # noqa: E402
+from hsimap.io.labels import load_labels  # noqa: E402
 from hsimap.io.scene import open_scene  # noqa: E402
-from hsimap.labels import load_labels  # noqa: E402
 from hsimap.model.store import load_model  # noqa: E402
-from hsimap.outputs import model_endmembers  # noqa: E402
+from hsimap.model.vca import match_endmembers  # noqa: E402
 from hsimap.synth import SynthSpec, make_scene  # noqa: E402
-from hsimap.train import TrainOptions, train  # noqa: E402
-from hsimap.unmix import unmix  # noqa: E402
+from hsimap.workflows.train import TrainOptions, train  # noqa: E402
+from hsimap.workflows.unmix import unmix  # noqa: E402
 
 
 def score(endmembers: np.ndarray, abundances: np.ndarray, true_e: np.ndarray,
@@ -59,7 +59,7 @@ def run_seed(seed: int, args, work: Path) -> dict[str, tuple]:
                                 seed=seed, progress=False))
     model = load_model(work / "model")
     ds = predict(scene, model).compute(scheduler="threads")
-    spectra, _ = model_endmembers(model)
+    spectra, _ = model.endmember_spectra()
     oa = result.test_metrics.overall_accuracy if result.test_metrics else float("nan")
     out["hsimap predict"] = (*score(spectra, ds.abundances.values, made.endmembers, truth), oa,
                              time.perf_counter() - t)

@@ -40,17 +40,3 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 def stamp(command: str) -> str:
     return f"`{command}` on {time.strftime('%Y-%m-%d')}, {machine()}"
-
-
-def match_endmembers(estimated: np.ndarray, reference: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Hungarian assignment on spectral angle: for each reference endmember, the index of the
-    estimated one matched to it, and their angle in degrees."""
-    from scipy.optimize import linear_sum_assignment
-
-    from hsimap.model.vca import spectral_angle
-
-    sad = np.degrees(spectral_angle(estimated[:, None, :], reference[None, :, :]))
-    rows, cols = linear_sum_assignment(sad)
-    order = rows[np.argsort(cols)]
-    return order, sad[order, np.arange(len(reference))]

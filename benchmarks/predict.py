@@ -54,7 +54,7 @@ open("/proc/self/clear_refs", "w").write("5")
 base = status("VmRSS")
 t = time.perf_counter()
 if mode == "stream":
-    from hsimap.outputs import write_outputs
+    from hsimap.products import write_outputs
     write_outputs(scene, model, out, progress=False, workers=int(workers))
 elif mode == "bare":
     torch.set_num_threads(1)
@@ -105,10 +105,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scans", nargs="+", default=["fused", "pscan"])
     ap.add_argument("--timeout", type=int, default=7200)
     args = ap.parse_args(argv)
-    from hsimap.labels import load_labels
+    from hsimap.io.labels import load_labels
     from hsimap.io.scene import open_scene
     from hsimap.synth import SynthSpec, make_scene
-    from hsimap.train import TrainOptions, train
+    from hsimap.workflows.train import TrainOptions, train
 
     rows, speed, memory = [], {}, []
     with tempfile.TemporaryDirectory() as d:

@@ -23,7 +23,7 @@ CHILD = r"""
 import csv, json, sys, tempfile
 sys.path.insert(0, sys.argv[3])
 from classification import load
-from hsimap.train import TrainOptions, train
+from hsimap.workflows.train import TrainOptions, train
 scene, labels, tbl = load(sys.argv[1])
 with tempfile.TemporaryDirectory() as d:
     train(scene, labels, tbl, d, TrainOptions(epochs=int(sys.argv[2]), progress=False))

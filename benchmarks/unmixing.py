@@ -26,10 +26,11 @@ import rasterio
 from scipy.io import loadmat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, match_endmembers, mean_std, stamp, table  # noqa: E402
+from common import SHARED, mean_std, stamp, table  # noqa: E402
 
 from hsimap.io.scene import open_scene  # noqa: E402
-from hsimap.unmix import unmix  # noqa: E402
+from hsimap.model.vca import match_endmembers  # noqa: E402
+from hsimap.workflows.unmix import unmix  # noqa: E402
 
 
 def load(name: str):

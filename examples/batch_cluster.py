@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hsimap.batch import run_batch
+from hsimap.io.labels import load_labels
 from hsimap.io.scene import open_scene
-from hsimap.labels import load_labels
 from hsimap.synth import SynthSpec, make_scene
-from hsimap.train import TrainOptions, train
+from hsimap.workflows.batch import run_batch
+from hsimap.workflows.train import TrainOptions, train
 
 
 def main(argv=None) -> None:

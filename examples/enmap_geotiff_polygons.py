@@ -22,12 +22,12 @@ import rasterio
 import shapely
 from rasterio.warp import transform_geom
 
+from hsimap.io.labels import load_labels
 from hsimap.io.scene import open_scene, scene_info
-from hsimap.labels import load_labels
 from hsimap.model.store import load_model
-from hsimap.outputs import write_outputs
+from hsimap.products import write_outputs
 from hsimap.synth import SynthSpec, make_scene
-from hsimap.train import TrainOptions, train
+from hsimap.workflows.train import TrainOptions, train
 
 CROPS = {1: "wheat", 2: "maize", 3: "fallow", 4: "orchard"}
 

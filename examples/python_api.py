@@ -14,11 +14,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import hsimap  # noqa: E402
-from hsimap.labels import load_labels  # noqa: E402
+from hsimap.io.labels import load_labels  # noqa: E402
 from hsimap.model.store import load_model  # noqa: E402
-from hsimap.outputs import model_endmembers  # noqa: E402
 from hsimap.synth import SynthSpec, make_scene  # noqa: E402
-from hsimap.train import TrainOptions, train  # noqa: E402
+from hsimap.workflows.train import TrainOptions, train  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -47,7 +46,7 @@ def main(argv=None) -> None:
         ax.imshow(window.abundances.sel(endmember=name), vmin=0, vmax=1)
         ax.set_title(name)
     fig.savefig(out / "window.png")
-    spectra, wl = model_endmembers(model)
+    spectra, wl = model.endmember_spectra()
     fig, ax = plt.subplots()
     ax.plot(wl, spectra.T)
     ax.set_xlabel("wavelength (nm)")

@@ -16,13 +16,13 @@ import numpy as np
 import rasterio
 from affine import Affine
 
+from hsimap.io.labels import load_labels
+from hsimap.io.rasters import Grid, write_raster
 from hsimap.io.scene import open_scene
-from hsimap.io.writers import Grid, write_raster
-from hsimap.labels import load_labels
 from hsimap.metrics import classification_metrics
 from hsimap.model.store import load_model
-from hsimap.outputs import write_outputs
-from hsimap.train import TrainOptions, train
+from hsimap.products import write_outputs
+from hsimap.workflows.train import TrainOptions, train
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "salinasA"
 

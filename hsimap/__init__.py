@@ -5,13 +5,16 @@ __version__ = "0.1.0"
 from hsimap.errors import HsimapError  # noqa: E402
 from hsimap.io.scene import open_scene  # noqa: E402
 
-__all__ = ["HsimapError", "open_scene", "predict", "__version__"]
+__all__ = ["HsimapError", "load_model", "open_scene", "predict", "train", "__version__"]
+
+# Lazy: importing hsimap for I/O should not import torch.
+_LAZY = {"predict": "hsimap.inference", "load_model": "hsimap.model.store",
+         "train": "hsimap.workflows.train"}
 
 
 def __getattr__(name: str):
-    # Lazy: importing hsimap for I/O should not import torch.
-    if name == "predict":
-        from hsimap.inference import predict
+    if name in _LAZY:
+        import importlib
 
-        return predict
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(name)

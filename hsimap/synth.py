@@ -3,8 +3,10 @@
 Classes are Voronoi regions, each with its own material mixture; abundances blend smoothly
 across region boundaries and vary smoothly inside regions; every pixel gets its own endmember
 variability (a brightness factor and a smooth spectral perturbation) and noise at a given SNR.
-Every field is a function of the pixel's scene coordinates, so a scene of any size is made
-block by block in bounded memory and the same pixel gets the same value whatever the blocks.
+Every field but the noise is a function of the pixel's scene coordinates, so a scene of any size
+is made block by block in bounded memory. The noise is drawn per block, from the seed and the
+block's origin: a scene is reproducible for a given ``block`` size, and two block sizes give the
+same scene up to its noise.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from rasterio.crs import CRS
 from rasterio.windows import Window
 from scipy.spatial import cKDTree
 
+from hsimap.classes import ClassTable
 from hsimap.errors import HsimapError
+from hsimap.io.envi import WRITE_SUFFIXES
+from hsimap.io.files import check_output, temp_name
+from hsimap.io.rasters import Grid, RasterSink, bounded_write_cache
 from hsimap.io.speclib import write_library
-from hsimap.io.writers import ClassTable, Grid, RasterSink, check_output, temp_name
 
-ENVI_SUFFIXES = {".img", ".dat", ".bsq", ".bil", ".bip", ".raw", ".envi"}
 INT_SCALE = 10000.0
 
 
@@ -168,7 +172,7 @@ def _scene_profile(spec: SynthSpec, path: Path, model: _Model) -> dict:
                    crs=CRS.from_user_input(spec.crs), transform=transform,
                    nodata=-9999 if spec.nodata_edges or is_int else None)
     suffix = path.suffix.lower()
-    if suffix in ENVI_SUFFIXES:
+    if suffix in WRITE_SUFFIXES:
         interleave = {".bil": "bil", ".bip": "bip"}.get(suffix, "bsq")
         profile.update(driver="ENVI", interleave=interleave)
     elif suffix in (".tif", ".tiff"):
@@ -179,7 +183,7 @@ def _scene_profile(spec: SynthSpec, path: Path, model: _Model) -> dict:
             profile.pop("blockxsize"), profile.pop("blockysize")
     else:
         raise HsimapError(f"{path}: scene must end in .tif or an ENVI suffix "
-                          f"({', '.join(sorted(ENVI_SUFFIXES))})")
+                          f"({', '.join(sorted(WRITE_SUFFIXES))})")
     return profile
 
 
@@ -227,9 +231,7 @@ def make_scene(path: str | Path, spec: SynthSpec | None = None, *,
     grid = Grid(spec.width, spec.height, profile["crs"], profile["transform"])
     tmp = temp_name(path)
     try:
-        # GDAL's block cache (5% of RAM by default) would otherwise hold written blocks: cap it
-        # so that memory stays bounded by the block size, whatever the scene size.
-        with rasterio.Env(GDAL_CACHEMAX=128 * 2**20), \
+        with bounded_write_cache(), \
                 rasterio.open(tmp, "w", **profile) as dst, \
                 RasterSink(labels_path, grid, 1, "uint8", nodata=0, class_table=table,
                            overwrite=overwrite) as lab, \
@@ -265,7 +267,7 @@ def _commit_gdal(tmp: Path, final: Path) -> None:
     """Rename a finished GDAL file set (ENVI has a header beside the data) to its final name."""
     import os
 
-    if final.suffix.lower() in ENVI_SUFFIXES:
+    if final.suffix.lower() in WRITE_SUFFIXES:
         tmp_hdr = tmp.with_suffix(".hdr")
         os.replace(tmp_hdr, final.with_suffix(".hdr"))
         aux = Path(str(tmp) + ".aux.xml")

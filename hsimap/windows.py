@@ -4,12 +4,21 @@ A tile is a *read* window (what the model sees, ``window`` px a side where the s
 a *core* (what is kept and written). Cores tile the scene exactly, without overlap; each read
 window extends its core by ``halo`` px on every side, shifted inward at the scene's edges so that
 every read window has the full size when the scene is large enough. Training, prediction,
-unmixing and batch all use these tiles.
+unmixing and batch all use these tiles, and :func:`scan_scene` reads them once to learn what a
+fit needs before it starts.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+from scipy.ndimage import uniform_filter
+
+from hsimap.errors import HsimapError
+from hsimap.io.scene import read_window
 
 
 @dataclass(frozen=True)
@@ -84,3 +93,76 @@ def tiles(height: int, width: int, window: int, halo: int) -> list[Tile]:
     return [Tile(r0, c0, rh, cw, cr, cc, ch, cwid)
             for (r0, rh, cr, ch) in _axis(height, window, halo)
             for (c0, cw, cc, cwid) in _axis(width, window, halo)]
+
+
+def _smooth(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """3 x 3 mean over valid pixels: averages the noise down before the vertex search."""
+    w = uniform_filter(valid.astype(np.float32), 3, mode="nearest")
+    v = uniform_filter(values * valid, (1, 3, 3), mode="nearest")
+    return v / np.maximum(w, 1e-6)
+
+
+@dataclass
+class SceneScan:
+    """What one streaming pass over the scene gathers before anything is fitted."""
+
+    lo: float                  # global min and max of valid pixels, used bands
+    hi: float
+    raw: np.ndarray            # (n, bands) valid pixels drawn evenly over the scene
+    smooth: np.ndarray | None  # the same pixels averaged over their 3 x 3 neighbourhood
+    usable: list[Tile]         # windows holding valid pixels
+
+
+def scan_scene(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray, n: int = 0,
+               seed: int = 0, smoothed: bool = False) -> SceneScan:
+    """Read every window once: the value range of the used ``bands`` over valid pixels, up to
+    ``n`` sample pixels drawn evenly over the scene, also smoothed when ``smoothed`` (the halo
+    makes the smoothing exact at window edges), and which windows have valid pixels.
+
+    This is the one pass over a scene that training (its scaling) and unmixing (scaling,
+    endmember extraction, fitting windows) make before fitting anything.
+    """
+    rng = np.random.default_rng(seed)
+    lo, hi = math.inf, -math.inf
+    raw, smooth, usable = [], [], []
+    share = min(1.0, 4.0 * max(n, 0) / max(1, sum(t.pixels for t in grid)))
+    for t in grid:
+        values, valid = read_window(scene, t.rows, t.cols, bands)
+        if not valid.any():
+            continue
+        usable.append(t)
+        v = values[:, valid]
+        lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
+        if n <= 0:
+            continue
+        rs, cs = t.core_in_read
+        pick = valid[rs, cs] & (rng.random(valid[rs, cs].shape) < share)
+        if pick.any():
+            raw.append(values[:, rs, cs][:, pick].T)
+            if smoothed:
+                smooth.append(_smooth(values, valid)[:, rs, cs][:, pick].T)
+    if not usable:
+        raise HsimapError("the scene has no valid pixels")
+    if not raw:  # valid pixels so sparse that the draw missed them all
+        raw = smooth = [np.zeros((0, len(bands)), np.float32)]
+    raw = np.concatenate(raw)
+    smooth = np.concatenate(smooth) if smoothed else None
+    if len(raw) > n:
+        keep = rng.choice(len(raw), n, replace=False)
+        raw = raw[keep]
+        smooth = smooth[keep] if smoothed else None
+    return SceneScan(lo, max(hi, lo + 1e-6), raw, smooth, usable)
+
+
+def fill_invalid(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Give invalid pixels the value of their nearest valid pixel.
+
+    The network's 3 x 3 convolutions would otherwise see zeros beside nodata areas and leave a
+    fringe of wrong classes along them. Outputs at invalid pixels are masked afterwards anyway.
+    """
+    if valid.all() or not valid.any():
+        return x
+    from scipy.ndimage import distance_transform_edt
+
+    _, (ri, ci) = distance_transform_edt(~valid, return_indices=True)
+    return x[:, ri, ci]

@@ -1,14 +1,38 @@
-"""Shared fixtures: real data paths and small synthetic scenes written through GDAL."""
+"""Shared fixtures and helpers: real data paths, small synthetic scenes written through GDAL,
+a trained model, and the one way tests run hsimap as a user does (a real process)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from hsimap.synth import SynthSpec, make_scene
+from hsimap.model.store import TrainedModel
+from hsimap.synth import SynthScene, SynthSpec, make_scene
+from hsimap.workflows.train import TrainResult
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def run(argv: list, *, cwd: Path | None = None, env: dict | None = None,
+        timeout: float | None = None) -> subprocess.CompletedProcess:
+    """A real process, its output captured as text."""
+    return subprocess.run([str(a) for a in argv], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=timeout)
+
+
+def hsimap(*args: object, **kw) -> subprocess.CompletedProcess:
+    """``hsimap ARGS`` as a user runs it (``python -m hsimap``, this interpreter)."""
+    return run([sys.executable, "-m", "hsimap", *args], **kw)
+
+
+def hsimap_process(*args: object, **kw) -> subprocess.Popen:
+    """``hsimap ARGS`` started, not awaited: for tests that signal or kill it."""
+    return subprocess.Popen([sys.executable, "-m", "hsimap", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
 def shared(*parts: str) -> Path:
@@ -19,20 +43,30 @@ def shared(*parts: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def small_scene(tmp_path_factory):
+def small_scene(tmp_path_factory) -> SynthScene:
     """A 96 x 80 px, 32-band GeoTIFF scene with 4 classes and 4 endmembers."""
     d = tmp_path_factory.mktemp("small")
     return make_scene(d / "scene.tif", SynthSpec(width=96, height=80, bands=32, endmembers=4,
                                                  classes=4, region_size=32, seed=3))
 
 
+@dataclass
+class Trained:
+    """A trained model and what it was trained on."""
+
+    made: SynthScene
+    model_dir: Path
+    result: TrainResult
+    model: TrainedModel
+
+
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory) -> Trained:
     """A small model trained on a 160 x 140 px synthetic scene with a nodata border."""
+    from hsimap.io.labels import load_labels
     from hsimap.io.scene import open_scene
-    from hsimap.labels import load_labels
     from hsimap.model.store import load_model
-    from hsimap.train import TrainOptions, train
+    from hsimap.workflows.train import TrainOptions, train
 
     d = tmp_path_factory.mktemp("trained")
     made = make_scene(d / "scene.tif", SynthSpec(width=160, height=140, bands=24, endmembers=4,
@@ -43,5 +77,4 @@ def trained(tmp_path_factory):
     result = train(scene, labels, table, d / "model",
                    TrainOptions(epochs=12, hidden=32, window=64, halo=8, val_every=4,
                                 progress=False, threads=2, seed=0))
-    return {"made": made, "model_dir": d / "model", "result": result,
-            "model": load_model(d / "model")}
+    return Trained(made, d / "model", result, load_model(d / "model"))

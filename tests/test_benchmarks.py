@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import importlib
 import re
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import shared
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 
 def _run(module: str, argv: list[str], capsys) -> str:

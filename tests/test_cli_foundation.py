@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-
-def hsimap(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "hsimap", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd)
+from tests.conftest import hsimap
 
 
 def test_synth_then_info_json(tmp_path):

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import hsimap, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_quick_runs_twice(tmp_path):
     for _ in range(2):  # running it twice is safe
-        r = subprocess.run([sys.executable, "-m", "hsimap", "demo", "--quick", "--quiet", "-o",
-                            tmp_path], capture_output=True, text=True)
+        r = hsimap("demo", "--quick", "--quiet", "-o", tmp_path)
         assert r.returncode == 0, r.stderr
     assert "OA" in r.stdout and "kappa" in r.stdout and "RMSE" in r.stdout
     for name in ("demo_scene_classes.tif", "demo_scene_abundances.tif",
@@ -28,16 +28,14 @@ def test_demo_quick_runs_twice(tmp_path):
 
 def test_cli_reference_is_current():
     env = dict(os.environ, COLUMNS="100")
-    r = subprocess.run([sys.executable, "-m", "hsimap.cli.reference"], capture_output=True,
-                       text=True, env=env)
+    r = run([sys.executable, "-m", "hsimap.cli.reference"], env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout == (ROOT / "docs" / "cli.md").read_text(), \
         "docs/cli.md is stale: COLUMNS=100 python -m hsimap.cli.reference > docs/cli.md"
 
 
 def _run_example(name, *args):
-    r = subprocess.run([sys.executable, str(ROOT / "examples" / name), *map(str, args)],
-                       capture_output=True, text=True)
+    r = run([sys.executable, ROOT / "examples" / name, *args])
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout
 

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 
+from hsimap.classes import ClassTable
 from hsimap.errors import HsimapError
+from hsimap.io.labels import load_labels
+from hsimap.io.rasters import Grid, write_raster
 from hsimap.io.scene import open_scene
-from hsimap.io.writers import ClassTable, Grid, write_raster
-from hsimap.labels import load_labels
-from hsimap.train import TrainOptions, train
+from hsimap.workflows.train import TrainOptions, train
+from tests.conftest import hsimap
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,13 +94,10 @@ def test_wavelength_mismatch(trained, tmp_path):
 
     shifted = make_scene(tmp_path / "s.tif", SynthSpec(width=30, height=30, bands=24,
                                                        wavelength_range=(420, 2470)))
-    r = subprocess.run([sys.executable, "-m", "hsimap", "predict", shifted.scene, "-m",
-                        trained["model_dir"], "-o", tmp_path / "o"], capture_output=True,
-                       text=True)
+    r = hsimap("predict", shifted.scene, "-m", trained.model_dir, "-o", tmp_path / "o")
     assert r.returncode == 1 and "wavelengths differ" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "hsimap", "predict", shifted.scene, "-m",
-                        trained["model_dir"], "-o", tmp_path / "o", "--ignore-wavelengths",
-                        "--quiet", "--no-quicklooks"], capture_output=True, text=True)
+    r = hsimap("predict", shifted.scene, "-m", trained.model_dir, "-o", tmp_path / "o",
+               "--ignore-wavelengths", "--quiet", "--no-quicklooks")
     assert r.returncode == 0, r.stderr
     with rasterio.open(tmp_path / "o" / "s_classes.tif") as src:
         assert src.read(1).any()

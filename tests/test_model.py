@@ -13,7 +13,7 @@ from hsimap.model.mamba import MAMBA_PARAMETERS, Mamba
 from hsimap.model.network import ModelConfig, UnmixingGuidedMamba
 from hsimap.model.store import load_model
 from hsimap.model.tokens import cluster_sequences, token_budgets, unselected
-from hsimap.model.vca import fcls, spectral_angle, vca
+from hsimap.model.vca import fcls, vca
 
 
 def test_mamba_parameters_are_mamba_ssm_names():
@@ -71,7 +71,9 @@ def test_token_budgets_follow_the_method():
     score = 0.3 * mass / mass.sum() + 0.7 * area / area.sum()
     expected = [max(100, int(np.ceil(0.1 * n * float(s)))) for s in score]
     assert budgets == expected
-    assert budgets[1] == 100 or budgets[1] >= 100
+    # By hand: scores 0.582, 0.1455, 0.2725 give 117, 30 and 55 tokens; the floor of 100
+    # lifts the two small clusters.
+    assert budgets == [117, 100, 100]
     # capped at the number of pixels
     assert token_budgets(torch.full((2, 50), 0.5)) == [50, 50]
 
@@ -158,8 +160,7 @@ def test_ablations_build_and_run():
 
 def test_vca_and_fcls_recover_synthetic_truth():
     """Linear mixtures of 4 real USGS spectra, with a few pure pixels, at 40 dB SNR."""
-    from scipy.optimize import linear_sum_assignment
-
+    from hsimap.model.vca import match_endmembers
     from hsimap.synth import library_spectra
 
     rng = np.random.default_rng(0)
@@ -170,9 +171,7 @@ def test_vca_and_fcls_recover_synthetic_truth():
     x += rng.standard_normal(x.shape) * x.mean() / 100
     for projection in ("auto", "projective", "affine"):
         found = vca(x, 4, seed=0, projection=projection)
-        sad = spectral_angle(found[:, None, :], e[None, :, :])
-        rows, cols = linear_sum_assignment(sad)
-        assert np.degrees(sad[rows, cols]).max() < 3.0, projection
+        assert match_endmembers(found, e)[1].max() < 3.0, projection
     est = fcls(x, e)
     assert np.all(est >= 0)
     np.testing.assert_allclose(est.sum(1), 1.0, atol=1e-9)
@@ -182,9 +181,7 @@ def test_vca_and_fcls_recover_synthetic_truth():
 def test_purify_moves_noisy_vertices_to_typical_spectra():
     """Each material has pure pixels with 5% brightness and 5% spectral noise: the vertex VCA
     picks is a noisy extreme, the mean of the purest pixels is near the truth."""
-    from scipy.optimize import linear_sum_assignment
-
-    from hsimap.model.vca import purify
+    from hsimap.model.vca import match_endmembers, purify
     from hsimap.synth import library_spectra
 
     rng = np.random.default_rng(1)
@@ -195,9 +192,7 @@ def test_purify_moves_noisy_vertices_to_typical_spectra():
     x *= 1 + 0.05 * rng.standard_normal(x.shape)
 
     def worst(found):
-        sad = np.degrees(spectral_angle(found[:, None, :], e[None, :, :]))
-        rows, cols = linear_sum_assignment(sad)
-        return sad[rows, cols].max()
+        return match_endmembers(found, e)[1].max()
 
     start = vca(x, 4, seed=0)
     cleaned = purify(x, start)
@@ -205,26 +200,30 @@ def test_purify_moves_noisy_vertices_to_typical_spectra():
 
 
 def test_model_file_roundtrip(trained):
-    made, model = trained["made"], trained["model"]
+    made, model = trained.made, trained.model
     scene = open_scene(made.scene)
     values, valid = read_window(scene, slice(0, 64), slice(0, 64))
-    again = load_model(trained["model_dir"])
+    again = load_model(trained.model_dir)
     a = window_products(model, values, valid, (0, 0))
     b = window_products(again, values, valid, (0, 0))
     np.testing.assert_array_equal(a.classes, b.classes)
     np.testing.assert_array_equal(a.abundances, b.abundances)
-    card = model.card
-    for key in ("config", "classes", "scaling", "bands_used", "window", "protocol",
-                "validation_metrics", "test_metrics", "versions", "model_hash"):
-        assert key in card
-    assert (trained["model_dir"] / "split.tif").exists()
-    assert (trained["model_dir"] / "history.csv").read_text().startswith("epoch,")
+    import json
+
+    from hsimap.model.store import ModelCard
+
+    on_disk = json.loads((trained.model_dir / "model.json").read_text())
+    assert ModelCard.from_dict(on_disk) == again.card == model.card
+    assert on_disk["model_hash"] == again.card.model_hash and len(on_disk["model_hash"]) == 16
+    assert on_disk["test_metrics"]["pixels"] > 0 and on_disk["format"] == "hsimap-model/1"
+    assert (trained.model_dir / "split.tif").exists()
+    assert (trained.model_dir / "history.csv").read_text().startswith("epoch,")
 
 
 def test_pickle_is_refused(tmp_path, trained):
     d = tmp_path / "evil"
     d.mkdir()
-    (d / "model.json").write_text((trained["model_dir"] / "model.json").read_text())
+    (d / "model.json").write_text((trained.model_dir / "model.json").read_text())
     # pickle.dumps({"weights": [1, 2, 3]}, protocol=4), written out so nothing here pickles
     (d / "model.safetensors").write_bytes(
         b"\x80\x04\x95\x18\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x07weights"
@@ -238,4 +237,4 @@ def test_pickle_is_refused(tmp_path, trained):
 
 
 def test_trained_model_learns_synthetic_classes(trained):
-    assert trained["result"].test_metrics.overall_accuracy > 0.85
+    assert trained.result.test_metrics.overall_accuracy > 0.85

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import sys
 
 import numpy as np
@@ -13,14 +12,16 @@ import rasterio
 import hsimap
 from hsimap.errors import HsimapError
 from hsimap.io.scene import open_scene
-from hsimap.outputs import output_paths, write_outputs
+from hsimap.products import output_paths, write_outputs
 from hsimap.synth import SynthSpec, make_scene
 from hsimap.windows import tiles
+from tests.conftest import hsimap as hsimap_cli
+from tests.conftest import run
 
 
 def _predict(trained, out, **kw):
-    scene = open_scene(trained["made"].scene)
-    return write_outputs(scene, trained["model"], out, progress=False, quicklooks=False, **kw)
+    scene = open_scene(trained.made.scene)
+    return write_outputs(scene, trained.model, out, progress=False, quicklooks=False, **kw)
 
 
 def _read(path, band=None):
@@ -69,9 +70,9 @@ def test_seams_two_window_grids_agree(trained, tmp_path):
 
 def test_outputs_keep_georeferencing_and_nodata(trained, tmp_path):
     report = _predict(trained, tmp_path / "o")
-    with rasterio.open(trained["made"].scene) as src:
+    with rasterio.open(trained.made.scene) as src:
         crs, transform, size = src.crs, src.transform, (src.width, src.height)
-    with rasterio.open(trained["made"].labels) as src:
+    with rasterio.open(trained.made.labels) as src:
         inside = src.read(1) > 0
     for key in ("classes", "abundances", "confidence", "error"):
         with rasterio.open(report.paths[key]) as dst:
@@ -92,7 +93,7 @@ def test_outputs_keep_georeferencing_and_nodata(trained, tmp_path):
     import spectral.io.envi as envi
 
     lib = envi.open(str(report.paths["library_hdr"]), str(report.paths["library_sli"]))
-    p = trained["model"].config.endmembers
+    p = trained.model.config.endmembers
     assert lib.spectra.shape == (p, 24) and len(lib.bands.centers) == 24
 
 
@@ -109,9 +110,9 @@ def test_deterministic_across_runs_and_workers(trained, tmp_path):
 
 
 def test_python_api_is_lazy(trained):
-    scene = open_scene(trained["made"].scene)
-    ds = hsimap.predict(scene, trained["model"])
-    p = trained["model"].config.endmembers
+    scene = open_scene(trained.made.scene)
+    ds = hsimap.predict(scene, trained.model)
+    p = trained.model.config.endmembers
     assert ds.classes.shape == (140, 160) and ds.abundances.shape == (p, 140, 160)
     assert ds.rio.crs == scene.rio.crs
     part = ds.classes[:20, :30].compute()
@@ -124,11 +125,6 @@ def test_cog_outputs(trained, tmp_path):
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
 
 
-def hsimap_cli(*args):
-    return subprocess.run([sys.executable, "-m", "hsimap", *map(str, args)],
-                          capture_output=True, text=True)
-
-
 def _one_line_error(r, text):
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
@@ -139,10 +135,10 @@ def _one_line_error(r, text):
 def test_cli_bad_inputs_leave_no_outputs(trained, tmp_path):
     other = make_scene(tmp_path / "other.tif", SynthSpec(width=40, height=30, bands=10, seed=1))
     out = tmp_path / "out"
-    _one_line_error(hsimap_cli("predict", other.scene, "-m", trained["model_dir"], "-o", out),
+    _one_line_error(hsimap_cli("predict", other.scene, "-m", trained.model_dir, "-o", out),
                     "10 bands, the model was trained on 24")
     assert not out.exists() or not any(out.iterdir())
-    _one_line_error(hsimap_cli("predict", trained["made"].scene, "-m", tmp_path, "-o", out),
+    _one_line_error(hsimap_cli("predict", trained.made.scene, "-m", tmp_path, "-o", out),
                     "no model.safetensors")
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -152,20 +148,20 @@ def test_cli_bad_inputs_leave_no_outputs(trained, tmp_path):
 
         if os.access(locked, os.W_OK):  # root ignores permissions
             pytest.skip("running as root: cannot make a folder unwritable")
-        _one_line_error(hsimap_cli("predict", trained["made"].scene, "-m",
-                                   trained["model_dir"], "-o", locked), "not writable")
+        _one_line_error(hsimap_cli("predict", trained.made.scene, "-m",
+                                   trained.model_dir, "-o", locked), "not writable")
     finally:
         locked.chmod(0o700)
 
 
 def test_cli_existing_outputs_refused(trained, tmp_path):
     out = tmp_path / "o"
-    r = hsimap_cli("predict", trained["made"].scene, "-m", trained["model_dir"], "-o", out,
+    r = hsimap_cli("predict", trained.made.scene, "-m", trained.model_dir, "-o", out,
                    "--quiet")
     assert r.returncode == 0, r.stderr
     assert all(p.exists() for p in output_paths(out, "scene").values())
     before = {p: p.stat().st_mtime_ns for p in out.iterdir()}
-    _one_line_error(hsimap_cli("predict", trained["made"].scene, "-m", trained["model_dir"],
+    _one_line_error(hsimap_cli("predict", trained.made.scene, "-m", trained.model_dir,
                                "-o", out), "--overwrite")
     assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
@@ -181,7 +177,7 @@ MEMORY_SCRIPT = """
 import resource, sys
 from hsimap.io.scene import open_scene
 from hsimap.model.store import load_model
-from hsimap.outputs import write_outputs
+from hsimap.products import write_outputs
 write_outputs(open_scene(sys.argv[1]), load_model(sys.argv[2]), sys.argv[3], progress=False,
               quicklooks=False, workers=2)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
@@ -195,9 +191,8 @@ def test_memory_bounded_by_window_not_scene(trained, tmp_path):
     for side in (128, 512):
         made = make_scene(tmp_path / f"s{side}.tif",
                           SynthSpec(width=side, height=side, bands=24, endmembers=4, seed=2))
-        r = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, made.scene,
-                            trained["model_dir"], tmp_path / f"o{side}"], capture_output=True,
-                           text=True)
+        r = run([sys.executable, "-c", MEMORY_SCRIPT, made.scene, trained.model_dir,
+                 tmp_path / f"o{side}"])
         assert r.returncode == 0, r.stderr
         peaks.append(int(r.stdout.split()[-1]))
     assert peaks[1] < 1.2 * peaks[0], peaks

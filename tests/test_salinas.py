@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from hsimap.io.labels import load_labels
 from hsimap.io.scene import open_scene
-from hsimap.labels import load_labels
-from hsimap.train import TrainOptions, train
+from hsimap.workflows.train import TrainOptions, train
 from tests.conftest import shared
 
 
@@ -17,7 +17,7 @@ def test_salinas_short_training_clears_floor(tmp_path):
     result = train(scene, labels, table, tmp_path / "m",
                    TrainOptions(epochs=40, val_every=10, seed=0, progress=False))
     card = result.model.card
-    assert card["protocol"]["pixels"]["train"] == 6 * 30
-    assert card["protocol"]["pixels"]["validation"] == 6 * 10
+    assert card.protocol["pixels"]["train"] == 6 * 30
+    assert card.protocol["pixels"]["validation"] == 6 * 10
     assert result.test_metrics.pixels == 5348 - 240
     assert result.test_metrics.overall_accuracy > 0.90

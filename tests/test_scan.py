@@ -130,7 +130,7 @@ def test_model_saved_before_the_fused_scan_gives_the_same_map(tmp_path):
     parallel scan); its class map is classes_before.npy. Same scene, regenerated."""
     from hsimap.io.scene import open_scene
     from hsimap.model.store import load_model
-    from hsimap.outputs import write_outputs
+    from hsimap.products import write_outputs
     from hsimap.synth import SynthSpec, make_scene
 
     made = make_scene(tmp_path / "scene.tif",
@@ -148,3 +148,28 @@ def test_model_saved_before_the_fused_scan_gives_the_same_map(tmp_path):
     agree = (now == before).mean()
     print(f"class maps agree on {agree:.5f} of pixels")
     assert agree >= 0.999
+
+
+def _cuda_ready() -> bool:
+    from hsimap.model.mamba import cuda_kernels_available
+
+    return cuda_kernels_available()
+
+
+@pytest.mark.skipif(not _cuda_ready(), reason="needs a CUDA GPU and mamba-ssm (hsimap[cuda])")
+def test_cuda_kernels_match_the_cpu_scan():
+    # The same block, its weights handed to mamba_ssm.Mamba on the GPU, against the fused CPU
+    # path. mamba-ssm computes in float32 with its own summation order: 1e-3 relative.
+    from torch import nn
+
+    from hsimap.model.mamba import use_cuda_kernels
+
+    torch.manual_seed(0)
+    holder = nn.ModuleDict({"block": Mamba(32)})
+    x = torch.randn(2, 300, 32)
+    with torch.no_grad():
+        cpu = holder["block"](x)
+        use_cuda_kernels(holder.to("cuda"))
+        assert type(holder["block"]).__module__.startswith("mamba_ssm")
+        gpu = holder["block"](x.cuda()).cpu()
+    assert _rel(gpu, cpu) < 1e-3

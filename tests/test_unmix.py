@@ -8,7 +8,7 @@ import rasterio
 from hsimap.io.scene import open_scene
 from hsimap.io.speclib import read_library
 from hsimap.model.vca import spectral_angle
-from hsimap.unmix import unmix
+from hsimap.workflows.unmix import unmix
 
 
 def _georef(a, b):
@@ -51,13 +51,10 @@ def test_fixed_library_is_kept(small_scene, tmp_path):
 def test_unmixing_beats_vca_fcls_on_samson(tmp_path):
     """Issue 6's bar on a real scene: below VCA + FCLS's 4.1 deg mean SAD and 0.258 abundance
     RMSE. Measured with the defaults over seeds 0-4: see docs/benchmarks.md."""
-    import sys
-    from pathlib import Path
 
     from tests.conftest import shared
 
     shared("samson", "Samson_with_GT.mat")
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import unmixing
 
     scene_path, ref_e, ref_a = unmixing.load("samson")
@@ -69,18 +66,22 @@ def test_unmixing_beats_vca_fcls_on_samson(tmp_path):
 
 def test_large_scene_fits_on_a_bounded_sample_of_windows(small_scene, tmp_path, monkeypatch):
     """Only MAX_FIT_WINDOWS windows are held for fitting; every window is still predicted."""
-    import hsimap.unmix
+    import hsimap.engine
+    import hsimap.windows
+    import hsimap.workflows.unmix as unmix_module
     from hsimap.windows import tiles
 
     reads = []
-    real_read = hsimap.unmix.read_window
+    real_read = hsimap.windows.read_window
 
     def counting_read(*args, **kwargs):
         reads.append(args[1:3])
         return real_read(*args, **kwargs)
 
-    monkeypatch.setattr(hsimap.unmix, "MAX_FIT_WINDOWS", 2)
-    monkeypatch.setattr(hsimap.unmix, "read_window", counting_read)
+    monkeypatch.setattr(unmix_module, "MAX_FIT_WINDOWS", 2)
+    # Every module that reads windows for unmix: the scan, the fit, the engine (prediction).
+    for module in (hsimap.windows, unmix_module, hsimap.engine):
+        monkeypatch.setattr(module, "read_window", counting_read)
     res = unmix(open_scene(small_scene.scene), tmp_path, endmembers=4, epochs=2, hidden=16,
                 window=32, halo=4, progress=False)
     grid = tiles(80, 96, 32, 4)

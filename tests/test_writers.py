@@ -12,9 +12,10 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 
+from hsimap.classes import ClassTable
 from hsimap.errors import HsimapError
+from hsimap.io.rasters import Grid, RasterSink, read_class_table, write_raster
 from hsimap.io.speclib import read_library, write_library
-from hsimap.io.writers import ClassTable, Grid, RasterSink, read_class_table, write_raster
 
 GRID = Grid(300, 260, CRS.from_epsg(32611), Affine(2.5, 0.0, 512345.0, 0.0, -2.5, 4123456.0))
 

@@ -1,8 +1,9 @@
 """Reading scenes and labels, writing GIS-ready rasters and spectral libraries."""
 
+from hsimap.classes import ClassTable
+from hsimap.io.rasters import Grid, RasterSink, write_raster
 from hsimap.io.scene import SceneInfo, open_scene, read_window, scene_info
 from hsimap.io.speclib import read_library, write_library
-from hsimap.io.writers import ClassTable, Grid, RasterSink, write_raster
 
 __all__ = [
     "ClassTable",

@@ -24,16 +24,9 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from hsimap.errors import HsimapError
+from hsimap.io.envi import DATA_SUFFIXES, parse_list, to_nm
 
-ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".bsq", ".bil", ".bip", ".raw", ".bin", ".envi")
 DEFAULT_CHUNK = 512
-
-
-def _parse_envi_list(text: str | None) -> list[str] | None:
-    if not text:
-        return None
-    items = [t.strip() for t in text.strip().strip("{}").split(",")]
-    return [t for t in items if t]
 
 
 def _floats(items: list[str] | None) -> np.ndarray | None:
@@ -45,28 +38,18 @@ def _floats(items: list[str] | None) -> np.ndarray | None:
         return None
 
 
-def _to_nm(values: np.ndarray | None, units: str | None) -> np.ndarray | None:
-    """Wavelengths to nanometres; micrometres are recognised by name or by magnitude."""
-    if values is None:
-        return None
-    u = (units or "").strip().lower()
-    if u.startswith(("micro", "um", "µm")) or (not u and np.nanmax(values) < 100):
-        return values * 1000.0
-    return values
-
-
 def resolve_envi_path(path: Path) -> Path:
     """The ENVI data file for a path that may name the header or the data file."""
     if path.suffix.lower() != ".hdr":
         return path
     stem = path.with_suffix("")
-    for suffix in ENVI_DATA_SUFFIXES:
+    for suffix in DATA_SUFFIXES:
         for candidate in (Path(str(stem) + suffix), Path(str(stem) + suffix.upper())):
             if candidate.is_file() and candidate != path:
                 return candidate
     raise HsimapError(
         f"{path}: ENVI header without a data file (looked for {stem.name} with "
-        f"{', '.join(s or 'no suffix' for s in ENVI_DATA_SUFFIXES)}); put the data file beside it"
+        f"{', '.join(s or 'no suffix' for s in DATA_SUFFIXES)}); put the data file beside it"
     )
 
 
@@ -77,8 +60,8 @@ def _band_metadata(src: rasterio.DatasetReader) -> dict[str, Any]:
     out: dict[str, Any] = {"wavelength": None, "fwhm": None, "bad_band": None,
                            "nodata": src.nodata, "scale_factor": 1.0, "add_offset": 0.0}
     units = envi.get("wavelength_units")
-    wl = _floats(_parse_envi_list(envi.get("wavelength")))
-    fwhm = _floats(_parse_envi_list(envi.get("fwhm")))
+    wl = _floats(parse_list(envi.get("wavelength")))
+    fwhm = _floats(parse_list(envi.get("fwhm")))
     if wl is None:
         # GeoTIFF writers (EnMAP, EnMAP-Box, ENVI's own GeoTIFF) put wavelengths on each band.
         per_band, fw, unit_seen = [], [], None
@@ -102,16 +85,16 @@ def _band_metadata(src: rasterio.DatasetReader) -> dict[str, Any]:
             fwhm = np.array(fw) if not np.all(np.isnan(fw)) else None
         else:
             default = {k.lower(): v for k, v in src.tags().items()}
-            wl = _floats(_parse_envi_list(default.get("wavelength")))
-            fwhm = fwhm if fwhm is not None else _floats(_parse_envi_list(default.get("fwhm")))
+            wl = _floats(parse_list(default.get("wavelength")))
+            fwhm = fwhm if fwhm is not None else _floats(parse_list(default.get("fwhm")))
             units = default.get("wavelength_units", units)
     if wl is not None and len(wl) != n:
         wl = None
     if fwhm is not None and len(fwhm) != n:
         fwhm = None
-    out["wavelength"] = _to_nm(wl, units)
-    out["fwhm"] = _to_nm(fwhm, units) if fwhm is not None and wl is not None else fwhm
-    bbl = _floats(_parse_envi_list(envi.get("bbl")))
+    out["wavelength"] = to_nm(wl, units)
+    out["fwhm"] = to_nm(fwhm, units) if fwhm is not None and wl is not None else fwhm
+    bbl = _floats(parse_list(envi.get("bbl")))
     if bbl is not None and len(bbl) == n:
         out["bad_band"] = bbl == 0  # ENVI: 1 good, 0 bad
     if out["nodata"] is None and envi.get("data_ignore_value") is not None:
@@ -261,6 +244,11 @@ def open_scene(path: str | Path, *, variable: str | None = None,
     if path.suffix.lower() == ".mat":
         return _open_mat(path, variable, chunks)
     return _open_gdal(path, chunks)
+
+
+def usable_bands(scene: xr.DataArray) -> np.ndarray:
+    """Indices of the bands a model or an unmixing uses: all but the bad bands."""
+    return np.flatnonzero(~scene.coords["bad_band"].values)
 
 
 def valid_mask(raw: np.ndarray, nodata: float | None) -> np.ndarray:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from hsimap.errors import HsimapError
-from hsimap.io.writers import check_output, temp_name
+from hsimap.io.envi import to_nm
+from hsimap.io.files import check_output, temp_name
 
 
 def write_library(base: str | Path, spectra: np.ndarray, names: Sequence[str],
@@ -94,9 +95,7 @@ def read_library(path: str | Path) -> tuple[np.ndarray, list[str], np.ndarray | 
         except Exception as exc:
             raise HsimapError(f"{path}: not a readable ENVI spectral library ({exc})") from None
         wl = np.asarray(lib.bands.centers, dtype=float) if lib.bands.centers else None
-        unit = (lib.bands.band_unit or "").lower()
-        if wl is not None and (unit.startswith("micro") or np.nanmax(wl) < 100):
-            wl = wl * 1000.0
+        wl = to_nm(wl, lib.bands.band_unit)
         return np.asarray(lib.spectra, dtype=np.float32), list(lib.names), wl
     if path.suffix.lower() == ".csv":
         with open(path, newline="", encoding="utf-8-sig") as f:

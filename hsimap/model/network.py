@@ -3,6 +3,7 @@
 One window at a time: ``forward`` takes a window (1, bands, h, w), the mask of its valid pixels
 and its position in the scene, and returns class logits, abundances and the reconstruction.
 Token sequences are built per window from the window's own abundances.
+:class:`UnmixingNetwork` is the unmixing path alone (``hsimap unmix``), built from the same parts.
 """
 
 from __future__ import annotations
@@ -43,6 +44,17 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def conv3(c_in: int, c_out: int) -> nn.Conv2d:
+    """3 x 3 convolution with replicate padding: a scene edge looks like its border pixels
+    continuing, as in the interior of a window, rather than like a frame of zeros."""
+    return nn.Conv2d(c_in, c_out, 3, padding=1, padding_mode="replicate")
+
+
+def patch_embedding(bands: int, hidden: int) -> nn.Sequential:
+    """3 x 3 conv bands -> D, batch norm, GELU: (1, bands, h, w) -> (1, D, h, w)."""
+    return nn.Sequential(conv3(bands, hidden), nn.BatchNorm2d(hidden), nn.GELU())
 
 
 @dataclass
@@ -151,9 +163,14 @@ class ClusterMamba(nn.Module):
         return mamba(x[None])[0]  # the pixels form one sequence
 
     def forward(self, x: torch.Tensor, sequences: list[torch.Tensor], rest: torch.Tensor,
-                keep: torch.Tensor | None = None) -> torch.Tensor:
+                keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: (N, width) valid-pixel features. ``keep``: (N,) bool, pixels whose output is
-        needed (spectral branch in training); the others are neither computed nor returned."""
+        needed (spectral branch in training); the others are neither computed nor returned.
+
+        Returns:
+            ``(out, None)`` with out (N, width); or, with ``keep``, ``(out, idx)``: out
+            (K, width) for the K kept pixels, whose indices into x are idx (K,).
+        """
         out = torch.zeros_like(x)
         for mamba, seq in zip(self.cluster_mamba, sequences, strict=True):
             if keep is not None:
@@ -181,11 +198,7 @@ class UnmixingGuidedMamba(nn.Module):
         d, p = cfg.hidden, cfg.endmembers
         if d % (4 * cfg.spectral_tokens) and d % 4:
             raise ValueError("hidden width must be divisible by 4")
-        # Replicate padding: a scene edge looks like its border pixels continuing, as in the
-        # interior of a window, rather than like a frame of zeros.
-        conv3 = lambda i, o: nn.Conv2d(i, o, 3, padding=1, padding_mode="replicate")  # noqa: E731
-        self.patch_embedding = nn.Sequential(conv3(cfg.bands, d),
-                                             nn.BatchNorm2d(d), nn.GELU())
+        self.patch_embedding = patch_embedding(cfg.bands, d)
         self.unmixing_gate = CoordinateGate(d, "channel")
         self.classification_gate = CoordinateGate(d, "spatial")
         self.unmixing = UnmixingBranch(cfg)
@@ -193,8 +206,7 @@ class UnmixingGuidedMamba(nn.Module):
         self.spectral = ClusterMamba(cfg, d, spectral=True)
         self.fusion_weights = nn.Parameter(torch.ones(2) / 2)
         self.fusion = nn.Conv2d(d, d, 1)
-        self.abundance_features = nn.Sequential(conv3(p, p),
-                                                nn.BatchNorm2d(p), nn.ReLU())
+        self.abundance_features = nn.Sequential(conv3(p, p), nn.BatchNorm2d(p), nn.ReLU())
         self.head = conv3(d + p, cfg.classes)
 
     def select_tokens(self, a_valid: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -236,39 +248,81 @@ class UnmixingGuidedMamba(nn.Module):
                 tokens are picked from (1 - teacher_weight) * A + teacher_weight * teacher.
             generator: random source for training-time subsampling of unselected pixels.
         """
-        _, _, h, w = x.shape
-        coords = coordinate_encoding(origin[0], origin[1], h, w, self.cfg.coord_period, x.device)
-        feat = self.patch_embedding(x)
-        um_feat = self.unmixing_gate(feat, coords, valid)
-        cls_feat = self.classification_gate(feat, coords, valid)
-        a, weights, recon = self.unmixing(um_feat)
-        vmask = valid[None, None].to(a.dtype)
-        a = a * vmask
+        _, _, h, w = x.shape                                                 # x: (1, B, h, w)
+        coords = coordinate_encoding(origin[0], origin[1], h, w, self.cfg.coord_period,
+                                     x.device)                               # (1, 3, h, w)
+        features = self.patch_embedding(x)                                   # (1, D, h, w)
+        unmixing_features = self.unmixing_gate(features, coords, valid)      # (1, D, h, w)
+        class_features = self.classification_gate(features, coords, valid)  # (1, D, h, w)
+        abundances, weights, recon = self.unmixing(unmixing_features)
+        # abundances (1, P, h, w), variant weights (1, P, R, h, w), recon (1, B, h, w)
+        mask = valid[None, None].to(abundances.dtype)                        # (1, 1, h, w)
+        abundances = abundances * mask
+        pixels = torch.nonzero(valid.reshape(-1)).squeeze(1)                 # (N,) valid px
 
-        flat_valid = valid.reshape(-1)
-        vidx = torch.nonzero(flat_valid).squeeze(1)
-        ta = a
-        if teacher is not None and teacher_weight > 0:
-            ta = (1 - teacher_weight) * a + teacher_weight * teacher * vmask
-            ta = ta / (ta.sum(dim=1, keepdim=True) + 1e-8)
-        seqs, rest = self.select_tokens(ta.reshape(a.shape[1], -1)[:, vidx])
+        guide = self._token_abundances(abundances, mask, teacher, teacher_weight)  # (1, P, h, w)
+        sequences, rest = self.select_tokens(guide.reshape(guide.shape[1], -1)[:, pixels])
+        d = class_features.shape[1]
+        tokens = class_features.reshape(d, -1)[:, pixels].T                  # (N, D)
+        mixed = self._spatial_spectral(tokens, sequences, rest, pixels, need, generator)  # (N, D)
 
-        d = cls_feat.shape[1]
-        tokens = cls_feat.reshape(d, -1)[:, vidx].T  # (N, D)
+        fused = class_features.new_zeros(d, h * w).index_copy(1, pixels, mixed.T)
+        fused = self.fusion(fused.view(1, d, h, w)) + class_features * mask  # (1, D, h, w)
+        logits = self.head(torch.cat([self.abundance_features(abundances), fused], dim=1))
+        return WindowOutput(logits, abundances, recon, weights)             # logits (1, C, h, w)
+
+    @staticmethod
+    def _token_abundances(abundances: torch.Tensor, mask: torch.Tensor,
+                          teacher: torch.Tensor | None, weight: float) -> torch.Tensor:
+        """The abundances that pick tokens: in training, mixed with the moving average of the
+        window's past abundances (the reference's temporal ensemble), renormalised."""
+        if teacher is None or weight <= 0:
+            return abundances
+        mixed = (1 - weight) * abundances + weight * teacher * mask
+        return mixed / (mixed.sum(dim=1, keepdim=True) + 1e-8)
+
+    def _spatial_spectral(self, tokens: torch.Tensor, sequences: list[torch.Tensor],
+                          rest: torch.Tensor, pixels: torch.Tensor, need: torch.Tensor | None,
+                          generator: torch.Generator | None) -> torch.Tensor:
+        """Both Mamba branches over the valid pixels' tokens (N, D), fused by softmax weights.
+
+        In training the spatial branch sees a random part of the unselected pixels and the
+        spectral branch runs only where logits are needed (and their 3 x 3 neighbours)."""
         spatial_rest = rest
         if self.training and generator is not None:
             spatial_rest = self.subsample_unselected(rest, generator)
-        spa, _ = self.spatial(tokens, seqs, spatial_rest)
+        spatial, _ = self.spatial(tokens, sequences, spatial_rest)          # (N, D)
         keep = None
         if need is not None:
             grown = F.max_pool2d(need[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
-            keep = grown.reshape(-1)[vidx]
-        spe_vals, spe_idx = self.spectral(tokens, seqs, rest, keep)
-        spe = spe_vals if spe_idx is None else torch.zeros_like(spa).index_copy(0, spe_idx,
-                                                                                spe_vals)
-        wts = torch.softmax(self.fusion_weights, dim=0)
-        fused_tokens = wts[0] * spa + wts[1] * spe
-        fused = cls_feat.new_zeros(d, h * w).index_copy(1, vidx, fused_tokens.T).view(1, d, h, w)
-        fused = self.fusion(fused) + cls_feat * vmask
-        logits = self.head(torch.cat([self.abundance_features(a), fused], dim=1))
-        return WindowOutput(logits, a, recon, weights)
+            keep = grown.reshape(-1)[pixels]                                 # (N,) bool
+        values, kept = self.spectral(tokens, sequences, rest, keep)          # (N or K, D)
+        spectral = values if kept is None else \
+            torch.zeros_like(spatial).index_copy(0, kept, values)           # (N, D)
+        w = torch.softmax(self.fusion_weights, dim=0)
+        return w[0] * spatial + w[1] * spectral
+
+
+class UnmixingNetwork(nn.Module):
+    """The classifier's unmixing path on its own: embedding, gate, encoder, endmember bank.
+
+    Its parameters carry the classifier's names (``patch_embedding``, ``unmixing_gate``,
+    ``unmixing``), so the two share code and checkpoints' layout.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.patch_embedding = patch_embedding(cfg.bands, cfg.hidden)
+        self.unmixing_gate = CoordinateGate(cfg.hidden, "channel")
+        self.unmixing = UnmixingBranch(cfg)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, origin: tuple[int, int]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, B, h, w) -> abundances (1, P, h, w), zero at invalid pixels; recon (1, B, h, w)."""
+        _, _, h, w = x.shape
+        coords = coordinate_encoding(origin[0], origin[1], h, w, self.cfg.coord_period,
+                                     x.device)                               # (1, 3, h, w)
+        features = self.unmixing_gate(self.patch_embedding(x), coords, valid)  # (1, D, h, w)
+        a, _, recon = self.unmixing(features)
+        return a * valid[None, None].to(a.dtype), recon

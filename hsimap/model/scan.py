@@ -104,6 +104,10 @@ def _backward_items(u, delta, A, B, C, D, saved, gy, du, gdelta, gA, gD, gB, gC,
                     first, last, exact):  # pragma: no cover - compiled
     """Gradients for work items [first, last), from the forward pass's ``saved`` states.
 
+    One long function on purpose: numba compiles it into one loop nest whose small buffers
+    (a chunk's states and decays, the carried gradient) LLVM keeps in cache and vectorises;
+    split into calls, those buffers would cross function boundaries on every step.
+
     du and gdelta are written per element (items own disjoint elements). gA (d_inner, d_state)
     and gD (d_inner) are this caller's partial sums; gB and gC (blocks, batch, length, d_state)
     hold one partial sum per channel block, so no two items write the same element.

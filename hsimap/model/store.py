@@ -1,10 +1,18 @@
-"""Model files: weights in safetensors, everything else in a JSON model card. Never pickle."""
+"""The model folder: the one place it is written and read.
+
+A model folder holds ``model.safetensors`` (weights; never a pickle), ``model.json`` (the
+:class:`ModelCard`), ``history.csv`` (one row an epoch) and ``split.tif`` (which labelled pixels
+trained, validated and tested the model). :func:`save_model` writes them all, each under a
+temporary name first; :func:`load_model` reads the weights and the card.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +21,108 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from hsimap.classes import ClassTable, Split
 from hsimap.errors import HsimapError
-from hsimap.io.writers import ClassTable
+from hsimap.io.files import temp_name
+from hsimap.io.rasters import Grid, write_raster
 from hsimap.model.network import ModelConfig, UnmixingGuidedMamba
 
 WEIGHTS = "model.safetensors"
 CARD = "model.json"
+HISTORY = "history.csv"
+SPLIT = "split.tif"
+FORMAT = "hsimap-model/1"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+SPLIT_TABLE = ClassTable([s.value for s in Split], [s.name.lower() for s in Split])
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass
+class Scaling:
+    """Input scaling, computed once on the training scene and applied to every window."""
+
+    min: float
+    max: float
+    method: str = "global min-max over valid pixels of the training scene"
+
+
+@dataclass
+class ModelCard:
+    """``model.json``: what applying the model needs, and how it was made.
+
+    The first block is the contract inference relies on; the records after it (protocol,
+    options, metrics) document the run and are kept as written.
+    """
+
+    config: ModelConfig
+    classes: ClassTable
+    scene_bands: int
+    bands_used: list[int]
+    scaling: Scaling
+    window: int
+    halo: int
+    endmember_names: list[str]
+    scene_wavelengths: list[float] | None = None
+    scene: str | None = None
+    hsimap_version: str = ""
+    created: str = field(default_factory=_now)
+    model_hash: str | None = None
+    protocol: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    validation_metrics: dict[str, Any] | None = None
+    test_metrics: dict[str, Any] | None = None
+    format: str = FORMAT
+
+    # model.json's key order, as hsimap has always written it.
+    _ORDER = ("hsimap_version", "created", "scene", "scene_bands", "scene_wavelengths",
+              "bands_used", "scaling", "classes", "window", "halo", "endmember_names",
+              "protocol", "options", "versions", "model_hash", "training",
+              "validation_metrics", "test_metrics", "config", "format")
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(config=self.config.to_dict(), classes=self.classes.to_dict(),
+                      scaling={"method": self.scaling.method, "min": self.scaling.min,
+                               "max": self.scaling.max})
+        return {k: values[k] for k in self._ORDER}
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str | Path = CARD) -> ModelCard:
+        """Parse a card, refusing in one line what is missing or of the wrong type."""
+        if not isinstance(d, dict):
+            raise HsimapError(f"{source}: not an hsimap model card (expected a JSON object)")
+        required = ("config", "classes", "scene_bands", "bands_used", "scaling", "window",
+                    "halo", "endmember_names")
+        missing = [k for k in required if k not in d]
+        if missing:
+            raise HsimapError(f"{source}: not an hsimap model card (missing "
+                              f"{', '.join(missing)})")
+        try:
+            card = cls(
+                config=ModelConfig(**d["config"]),
+                classes=ClassTable.from_dict(d["classes"]),
+                scene_bands=int(d["scene_bands"]),
+                bands_used=[int(b) for b in d["bands_used"]],
+                scaling=Scaling(float(d["scaling"]["min"]), float(d["scaling"]["max"]),
+                                str(d["scaling"].get("method", Scaling.method))),
+                window=int(d["window"]), halo=int(d["halo"]),
+                endmember_names=[str(n) for n in d["endmember_names"]],
+                **{k: d[k] for k in ("scene_wavelengths", "scene", "hsimap_version",
+                                     "created", "model_hash", "protocol", "options",
+                                     "versions", "training", "validation_metrics",
+                                     "test_metrics", "format") if k in d},
+            )
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise HsimapError(f"{source}: not an hsimap model card ({type(exc).__name__}: "
+                              f"{exc})") from None
+        if card.scene_wavelengths is not None:
+            card.scene_wavelengths = [float(v) for v in card.scene_wavelengths]
+        return card
 
 
 @dataclass
@@ -27,7 +130,7 @@ class TrainedModel:
     """A network with what it needs to be applied to a scene."""
 
     network: UnmixingGuidedMamba
-    card: dict[str, Any]
+    card: ModelCard
 
     @property
     def config(self) -> ModelConfig:
@@ -35,44 +138,102 @@ class TrainedModel:
 
     @property
     def band_indices(self) -> np.ndarray:
-        return np.asarray(self.card["bands_used"], dtype=int)
+        return np.asarray(self.card.bands_used, dtype=int)
 
     @property
     def scale(self) -> tuple[float, float]:
-        return float(self.card["scaling"]["min"]), float(self.card["scaling"]["max"])
+        return self.card.scaling.min, self.card.scaling.max
 
     @property
     def class_table(self) -> ClassTable:
-        return ClassTable.from_dict(self.card["classes"])
+        return self.card.classes
 
     @property
     def window(self) -> int:
-        return int(self.card["window"])
+        return self.card.window
 
     @property
     def halo(self) -> int:
-        return int(self.card["halo"])
+        return self.card.halo
 
     @property
     def endmember_names(self) -> list[str]:
-        return list(self.card["endmember_names"])
+        return list(self.card.endmember_names)
 
     @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
+    def endmember_spectra(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Mean endmember spectra (P, bands used) in the scene's physical units, and their
+        wavelengths (nm) when the training scene had them."""
+        lo, hi = self.scale
+        e = self.network.unmixing.mean_endmembers().detach().cpu().numpy()
+        wl = self.card.scene_wavelengths
+        return e * (hi - lo) + lo, (np.asarray(wl)[self.band_indices] if wl else None)
 
-def save_model(out_dir: str | Path, network: UnmixingGuidedMamba, card: dict[str, Any]) -> None:
-    """Write ``model.safetensors`` and ``model.json`` (each via a temporary name)."""
+
+def model_hash(net: torch.nn.Module) -> str:
+    """A short digest of the weights: which model made an output (batch manifests, provenance)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(net.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_model_folder(out_dir: str | Path, overwrite: bool) -> Path:
+    """Refuse a folder that holds a model already (unless ``overwrite``) or cannot be written,
+    before any work is done."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise HsimapError(f"{out}: exists and is not a folder")
+    if (out / CARD).exists() and not overwrite:
+        raise HsimapError(f"{out}: holds a model already; use --overwrite to replace it")
+    parent = out if out.exists() else out.parent if str(out.parent) else Path(".")
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise HsimapError(f"{parent}: folder is not writable")
+    return out
+
+
+def save_model(out_dir: str | Path, network: UnmixingGuidedMamba, card: ModelCard, *,
+               history: list[dict[str, Any]] | None = None, split: np.ndarray | None = None,
+               grid: Grid | None = None, overwrite: bool = False) -> Path:
+    """Write the model folder: weights, card, and (when given) history and split raster."""
+    out = check_model_folder(out_dir, overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    card = dict(card, config=network.cfg.to_dict(), format="hsimap-model/1")
+    card.config = network.cfg
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    tmp_w, tmp_c = out / f".{WEIGHTS}.partial", out / f".{CARD}.partial"
-    save_file(state, str(tmp_w), metadata={"format": "hsimap-model/1"})
-    tmp_c.write_text(json.dumps(card, indent=2))
-    os.replace(tmp_w, out / WEIGHTS)
-    os.replace(tmp_c, out / CARD)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        tmp = temp_name(out / WEIGHTS)
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+        staged.append((tmp, out / WEIGHTS))
+        if history:
+            tmp = temp_name(out / HISTORY)
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(history[0].keys()))
+                w.writeheader()
+                w.writerows(history)
+            staged.append((tmp, out / HISTORY))
+        if split is not None and grid is not None:
+            write_raster(out / SPLIT, split, grid, class_table=SPLIT_TABLE, overwrite=True)
+        tmp = temp_name(out / CARD)
+        tmp.write_text(json.dumps(card.to_dict(), indent=2))
+        staged.append((tmp, out / CARD))
+        # The card goes last: a folder with a model.json is a complete model.
+        for src, dst in staged:
+            os.chmod(src, 0o644)
+            os.replace(src, dst)
+    except BaseException:
+        for src, _ in staged:
+            src.unlink(missing_ok=True)
+        raise
+    return out
 
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
@@ -87,21 +248,25 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Tra
                 else "")
         raise HsimapError(f"{d}: no {WEIGHTS} + {CARD} in this folder{hint}")
     try:
-        card = json.loads(card_path.read_text())
-        cfg = ModelConfig(**card["config"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raw = json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HsimapError(f"{card_path}: not an hsimap model card ({exc})") from None
+    card = ModelCard.from_dict(raw, card_path)
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise HsimapError(f"{weights}: not a safetensors file ({exc}); hsimap never unpickles "
                           "model files") from None
-    net = UnmixingGuidedMamba(cfg)
+    net = UnmixingGuidedMamba(card.config)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise HsimapError(f"{weights}: weights do not match the model card ({first})") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise HsimapError(f"{weights}: weights hold NaN or infinite values ({bad[0]}, ...); "
+                          "the model is damaged, train it again")
     net.eval()
     dev = torch.device(device)
     net.to(dev)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import nnls
 
+# Pixels VCA and the purification see: a sample of this many, drawn evenly over the scene (or
+# over the training windows), is enough to find the simplex's vertices and bounds their cost.
+VCA_SAMPLE = 20000
+
 
 def vca(pixels: np.ndarray, p: int, seed: int = 0, projection: str = "auto") -> np.ndarray:
     """Vertex Component Analysis (Nascimento & Bioucas-Dias, 2005).
@@ -141,3 +145,15 @@ def spectral_angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     num = np.sum(a * b, axis=-1)
     den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
     return np.arccos(np.clip(num / np.maximum(den, 1e-12), -1.0, 1.0))
+
+
+def match_endmembers(estimated: np.ndarray, reference: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Hungarian assignment on spectral angle: for each reference endmember, the index of the
+    estimated one matched to it, and their angle in degrees."""
+    from scipy.optimize import linear_sum_assignment
+
+    sad = np.degrees(spectral_angle(estimated[:, None, :], reference[None, :, :]))
+    rows, cols = linear_sum_assignment(sad)
+    order = rows[np.argsort(cols)]
+    return order, sad[order, np.arange(len(reference))]

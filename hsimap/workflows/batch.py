@@ -15,10 +15,12 @@ import json
 import os
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hsimap.engine import default_workers
 from hsimap.errors import HsimapError
 
 MANIFEST = "manifest.jsonl"
@@ -85,25 +87,37 @@ def _model_on_worker(model_dir: str, device: str):
         return _MODELS[key]
 
 
-def process_scene(scene: str, model_dir: str, out_dir: str, options: dict[str, Any]
+@dataclass
+class BatchOptions:
+    """How each scene is predicted; every field that changes outputs is recorded per scene."""
+
+    window: int | None = None
+    halo: int | None = None
+    cog: bool = False
+    device: str = "cpu"
+    ignore_wavelengths: bool = False
+    threads_per_worker: int = 1
+
+
+def process_scene(scene: str, model_dir: str, out_dir: str, options: BatchOptions
                   ) -> dict[str, Any]:
     """Predict one scene into ``out_dir`` (runs on a worker). Never raises for a bad scene:
     the failure is returned as a record, so one scene cannot stop the batch."""
     from hsimap.io.scene import open_scene
-    from hsimap.outputs import write_outputs
+    from hsimap.products import write_outputs
 
     t0 = time.time()
     record: dict[str, Any] = {"scene": str(scene), "out_dir": str(out_dir),
                               "worker_pid": os.getpid()}
     try:
-        model = _model_on_worker(model_dir, options.get("device", "cpu"))
-        record["model_hash"] = model.card.get("model_hash")
+        model = _model_on_worker(model_dir, options.device)
+        record["model_hash"] = model.card.model_hash
         data = open_scene(scene)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        report = write_outputs(data, model, out_dir, window=options.get("window"),
-                               halo=options.get("halo"), workers=options.get("threads", 1),
-                               cog=options.get("cog", False), overwrite=True, progress=False,
-                               ignore_wavelengths=options.get("ignore_wavelengths", False))
+        report = write_outputs(data, model, out_dir, window=options.window, halo=options.halo,
+                               workers=options.threads_per_worker, cog=options.cog,
+                               overwrite=True, progress=False,
+                               ignore_wavelengths=options.ignore_wavelengths)
         record.update(status="done", pixels=report.pixels,
                       outputs={k: {"path": str(p), "sha256": file_sha256(p)}
                                for k, p in report.paths.items()})
@@ -160,92 +174,112 @@ class BatchSummary:
 
 
 def run_batch(scenes: list[Path], model_dir: str | Path, out_dir: str | Path, *,
-              workers: int | None = None, threads_per_worker: int = 1,
-              scheduler: str | None = None, force: bool = False,
-              options: dict[str, Any] | None = None, progress: bool = True,
+              workers: int | None = None, scheduler: str | None = None, force: bool = False,
+              options: BatchOptions | None = None, progress: bool = True,
               echo=print) -> BatchSummary:
     """Run ``scenes`` through the model on dask.distributed; see the module docstring.
 
     Args:
+        workers: worker processes of a local cluster (default: cores / threads per worker).
         scheduler: ``tcp://host:port`` or a scheduler JSON file of an existing cluster;
             default: a LocalCluster of ``workers`` processes on this machine.
-        threads_per_worker: threads each worker gives a scene (its windows in parallel).
+        options: how each scene is predicted (``threads_per_worker``: its windows in parallel).
     """
-    try:
-        from distributed import Client, LocalCluster, as_completed
-    except ImportError:
-        raise HsimapError("hsimap batch needs dask.distributed: pip install "
-                          "'hsimap[distributed]'") from None
-    from tqdm import tqdm
-
     from hsimap.model.store import load_model
 
+    options = options or BatchOptions()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_model(model_dir)  # checks the model before any cluster starts
-    model_hash = model.card["model_hash"]
-    options = dict(options or {}, threads=threads_per_worker)
+    model_hash = load_model(model_dir).card.model_hash  # checked before any cluster starts
+    summary = BatchSummary()
+    todo = _plan(scenes, out, model_hash, force, summary)
+    if not todo:
+        return summary
+    t0 = time.time()
+    if workers is None:
+        workers = max(1, default_workers() // options.threads_per_worker)
+    with _connect(scheduler, min(workers, len(todo)), options.threads_per_worker) as client:
+        summary.dashboard = client.dashboard_link if _has_bokeh() else None
+        if summary.dashboard:
+            echo(f"dask dashboard: {summary.dashboard}")
+        futures = {client.submit(process_scene, str(s), str(Path(model_dir).resolve()),
+                                 str(out / s.stem), options,
+                                 key=f"hsimap-{s.stem}-{model_hash}", retries=2,
+                                 pure=False): (s, sig) for s, sig in todo}
+        _collect(futures, out, summary, t0, progress)
+    summary.seconds = time.time() - t0
+    return summary
+
+
+def _plan(scenes: list[Path], out: Path, model_hash: str, force: bool,
+          summary: BatchSummary) -> list[tuple[Path, dict[str, Any]]]:
+    """The scenes to run: all but those the manifest records as done for this model and
+    input (unless ``force``), which are listed in ``summary.skipped``."""
     done_before = read_manifest(out)
-    todo, summary = [], BatchSummary()
+    todo = []
     for s in scenes:
         sig = input_signature(s) if s.exists() else {"size": None, "mtime": None}
         if not force and is_complete(done_before.get(str(s)), sig, model_hash):
             summary.skipped.append(str(s))
         else:
             todo.append((s, sig))
-    t0 = time.time()
-    if not todo:
-        return summary
-    workers = workers or max(1, (os.cpu_count() or 1) // threads_per_worker)
+    return todo
+
+
+@contextmanager
+def _connect(scheduler: str | None, workers: int, threads: int):
+    """A client of an existing cluster, or of a LocalCluster started (and closed) here."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise HsimapError("hsimap batch needs dask.distributed: pip install "
+                          "'hsimap[distributed]'") from None
     cluster = None
     if scheduler:
-        target = scheduler if "://" in scheduler else None
-        client = Client(target) if target else Client(scheduler_file=scheduler)
+        client = Client(scheduler) if "://" in scheduler else Client(scheduler_file=scheduler)
     else:
-        cluster = LocalCluster(n_workers=min(workers, len(todo)),
-                               threads_per_worker=threads_per_worker, processes=True,
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
                                host="127.0.0.1", dashboard_address=_dashboard_address())
         client = Client(cluster)
-    summary.dashboard = client.dashboard_link if _has_bokeh() else None
-    if summary.dashboard:
-        echo(f"dask dashboard: {summary.dashboard}")
-    manifest = open(out / MANIFEST, "a")
-    bar = tqdm(total=len(todo), unit="scene", desc="batch", disable=not progress,
-               dynamic_ncols=True)
     try:
-        futures = {}
-        for s, sig in todo:
-            f = client.submit(process_scene, str(s), str(Path(model_dir).resolve()),
-                              str(out / s.stem), options, key=f"hsimap-{s.stem}-{model_hash}",
-                              retries=2, pure=False)
-            futures[f] = (s, sig)
-        for f in as_completed(futures):
-            s, sig = futures[f]
-            try:
-                rec = f.result()
-            except Exception as exc:  # the task itself died (e.g. its worker, repeatedly)
-                rec = {"scene": str(s), "status": "failed",
-                       "reason": f"{type(exc).__name__}: {exc}"}
-            rec["input"] = sig
-            rec["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            manifest.write(json.dumps(rec) + "\n")
-            manifest.flush()
-            os.fsync(manifest.fileno())
-            summary.records.append(rec)
-            elapsed = max(time.time() - t0, 1e-9)
-            bar.set_postfix(px_s=f"{summary.pixels / elapsed:,.0f}",
-                            failed=len(summary.failed))
-            bar.update(1)
-            bar.write(f"{rec['status']:>6}  {s}  ({rec.get('seconds', 0):.1f} s)"
-                      + (f": {rec['reason']}" if rec["status"] != "done" else ""))
+        yield client
     finally:
-        bar.close()
-        manifest.close()
         client.close()
         if cluster is not None:
             cluster.close()
-    summary.seconds = time.time() - t0
-    return summary
+
+
+def _collect(futures: dict, out: Path, summary: BatchSummary, t0: float,
+             progress: bool) -> None:
+    """Record each scene as it finishes: a manifest line (flushed and synced), a report line."""
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(futures), unit="scene", desc="batch", disable=not progress,
+               dynamic_ncols=True)
+    with open(out / MANIFEST, "a") as manifest:
+        try:
+            for f in as_completed(futures):
+                s, sig = futures[f]
+                try:
+                    rec = f.result()
+                except Exception as exc:  # the task itself died (e.g. its worker, repeatedly)
+                    rec = {"scene": str(s), "status": "failed",
+                           "reason": f"{type(exc).__name__}: {exc}"}
+                rec["input"] = sig
+                rec["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                manifest.write(json.dumps(rec) + "\n")
+                manifest.flush()
+                os.fsync(manifest.fileno())
+                summary.records.append(rec)
+                elapsed = max(time.time() - t0, 1e-9)
+                bar.set_postfix(px_s=f"{summary.pixels / elapsed:,.0f}",
+                                failed=len(summary.failed))
+                bar.update(1)
+                bar.write(f"{rec['status']:>6}  {s}  ({rec.get('seconds', 0):.1f} s)"
+                          + (f": {rec['reason']}" if rec["status"] != "done" else ""))
+        finally:
+            bar.close()
 
 
 def _has_bokeh() -> bool:
@@ -258,51 +292,3 @@ def _has_bokeh() -> bool:
 
 def _dashboard_address() -> str | None:
     return "127.0.0.1:0" if _has_bokeh() else None
-
-
-def write_vrt(class_maps: list[Path], path: Path) -> Path:
-    """A GDAL VRT mosaic of class maps that share CRS and pixel size (first one wins)."""
-    from xml.sax.saxutils import escape
-
-    import rasterio
-
-    if not class_maps:
-        raise HsimapError("no class maps to mosaic")
-    infos = []
-    for p in class_maps:
-        with rasterio.open(p) as src:
-            infos.append((p, src.crs, src.transform, src.width, src.height, src.dtypes[0],
-                          src.colormap(1)))
-    _, crs, t0, _, _, dtype, cmap = infos[0]
-    for p, c, t, *_ in infos:
-        if c != crs or abs(t.a - t0.a) > 1e-9 or abs(t.e - t0.e) > 1e-9:
-            raise HsimapError(f"{p}: CRS or pixel size differs from {infos[0][0]}; "
-                              "no VRT written")
-    left = min(t.c for _, _, t, *_ in infos)
-    top = max(t.f for _, _, t, *_ in infos)
-    right = max(t.c + w * t.a for _, _, t, w, _, _, _ in infos)
-    bottom = min(t.f + h * t.e for _, _, t, _, h, _, _ in infos)
-    width, height = round((right - left) / t0.a), round((bottom - top) / t0.e)
-    gdt = {"uint8": "Byte", "uint16": "UInt16"}[dtype]
-    colors = "".join(f'<Entry c1="{r}" c2="{g}" c3="{b}" c4="{a}"/>'
-                     for _, (r, g, b, a) in sorted(cmap.items()))
-    sources = []
-    for p, _, t, w, h, _, _ in infos:
-        xo, yo = round((t.c - left) / t0.a), round((t.f - top) / t0.e)
-        rel = os.path.relpath(p, path.parent)
-        sources.append(
-            f'<SimpleSource><SourceFilename relativeToVRT="1">{escape(rel)}</SourceFilename>'
-            f'<SourceBand>1</SourceBand><SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
-            f'<DstRect xOff="{xo}" yOff="{yo}" xSize="{w}" ySize="{h}"/></SimpleSource>')
-    xml = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
-           f"<SRS>{escape(crs.to_wkt()) if crs else ''}</SRS>"
-           f"<GeoTransform>{left}, {t0.a}, 0, {top}, 0, {t0.e}</GeoTransform>"
-           f'<VRTRasterBand dataType="{gdt}" band="1"><NoDataValue>0</NoDataValue>'
-           f"<ColorInterp>Palette</ColorInterp><ColorTable>{colors}</ColorTable>"
-           f"{''.join(sources)}</VRTRasterBand></VRTDataset>\n")
-    from hsimap.io.writers import temp_name
-
-    tmp = temp_name(path)
-    tmp.write_text(xml)
-    os.replace(tmp, path)
-    return path

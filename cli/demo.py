@@ -15,7 +15,7 @@ import click
 def command(output, overwrite, quick, quiet) -> None:
     """Synthesize a georeferenced scene from embedded USGS spectra, train a model on a few
     labelled pixels per class, predict the whole scene in streaming windows, evaluate."""
-    from hsimap.demo import DemoSettings, run_demo
+    from hsimap.workflows.demo import DemoSettings, run_demo
 
     settings = DemoSettings(width=128, height=96, bands=24, epochs=20, hidden=32, window=64,
                             halo=8, train_per_class=10, region_size=20) if quick else DemoSettings()

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from hsimap.batch import expand_scenes, run_batch, write_vrt
 from hsimap.cli.options import cog_opt, device_opt, model_opt, output_opt
+from hsimap.io.rasters import write_vrt
+from hsimap.workflows.batch import BatchOptions, expand_scenes, run_batch
 
 
 @click.command("batch")
@@ -42,10 +43,10 @@ def command(scenes, model_dir, output, list_file, workers, threads_per_worker, s
     paths = expand_scenes(list(scenes), list_file)
     # SIGTERM ends the client cleanly: the cluster is closed and the manifest kept.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    options = {"window": window, "halo": halo, "cog": cog, "device": device,
-               "ignore_wavelengths": ignore_wavelengths}
-    summary = run_batch(paths, model_dir, output, workers=workers,
-                        threads_per_worker=threads_per_worker, scheduler=scheduler,
+    options = BatchOptions(window=window, halo=halo, cog=cog, device=device,
+                           ignore_wavelengths=ignore_wavelengths,
+                           threads_per_worker=threads_per_worker)
+    summary = run_batch(paths, model_dir, output, workers=workers, scheduler=scheduler,
                         force=force, options=options, progress=not quiet,
                         echo=lambda m: click.echo(m, err=True))
     width = max([len(str(p)) for p in paths] + [5])

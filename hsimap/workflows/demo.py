@@ -9,16 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from scipy.optimize import linear_sum_assignment
 
+from hsimap.io.labels import load_labels
 from hsimap.io.scene import open_scene
-from hsimap.labels import load_labels
 from hsimap.metrics import Metrics, classification_metrics
 from hsimap.model.store import load_model
-from hsimap.model.vca import spectral_angle
-from hsimap.outputs import model_endmembers, write_outputs
+from hsimap.model.vca import match_endmembers
+from hsimap.products import write_outputs
 from hsimap.synth import SynthSpec, make_scene
-from hsimap.train import TrainOptions, train
+from hsimap.workflows.train import TrainOptions, train
 
 
 @dataclass
@@ -41,7 +40,7 @@ def _write_crop(scene: Path, path: Path, size: int) -> Path:
     """The top-left size x size px of a scene as its own GeoTIFF (georeferencing kept)."""
     from rasterio.windows import Window
 
-    from hsimap.io.writers import temp_name
+    from hsimap.io.files import temp_name
 
     with rasterio.open(scene) as src:
         win = Window(0, 0, min(size, src.width), min(size, src.height))
@@ -95,7 +94,8 @@ def run_demo(folder: str | Path, settings: DemoSettings | None = None,
     train(crop_scene, crop_labels, crop_table, out / "model",
           TrainOptions(epochs=s.epochs, hidden=s.hidden, window=s.window, halo=s.halo,
                        endmembers=s.endmembers, train_per_class=s.train_per_class,
-                       val_every=5, seed=s.seed, progress=progress))
+                       val_every=5, seed=s.seed, progress=progress),
+          overwrite=True)  # the demo's folder is its own: a rerun replaces what it made
     secs["train"] = time.perf_counter() - t
     model = load_model(out / "model")
     t = time.perf_counter()
@@ -108,16 +108,15 @@ def run_demo(folder: str | Path, settings: DemoSettings | None = None,
     outside[:s.window, :s.window] = False
     metrics = classification_metrics(np.where(outside, labels, 0), pred, table.ids)
     # Unmixing quality: learned endmembers matched to the true ones by spectral angle.
-    spectra, _ = model_endmembers(model)
-    sad = spectral_angle(spectra[:, None, :], made.endmembers[None, :, :])
-    rows, cols = linear_sum_assignment(sad)
+    spectra, _ = model.endmember_spectra()
+    order, angles = match_endmembers(spectra, made.endmembers)
     with rasterio.open(report.paths["abundances"]) as src:
         est = src.read()
     with rasterio.open(made.abundances) as src:
         true = src.read()
     valid = np.isfinite(true[0])
-    rmse = float(np.sqrt(np.mean((est[rows][:, valid] - true[cols][:, valid]) ** 2)))
+    rmse = float(np.sqrt(np.mean((est[order][:, valid] - true[:, valid]) ** 2)))
     return DemoReport(out, {"scene": made.scene, "training area": crop, "truth labels": made.labels,
                             "truth abundances": made.abundances, "model": out / "model",
                             **report.paths},
-                      metrics, rmse, float(np.degrees(sad[rows, cols]).mean()), secs)
+                      metrics, rmse, float(angles.mean()), secs)

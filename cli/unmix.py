@@ -6,11 +6,14 @@ import click
 
 from hsimap.cli.options import (
     cog_opt,
+    creation_opt,
+    device_opt,
     output_opt,
     overwrite_opt,
     scene_arg,
     seed_opt,
     variable_opt,
+    workers_opt,
 )
 
 
@@ -34,23 +37,34 @@ from hsimap.cli.options import (
 @click.option("--halo", type=int, default=16, show_default=True)
 @variable_opt
 @seed_opt
+@workers_opt
+@device_opt
 @cog_opt
+@creation_opt
+@click.option("--no-quicklooks", is_flag=True, help="Skip the PNG quicklooks.")
 @overwrite_opt
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(scene, output, endmembers, method, extraction, library, fixed_library, epochs,
-            window, halo, variable, seed, cog, overwrite, quiet) -> None:
+            window, halo, variable, seed, workers, device, cog, creation_options, no_quicklooks,
+            overwrite, quiet) -> None:
     """Unmix SCENE without labels: SCENE_abundances.tif, SCENE_error.tif and the endmember
     library SCENE_endmembers.sli/.hdr/.csv, on the scene's grid, plus quicklooks."""
     if fixed_library and not library:
         raise click.UsageError("--fixed-library needs --library")
     from hsimap.io.scene import open_scene
-    from hsimap.unmix import unmix
+    from hsimap.model.store import resolve_device
+    from hsimap.products import OutputOptions
+    from hsimap.workflows.unmix import UnmixOptions, unmix
 
+    out = OutputOptions(workers=workers, cog=cog, creation_options=creation_options,
+                        overwrite=overwrite, quicklooks=not no_quicklooks, progress=not quiet)
+    opts = UnmixOptions(endmembers=endmembers, method=method, extraction=extraction,
+                        library=library, fixed_library=fixed_library, epochs=epochs,
+                        window=window, halo=halo, seed=seed,
+                        device=str(resolve_device(device)), output=out)
+    opts.check()
     data = open_scene(scene, variable=variable)
-    result = unmix(data, output, endmembers=endmembers, method=method, extraction=extraction,
-                   library=library,
-                   fixed_library=fixed_library, epochs=epochs, window=window, halo=halo,
-                   seed=seed, overwrite=overwrite, cog=cog, progress=not quiet)
+    result = unmix(data, output, opts)
     click.echo(f"unmixed in {result.seconds:.1f} s")
     for key, path in result.paths.items():
         click.echo(f"{key:>15}: {path}")

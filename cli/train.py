@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from hsimap.cli.options import device_opt, overwrite_opt, scene_arg, seed_opt, variable_opt
-from hsimap.errors import HsimapError
 
 
 @click.command("train")
@@ -50,26 +49,25 @@ def command(scene, labels, output, class_field, classes_csv, label_variable, tra
     """
     from pathlib import Path
 
+    from hsimap.io.labels import load_labels
     from hsimap.io.scene import open_scene
-    from hsimap.labels import load_labels
-    from hsimap.model.store import CARD, resolve_device
-    from hsimap.train import TrainOptions, train
+    from hsimap.model.store import check_model_folder, resolve_device
+    from hsimap.workflows.train import TrainOptions, train
 
     out = Path(output)
-    if (out / CARD).exists() and not overwrite:
-        raise HsimapError(f"{out}: holds a model already; use --overwrite to replace it")
-    if epochs < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--epochs")
-    data = open_scene(scene, variable=variable)
-    lab, table = load_labels(labels, data, class_field=class_field, variable=label_variable,
-                             classes_csv=classes_csv)
     opts = TrainOptions(epochs=epochs, endmembers=endmembers, variants=variants, hidden=hidden,
                         window=window, halo=halo, val_every=val_every,
                         train_per_class=train_per_class, val_per_class=val_per_class,
                         train_fraction=train_fraction, tokens=tokens, unmixing=not no_unmixing,
                         seed=seed, device=str(resolve_device(device)), threads=threads,
                         progress=not quiet)
-    result = train(data, lab, table, out, opts)
+    # Everything that can be refused is refused before the scene and labels are read.
+    opts.check()
+    check_model_folder(out, overwrite)
+    data = open_scene(scene, variable=variable)
+    lab, table = load_labels(labels, data, class_field=class_field, variable=label_variable,
+                             classes_csv=classes_csv)
+    result = train(data, lab, table, out, opts, overwrite=overwrite)
     v, t = result.val_metrics, result.test_metrics
     click.echo(f"model: {out} (best epoch {result.best_epoch}, "
                f"{result.seconds:.0f} s, {result.seconds_per_epoch:.2f} s/epoch)")

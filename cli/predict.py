@@ -43,7 +43,7 @@ def command(scene, model_dir, output, window, halo, workers, device, cog, creati
     # torch is imported only when a command needs it, so that `hsimap info` starts fast.
     from hsimap.io.scene import open_scene
     from hsimap.model.store import load_model, resolve_device
-    from hsimap.outputs import write_outputs
+    from hsimap.products import write_outputs
 
     model = load_model(model_dir, resolve_device(device))
     data = open_scene(scene, variable=variable)

@@ -16,9 +16,10 @@ from rasterio.enums import Resampling
 from rasterio.features import rasterize
 from rasterio.warp import reproject, transform_geom
 
+from hsimap.classes import ClassTable, Split
 from hsimap.errors import HsimapError
+from hsimap.io.rasters import Grid, read_class_table
 from hsimap.io.scene import load_mat
-from hsimap.io.writers import ClassTable, Grid, read_class_table
 
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml")
 
@@ -171,7 +172,7 @@ def split_labels(labels: np.ndarray, class_ids: list[int], *, train_per_class: i
     ``val_per_class``, at most half of what is left. All the remaining pixels are test.
 
     Returns:
-        uint8 (height, width): 0 unlabelled, 1 train, 2 validation, 3 test.
+        uint8 (height, width): 0 unlabelled, else a :class:`~hsimap.classes.Split` code.
     """
     rng = np.random.default_rng(seed)
     split = np.zeros(labels.shape, dtype=np.uint8)
@@ -190,7 +191,7 @@ def split_labels(labels: np.ndarray, class_ids: list[int], *, train_per_class: i
             n_train = train_per_class
         n_val = min(val_per_class, (n - n_train) // 2)
         perm = rng.permutation(idx)
-        out[perm[:n_train]] = 1
-        out[perm[n_train:n_train + n_val]] = 2
-        out[perm[n_train + n_val:]] = 3
+        out[perm[:n_train]] = Split.TRAIN
+        out[perm[n_train:n_train + n_val]] = Split.VALIDATION
+        out[perm[n_train + n_val:]] = Split.TEST
     return split

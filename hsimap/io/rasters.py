@@ -1,4 +1,4 @@
-"""GIS-ready rasters: class maps, abundances and single-band float maps.
+"""GIS-ready rasters: the grid, window-by-window sinks, whole-array writes, class tables.
 
 Every writer goes through :class:`RasterSink`: windows are written into a hidden temporary file
 beside the output, which on :meth:`RasterSink.commit` is copied into its final layout (tiled,
@@ -10,14 +10,12 @@ worker threads wrote windows.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import threading
-import uuid
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -30,15 +28,9 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from hsimap.classes import ClassTable, class_dtype
 from hsimap.errors import HsimapError
-
-# A qualitative palette that stays readable on a map (tab20-like, starting with strong hues).
-_PALETTE = [
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-    (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
-    (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229),
-]
+from hsimap.io.files import check_output, remove, temp_name
 
 
 @dataclass(frozen=True)
@@ -55,88 +47,6 @@ class Grid:
         return cls(scene.sizes["x"], scene.sizes["y"], scene.rio.crs, scene.rio.transform())
 
 
-@dataclass
-class ClassTable:
-    """Class ids (1..C; 0 is no data / unclassified), names and RGB colours."""
-
-    ids: list[int]
-    names: list[str]
-    colors: list[tuple[int, int, int]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not self.colors:
-            self.colors = [_PALETTE[i % len(_PALETTE)] for i in range(len(self.ids))]
-
-    @classmethod
-    def default(cls, ids: Sequence[int]) -> ClassTable:
-        return cls([int(i) for i in ids], [f"class {int(i)}" for i in ids])
-
-    @classmethod
-    def from_csv(cls, path: str | Path) -> ClassTable:
-        """Read ``id,name,color`` rows; color as ``#rrggbb`` or ``r g b``; header optional."""
-        ids, names, colors = [], [], []
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            for row in csv.reader(f):
-                if not row or row[0].strip().lower() in ("id", "value", "class"):
-                    continue
-                try:
-                    ids.append(int(row[0]))
-                except ValueError:
-                    raise HsimapError(f"{path}: class id {row[0]!r} is not an integer") from None
-                names.append(row[1].strip() if len(row) > 1 else f"class {row[0]}")
-                colors.append(parse_color(row[2]) if len(row) > 2 and row[2].strip() else None)
-        if not ids:
-            raise HsimapError(f"{path}: no classes (expected rows id,name,color)")
-        table = cls(ids, names)
-        table.colors = [c or d for c, d in zip(colors, table.colors, strict=True)]
-        return table
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"ids": self.ids, "names": self.names, "colors": [list(c) for c in self.colors]}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ClassTable:
-        return cls(list(d["ids"]), list(d["names"]), [tuple(c) for c in d["colors"]])
-
-    def name_of(self, class_id: int) -> str:
-        return self.names[self.ids.index(class_id)] if class_id in self.ids else f"class {class_id}"
-
-
-def parse_color(text: str) -> tuple[int, int, int]:
-    t = text.strip()
-    if t.startswith("#") and len(t) == 7:
-        return (int(t[1:3], 16), int(t[3:5], 16), int(t[5:7], 16))
-    parts = t.replace(",", " ").split()
-    if len(parts) == 3:
-        return tuple(int(p) for p in parts)  # type: ignore[return-value]
-    raise HsimapError(f"colour {text!r}: expected #rrggbb or 'r g b'")
-
-
-def check_output(path: Path, overwrite: bool) -> None:
-    """Refuse to replace an existing output unless asked to; check the folder is writable."""
-    if path.exists() and not overwrite:
-        raise HsimapError(f"{path}: exists; use --overwrite to replace it")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise HsimapError(f"{parent}: output folder does not exist")
-    if not os.access(parent, os.W_OK):
-        raise HsimapError(f"{parent}: output folder is not writable")
-
-
-def temp_name(path: Path) -> Path:
-    """A hidden name beside ``path`` that no complete output ever has."""
-    return path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
-
-
-def _remove(*paths: Path) -> None:
-    for p in paths:
-        for q in (p, Path(str(p) + ".aux.xml")):
-            try:
-                q.unlink()
-            except FileNotFoundError:
-                pass
-
-
 def parse_creation_options(items: Sequence[str]) -> dict[str, str]:
     """``NAME=VALUE`` strings (from ``--co``) to a dict GDAL takes."""
     out = {}
@@ -146,6 +56,17 @@ def parse_creation_options(items: Sequence[str]) -> dict[str, str]:
         k, v = item.split("=", 1)
         out[k.strip().upper()] = v.strip()
     return out
+
+
+# GDAL's block cache (5% of RAM by default) keeps written blocks until it is full, so memory
+# while writing would grow with the raster up to that size (measured: 920 MB for 12 bands of
+# 4096 x 4096 px, 219 MB capped). Writers run under this cap: memory bounded by the block size.
+WRITE_CACHE_BYTES = 128 * 2**20
+
+
+def bounded_write_cache() -> rasterio.Env:
+    """A GDAL environment whose block cache holds at most :data:`WRITE_CACHE_BYTES`."""
+    return rasterio.Env(GDAL_CACHEMAX=WRITE_CACHE_BYTES)
 
 
 class RasterSink:
@@ -242,9 +163,9 @@ class RasterSink:
                 os.replace(str(staged) + ".aux.xml", str(self.path) + ".aux.xml")
             os.replace(staged, self.path)
         except BaseException:
-            _remove(staged, self._tmp)
+            remove(staged, self._tmp)
             raise
-        _remove(self._tmp)
+        remove(self._tmp)
         return self.path
 
     def abort(self) -> None:
@@ -252,7 +173,7 @@ class RasterSink:
         if not self._closed:
             self._dst.close()
             self._closed = True
-        _remove(self._tmp)
+        remove(self._tmp)
 
     def __enter__(self) -> RasterSink:
         return self
@@ -290,10 +211,6 @@ def category_aux_xml(table: ClassTable) -> str:
             "</GDALRasterAttributeTable></PAMRasterBand></PAMDataset>\n")
 
 
-def class_dtype(table: ClassTable) -> str:
-    return "uint8" if max(table.ids) <= 255 else "uint16"
-
-
 def write_raster(path: str | Path, array: np.ndarray, grid: Grid, **kwargs: Any) -> Path:
     """Write a whole in-memory array through a :class:`RasterSink` (same guarantees).
 
@@ -327,3 +244,45 @@ def read_class_table(path: str | Path) -> ClassTable | None:
         colors = [tuple(cmap[i][:3]) for i in ids] if cmap else []
         return ClassTable(ids, [d[i] for i in ids], colors)
     return None
+
+
+def write_vrt(class_maps: list[Path], path: Path) -> Path:
+    """A GDAL VRT mosaic of class maps that share CRS and pixel size (first one wins)."""
+    if not class_maps:
+        raise HsimapError("no class maps to mosaic")
+    infos = []
+    for p in class_maps:
+        with rasterio.open(p) as src:
+            infos.append((p, src.crs, src.transform, src.width, src.height, src.dtypes[0],
+                          src.colormap(1)))
+    _, crs, t0, _, _, dtype, cmap = infos[0]
+    for p, c, t, *_ in infos:
+        if c != crs or abs(t.a - t0.a) > 1e-9 or abs(t.e - t0.e) > 1e-9:
+            raise HsimapError(f"{p}: CRS or pixel size differs from {infos[0][0]}; "
+                              "no VRT written")
+    left = min(t.c for _, _, t, *_ in infos)
+    top = max(t.f for _, _, t, *_ in infos)
+    right = max(t.c + w * t.a for _, _, t, w, _, _, _ in infos)
+    bottom = min(t.f + h * t.e for _, _, t, _, h, _, _ in infos)
+    width, height = round((right - left) / t0.a), round((bottom - top) / t0.e)
+    gdt = {"uint8": "Byte", "uint16": "UInt16"}[dtype]
+    colors = "".join(f'<Entry c1="{r}" c2="{g}" c3="{b}" c4="{a}"/>'
+                     for _, (r, g, b, a) in sorted(cmap.items()))
+    sources = []
+    for p, _, t, w, h, _, _ in infos:
+        xo, yo = round((t.c - left) / t0.a), round((t.f - top) / t0.e)
+        rel = os.path.relpath(p, path.parent)
+        sources.append(
+            f'<SimpleSource><SourceFilename relativeToVRT="1">{escape(rel)}</SourceFilename>'
+            f'<SourceBand>1</SourceBand><SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
+            f'<DstRect xOff="{xo}" yOff="{yo}" xSize="{w}" ySize="{h}"/></SimpleSource>')
+    xml = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
+           f"<SRS>{escape(crs.to_wkt()) if crs else ''}</SRS>"
+           f"<GeoTransform>{left}, {t0.a}, 0, {top}, 0, {t0.e}</GeoTransform>"
+           f'<VRTRasterBand dataType="{gdt}" band="1"><NoDataValue>0</NoDataValue>'
+           f"<ColorInterp>Palette</ColorInterp><ColorTable>{colors}</ColorTable>"
+           f"{''.join(sources)}</VRTRasterBand></VRTDataset>\n")
+    tmp = temp_name(path)
+    tmp.write_text(xml)
+    os.replace(tmp, path)
+    return path

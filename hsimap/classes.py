@@ -1,0 +1,94 @@
+"""Classes of a map: ids, names and colours, and the split codes of a training run.
+
+The bottom of the package with :mod:`hsimap.errors`: readers, writers, the model card and the
+workflows all speak of classes through :class:`ClassTable`.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import Any
+
+from hsimap.errors import HsimapError
+
+
+class Split(IntEnum):
+    """Codes of ``split.tif``: which labelled pixels trained, validated or tested a model."""
+
+    TRAIN = 1
+    VALIDATION = 2
+    TEST = 3
+
+
+# A qualitative palette that stays readable on a map (tab20-like, starting with strong hues).
+_PALETTE = [
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+    (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
+    (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229),
+]
+
+
+@dataclass
+class ClassTable:
+    """Class ids (1..C; 0 is no data / unclassified), names and RGB colours."""
+
+    ids: list[int]
+    names: list[str]
+    colors: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.colors:
+            self.colors = [_PALETTE[i % len(_PALETTE)] for i in range(len(self.ids))]
+
+    @classmethod
+    def default(cls, ids: Sequence[int]) -> ClassTable:
+        return cls([int(i) for i in ids], [f"class {int(i)}" for i in ids])
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> ClassTable:
+        """Read ``id,name,color`` rows; color as ``#rrggbb`` or ``r g b``; header optional."""
+        ids, names, colors = [], [], []
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            for row in csv.reader(f):
+                if not row or row[0].strip().lower() in ("id", "value", "class"):
+                    continue
+                try:
+                    ids.append(int(row[0]))
+                except ValueError:
+                    raise HsimapError(f"{path}: class id {row[0]!r} is not an integer") from None
+                names.append(row[1].strip() if len(row) > 1 else f"class {row[0]}")
+                colors.append(parse_color(row[2]) if len(row) > 2 and row[2].strip() else None)
+        if not ids:
+            raise HsimapError(f"{path}: no classes (expected rows id,name,color)")
+        table = cls(ids, names)
+        table.colors = [c or d for c, d in zip(colors, table.colors, strict=True)]
+        return table
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ids": self.ids, "names": self.names, "colors": [list(c) for c in self.colors]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClassTable:
+        return cls(list(d["ids"]), list(d["names"]), [tuple(c) for c in d["colors"]])
+
+    def name_of(self, class_id: int) -> str:
+        return self.names[self.ids.index(class_id)] if class_id in self.ids else f"class {class_id}"
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    t = text.strip()
+    if t.startswith("#") and len(t) == 7:
+        return (int(t[1:3], 16), int(t[3:5], 16), int(t[5:7], 16))
+    parts = t.replace(",", " ").split()
+    if len(parts) == 3:
+        return tuple(int(p) for p in parts)  # type: ignore[return-value]
+    raise HsimapError(f"colour {text!r}: expected #rrggbb or 'r g b'")
+
+
+def class_dtype(table: ClassTable) -> str:
+    return "uint8" if max(table.ids) <= 255 else "uint16"

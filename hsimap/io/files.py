@@ -1,0 +1,52 @@
+"""Output files: refusing to overwrite, temporary names beside the target, and cleaning up.
+
+Every writer in hsimap writes under a hidden temporary name from :func:`temp_name` and renames
+when complete, so that no complete-looking file exists before its content does.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from hsimap.errors import HsimapError
+
+
+def check_output(path: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing output unless asked to; check the folder is writable."""
+    if path.exists() and not overwrite:
+        raise HsimapError(f"{path}: exists; use --overwrite to replace it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise HsimapError(f"{parent}: output folder does not exist")
+    if not os.access(parent, os.W_OK):
+        raise HsimapError(f"{parent}: output folder is not writable")
+
+
+def ensure_folder(path: str | Path) -> Path:
+    """An output folder that exists and can be written: created when missing."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise HsimapError(f"{out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HsimapError(f"{out}: cannot create the output folder ({exc.strerror})") from None
+    if not os.access(out, os.W_OK):
+        raise HsimapError(f"{out}: output folder is not writable")
+    return out
+
+
+def temp_name(path: Path) -> Path:
+    """A hidden name beside ``path`` that no complete output ever has."""
+    return path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
+
+
+def remove(*paths: Path) -> None:
+    for p in paths:
+        for q in (p, Path(str(p) + ".aux.xml")):
+            try:
+                q.unlink()
+            except FileNotFoundError:
+                pass

@@ -1,0 +1,179 @@
+"""What hsimap writes for a scene, and writing it: rasters, the endmember library, quicklooks.
+
+:data:`PRODUCTS` is the one table of raster products (file suffix, data type, nodata, band
+description). ``hsimap predict`` writes all four, ``hsimap unmix`` the abundances and the error;
+both through :func:`write_products`, which streams the rasters through :mod:`hsimap.engine` and
+adds the spectral library and the quicklooks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from hsimap.classes import ClassTable, class_dtype
+from hsimap.engine import TileProgress, check_workers, store
+from hsimap.inference import check_compatible, predict
+from hsimap.io.files import check_output, ensure_folder
+from hsimap.io.rasters import Grid, RasterSink
+from hsimap.io.speclib import write_library
+from hsimap.model.store import TrainedModel
+
+
+@dataclass(frozen=True)
+class Product:
+    """A raster product: file suffix after the scene's stem, data type, nodata, description."""
+
+    suffix: str
+    dtype: str | None          # None: the class table's (uint8 or uint16)
+    nodata: float
+    description: str | None    # single-band products; abundance bands carry endmember names
+
+
+PRODUCTS = {
+    "classes": Product("_classes.tif", None, 0, None),
+    "abundances": Product("_abundances.tif", "float32", math.nan, None),
+    "confidence": Product("_confidence.tif", "float32", math.nan, "max class probability"),
+    "error": Product("_error.tif", "float32", math.nan,
+                     "spectral angle to reconstruction (radians)"),
+}
+LIBRARY = "_endmembers"        # .sli + .hdr (ENVI spectral library) and .csv
+QUICKLOOKS = {"classes_png": "_classes.png", "abundances_png": "_abundances.png",
+              "endmembers_png": "_endmembers.png"}
+
+
+def output_paths(out_dir: str | Path, stem: str, rasters: tuple[str, ...] = tuple(PRODUCTS),
+                 quicklooks: bool = True) -> dict[str, Path]:
+    """Every file written for a scene named ``stem``: the rasters asked for, the library, and
+    the quicklooks that go with those rasters."""
+    d = Path(out_dir)
+    paths = {k: d / f"{stem}{PRODUCTS[k].suffix}" for k in rasters}
+    for ext in ("sli", "hdr", "csv"):
+        paths[f"library_{ext}"] = d / f"{stem}{LIBRARY}.{ext}"
+    if quicklooks:
+        for k, suffix in QUICKLOOKS.items():
+            if k == "endmembers_png" or k.removesuffix("_png") in rasters:
+                paths[k] = d / f"{stem}{suffix}"
+    return paths
+
+
+@dataclass
+class EndmemberLibrary:
+    """Endmember spectra in the scene's units, their names and wavelengths (nm, or None)."""
+
+    spectra: np.ndarray
+    names: list[str]
+    wavelengths: np.ndarray | None
+    description: str
+
+
+@dataclass
+class OutputOptions:
+    """How products are written; the same options for every command that writes them."""
+
+    workers: int | None = None
+    cog: bool = False
+    creation_options: dict[str, str] | None = None
+    overwrite: bool = False
+    quicklooks: bool = True
+    progress: bool = True
+
+
+def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
+                   rasters: dict[str, da.Array], library: EndmemberLibrary,
+                   progress: TileProgress, opts: OutputOptions,
+                   class_table: ClassTable | None = None) -> dict[str, Path]:
+    """Stream ``rasters`` (product key -> lazy (bands, y, x) or (y, x) array) to GeoTIFFs on
+    the scene's grid, then write the library and quicklooks. Returns every path written.
+
+    Each raster appears under its final name only once complete; on any error none does.
+    """
+    paths = output_paths(out_dir, stem, tuple(rasters), opts.quicklooks)
+    workers = check_workers(opts.workers)
+    grid = Grid.from_scene(scene)
+    sinks = []
+    try:
+        for key, array in rasters.items():
+            product = PRODUCTS[key]
+            count = array.shape[0] if array.ndim == 3 else 1
+            descriptions = library.names if key == "abundances" else [product.description]
+            dtype = product.dtype or class_dtype(class_table)
+            sinks.append(RasterSink(paths[key], grid, count, dtype, nodata=product.nodata,
+                                    cog=opts.cog, overwrite=opts.overwrite,
+                                    creation_options=opts.creation_options or {},
+                                    descriptions=descriptions if key != "classes" else None,
+                                    class_table=class_table if key == "classes" else None))
+    except BaseException:
+        for s in sinks:
+            s.abort()
+        progress.close(failed=True)
+        raise
+    try:
+        store(list(rasters.values()), sinks, workers=workers)
+    except BaseException:
+        progress.close(failed=True)
+        raise
+    progress.close()
+    write_library(paths["library_sli"].with_suffix(""), library.spectra, library.names,
+                  library.wavelengths, overwrite=opts.overwrite,
+                  description=library.description)
+    if opts.quicklooks:
+        from hsimap.quicklook import abundances_png, classes_png, endmembers_png
+
+        if "classes_png" in paths:
+            classes_png(paths["classes"], class_table, paths["classes_png"])
+        if "abundances_png" in paths:
+            abundances_png(paths["abundances"], paths["abundances_png"])
+        endmembers_png(library.spectra, library.wavelengths, library.names,
+                       paths["endmembers_png"])
+    return paths
+
+
+def prepare_output(out_dir: str | Path, paths: dict[str, Path], overwrite: bool) -> None:
+    """Create the output folder and refuse existing outputs, before any computation."""
+    ensure_folder(out_dir)
+    for p in paths.values():
+        check_output(p, overwrite)
+
+
+@dataclass
+class PredictReport:
+    paths: dict[str, Path]
+    pixels: int
+    seconds: float
+    windows: int
+
+
+def write_outputs(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path, *,
+                  window: int | None = None, halo: int | None = None,
+                  workers: int | None = None, cog: bool = False, overwrite: bool = False,
+                  creation_options: dict[str, str] | None = None, progress: bool = True,
+                  quicklooks: bool = True, ignore_wavelengths: bool = False,
+                  stem: str | None = None) -> PredictReport:
+    """Predict ``scene`` and write every product, streaming window by window.
+
+    Memory is bounded by window size and worker count: each tile's results go straight to the
+    (temporary) output files. Outputs appear under their final names only once complete.
+    """
+    t0 = time.perf_counter()
+    check_compatible(scene, model, ignore_wavelengths=ignore_wavelengths)
+    opts = OutputOptions(workers=workers, cog=cog, creation_options=creation_options,
+                         overwrite=overwrite, quicklooks=quicklooks, progress=progress)
+    check_workers(workers)
+    stem = stem or Path(scene.attrs.get("source", "scene")).stem
+    paths = output_paths(out_dir, stem, tuple(PRODUCTS), quicklooks)
+    prepare_output(out_dir, paths, overwrite)
+    bar = TileProgress(scene, stem, progress)
+    ds = predict(scene, model, window=window, halo=halo, on_tile=bar.on_tile, check=False)
+    spectra, wl = model.endmember_spectra()
+    library = EndmemberLibrary(spectra, model.endmember_names, wl,
+                               f"hsimap endmembers of {stem}")
+    written = write_products(scene, out_dir, stem, {k: ds[k].data for k in PRODUCTS}, library,
+                             bar, opts, class_table=model.class_table)
+    return PredictReport(written, bar.total, time.perf_counter() - t0, bar.tiles)

@@ -1,0 +1,81 @@
+"""Scoring a class map against reference labels: the numbers and the files of ``evaluate``."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from hsimap.classes import ClassTable, Split
+from hsimap.errors import HsimapError
+from hsimap.io.files import temp_name
+from hsimap.io.labels import load_labels
+from hsimap.io.rasters import read_class_table
+from hsimap.io.scene import open_scene
+from hsimap.metrics import Metrics, classification_metrics
+
+SUBSETS = {s.name.lower(): s for s in Split}
+
+
+@dataclass
+class Evaluation:
+    """Metrics of a map, and the class names to report them with."""
+
+    metrics: Metrics
+    names: ClassTable
+
+
+def evaluate(prediction: str | Path, labels: str | Path, *, class_field: str | None = None,
+             split: str | Path | None = None, subset: str = "test") -> Evaluation:
+    """Score ``prediction`` against ``labels`` (raster, vector or .mat on its grid).
+
+    With ``split`` (a model's split.tif), only the pixels of ``subset`` count.
+    """
+    with rasterio.open(prediction) as src:
+        pred = src.read(1)
+    truth, table = load_labels(labels, open_scene(prediction), class_field=class_field)
+    if split is not None:
+        with rasterio.open(split) as src:
+            codes = src.read(1)
+        if codes.shape != truth.shape:
+            raise HsimapError(f"{split}: split raster is not on the prediction's grid")
+        truth = np.where(codes == SUBSETS[subset], truth, 0)
+    try:
+        m = classification_metrics(truth, pred, table.ids)
+    except ValueError as exc:
+        raise HsimapError(f"{labels}: {exc}") from None
+    return Evaluation(m, read_class_table(prediction) or table)
+
+
+def write_confusion_csv(ev: Evaluation, path: str | Path) -> Path:
+    """The confusion matrix with class names, rows truth and columns prediction."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise HsimapError(f"{path.parent}: folder does not exist")
+    m, names = ev.metrics, ev.names
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["truth \\ prediction", *[names.name_of(c) for c in m.class_ids]])
+            for c, row in zip(m.class_ids, m.confusion, strict=True):
+                w.writerow([names.name_of(c), *row])
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_confusion_png(ev: Evaluation, path: str | Path) -> Path:
+    from hsimap.quicklook import confusion_png
+
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise HsimapError(f"{path.parent}: folder does not exist")
+    m = ev.metrics
+    confusion_png(np.asarray(m.confusion), [ev.names.name_of(c) for c in m.class_ids],
+                  f"OA {m.overall_accuracy:.3f}  kappa {m.kappa:.3f}", path)
+    return path
