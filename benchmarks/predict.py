@@ -12,9 +12,12 @@ that peak is not the pipeline's); RSS per window in flight = (peak RSS at N work
 that point) / N.
 
 ``--memory-sizes`` adds an end-to-end run per size (N workers, fused scan only) for the
-flat-memory check on large scenes.
+flat-memory check on large scenes. ``--cap-mib M --cap-size S`` runs one more end to end on an
+S x S float32 scene inside a memory cgroup capped at M MiB (cgroup v2 or v1; needs root): the
+scene's raw size should exceed the cap, and the run must complete.
 
-    python benchmarks/predict.py --sizes 512 --bands 200 --memory-sizes 1024 2048 4096
+    python benchmarks/predict.py --sizes 512 --bands 200 --memory-sizes 1024 2048
+    python benchmarks/predict.py --sizes 64 --scans fused --cap-mib 1536 --cap-size 2048
 """
 
 from __future__ import annotations
@@ -68,13 +71,35 @@ print(json.dumps({"seconds": secs, "rss_mb": status("VmHWM"), "base_mb": base}))
 """
 
 
+def memory_cgroup(cap_mib: int) -> Path | None:
+    """A fresh memory cgroup capped at ``cap_mib``: its procs file, or None where none can be
+    made (not root, no memory controller)."""
+    name = f"hsimap-bench-{os.getpid()}"
+    v2, v1 = Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/memory")
+    try:
+        if (v2 / "cgroup.controllers").exists():
+            (v2 / name).mkdir(exist_ok=True)
+            (v2 / name / "memory.max").write_text(str(cap_mib * 2**20))
+            (v2 / name / "memory.swap.max").write_text("0")
+            return v2 / name / "cgroup.procs"
+        if v1.is_dir():
+            (v1 / name).mkdir(exist_ok=True)
+            (v1 / name / "memory.limit_in_bytes").write_text(str(cap_mib * 2**20))
+            return v1 / name / "cgroup.procs"
+    except OSError:
+        return None
+    return None
+
+
 def child(mode: str, scene: Path, model_dir: Path, out: Path | str, workers: int, scan: str,
-          timeout: int) -> dict:
+          timeout: int, cgroup: Path | None = None) -> dict:
     env = dict(os.environ, HSIMAP_SCAN=scan)
+    # The child joins the cgroup before it execs, so every byte it uses is counted.
+    join = (lambda: cgroup.write_text(str(os.getpid()))) if cgroup else None
     try:
         r = subprocess.run([sys.executable, "-c", CHILD, mode, str(scene), str(model_dir),
                             str(out), str(workers)], capture_output=True, text=True,
-                           timeout=timeout, env=env)
+                           timeout=timeout, env=env, preexec_fn=join)
     except subprocess.TimeoutExpired:
         return {"error": f"over {timeout} s"}
     if r.returncode != 0:
@@ -95,6 +120,32 @@ def per_window(r: dict, workers: int) -> str:
     return f"{(r['rss_mb'] - r['base_mb']) / workers:,.0f}" if "rss_mb" in r else "-"
 
 
+def capped_run(d: Path, args: argparse.Namespace) -> str:
+    """End to end on a float32 scene larger than the memory cap, inside a memory cgroup."""
+    from hsimap.synth import SynthSpec, make_scene
+
+    cgroup = memory_cgroup(args.cap_mib)
+    if cgroup is None:
+        return f"memory cap {args.cap_mib} MiB: no cgroup could be made (needs root)"
+    side = args.cap_size
+    made = make_scene(d / f"cap{side}.tif", SynthSpec(width=side, height=side,
+                                                      bands=args.bands, seed=3))
+    raw = side * side * args.bands * 4 / 2**30
+    r = child("stream", made.scene, d / "model", d / "ocap", args.workers, "fused",
+              args.timeout, cgroup)
+    Path(made.scene).unlink()
+    try:
+        cgroup.parent.rmdir()
+    except OSError:
+        pass
+    status = "completed" if "seconds" in r else f"FAILED ({r['error']})"
+    return (f"Scene {side} x {side} x {args.bands} float32, raw {raw:.2f} GiB, in a memory "
+            f"cgroup capped at {args.cap_mib} MiB ({args.cap_mib / 1024 / raw:.2f} of the raw "
+            f"size), {args.workers} workers: {status}"
+            + (f", {side * side / r['seconds']:,.0f} px/s, peak RSS {r['rss_mb']:,.0f} MiB"
+               if "seconds" in r else ""))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[512])
@@ -104,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--scans", nargs="+", default=["fused", "pscan"])
     ap.add_argument("--timeout", type=int, default=7200)
+    ap.add_argument("--cap-mib", type=int, default=None)
+    ap.add_argument("--cap-size", type=int, default=2048)
     args = ap.parse_args(argv)
     from hsimap.io.labels import load_labels
     from hsimap.io.scene import open_scene
@@ -146,6 +199,10 @@ def main(argv: list[str] | None = None) -> None:
                            rate(r, side * side), mem(r), per_window(r, args.workers)])
             print(memory[-1], file=sys.stderr, flush=True)
             Path(made.scene).unlink()
+        cap_row = ""
+        if args.cap_mib:
+            cap_row = capped_run(d, args)
+            print(cap_row, file=sys.stderr, flush=True)
     print(table(["scene", "scan", "bare forward px/s (1 thread)", "px/s, 1 worker",
                  f"px/s, {args.workers} workers", "overhead (1 worker / bare)",
                  "peak RSS MiB, 1 worker", f"peak RSS MiB, {args.workers} workers",
@@ -155,6 +212,9 @@ def main(argv: list[str] | None = None) -> None:
         if "seconds" in a and "seconds" in b:
             print(f"\n{side} x {side}: fused / pscan end-to-end speed at {args.workers} "
                   f"workers = {b['seconds'] / a['seconds']:.1f}x")
+    if args.cap_mib:
+        print()
+        print(cap_row)
     if memory:
         print()
         print(table(["scene (int16)", "raw size GiB", f"px/s, {args.workers} workers",
