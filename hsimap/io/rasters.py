@@ -58,15 +58,17 @@ def parse_creation_options(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-# GDAL's block cache (5% of RAM by default) keeps written blocks until it is full, so memory
-# while writing would grow with the raster up to that size (measured: 920 MB for 12 bands of
-# 4096 x 4096 px, 219 MB capped). Writers run under this cap: memory bounded by the block size.
-WRITE_CACHE_BYTES = 128 * 2**20
+# GDAL's one block cache (5% of RAM by default) holds written blocks until it is full and
+# decoded blocks of the scene being read, so a streaming run's memory grows with the scene up
+# to that size. Capped, memory stops growing once a scene exceeds the cap. The cap is sized for
+# reading: overlapping windows reuse decoded blocks (reading every window of a 512 x 512 x 200
+# GeoTIFF took 2.8 s with a 128 MiB cache, 1.1 s with 512 MiB, 0.6 s with 1.2 GiB).
+STREAM_CACHE_BYTES = 512 * 2**20
 
 
 def bounded_write_cache() -> rasterio.Env:
-    """A GDAL environment whose block cache holds at most :data:`WRITE_CACHE_BYTES`."""
-    return rasterio.Env(GDAL_CACHEMAX=WRITE_CACHE_BYTES)
+    """A GDAL environment whose block cache holds at most :data:`STREAM_CACHE_BYTES`."""
+    return rasterio.Env(GDAL_CACHEMAX=STREAM_CACHE_BYTES)
 
 
 class RasterSink:
