@@ -91,4 +91,9 @@ def parse_color(text: str) -> tuple[int, int, int]:
 
 
 def class_dtype(table: ClassTable) -> str:
-    return "uint8" if max(table.ids) <= 255 else "uint16"
+    """The smallest palette-capable GeoTIFF type that holds every id (ids above 65,535 are
+    refused where labels are read)."""
+    top = max(table.ids)
+    if top > 65535:
+        raise HsimapError(f"class id {top} does not fit a class map (at most 65,535)")
+    return "uint8" if top <= 255 else "uint16"

@@ -71,8 +71,12 @@ def window_products(model: TrainedModel, values: np.ndarray, valid: np.ndarray,
     conf, idx = prob.max(dim=0)
     ids = torch.as_tensor(model.class_table.ids, device=dev)
     classes = ids[idx].cpu().numpy().astype(np.int32)
-    recon = out.reconstruction[0]
-    cos = (recon * xt[0]).sum(0) / (recon.norm(dim=0) * xt[0].norm(dim=0)).clamp_min(1e-12)
+    # The angle in physical units, as hsimap unmix computes it: min-max scaling adds an offset
+    # to every band, which changes angles.
+    lo, hi = model.scale
+    recon = out.reconstruction[0] * (hi - lo) + lo
+    x = xt[0] * (hi - lo) + lo
+    cos = (recon * x).sum(0) / (recon.norm(dim=0) * x.norm(dim=0)).clamp_min(1e-12)
     err = torch.arccos(cos.clamp(-1, 1)).cpu().numpy().astype(np.float32)
     ab = out.abundances[0].cpu().numpy().astype(np.float32)
     conf_np = conf.cpu().numpy().astype(np.float32)
@@ -119,7 +123,7 @@ def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = No
     """
     if check:
         check_compatible(scene, model, ignore_wavelengths=ignore_wavelengths)
-    window = window or model.window
+    window = model.window if window is None else window
     halo = model.halo if halo is None else halo
     grid = scene_tiles(scene, window, halo)
 

@@ -18,9 +18,9 @@ import numpy as np
 import xarray as xr
 
 from hsimap.classes import ClassTable, class_dtype
-from hsimap.engine import TileProgress, check_workers, store
+from hsimap.engine import TileProgress, check_workers, scene_tiles, store
 from hsimap.inference import check_compatible, predict
-from hsimap.io.files import check_output, ensure_folder
+from hsimap.io.files import check_output, output_folder, output_stem
 from hsimap.io.rasters import Grid, RasterSink
 from hsimap.io.speclib import write_library
 from hsimap.model.store import TrainedModel
@@ -120,7 +120,7 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
         progress.close(failed=True)
         raise
     progress.close()
-    write_library(paths["library_sli"].with_suffix(""), library.spectra, library.names,
+    write_library(Path(out_dir) / f"{stem}{LIBRARY}", library.spectra, library.names,
                   library.wavelengths, overwrite=opts.overwrite,
                   description=library.description)
     if opts.quicklooks:
@@ -135,11 +135,11 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
     return paths
 
 
-def prepare_output(out_dir: str | Path, paths: dict[str, Path], overwrite: bool) -> None:
-    """Create the output folder and refuse existing outputs, before any computation."""
-    ensure_folder(out_dir)
+def refuse_existing(paths: dict[str, Path], overwrite: bool) -> None:
+    """Refuse outputs that exist already (unless ``overwrite``), before any computation."""
     for p in paths.values():
-        check_output(p, overwrite)
+        if p.exists() and not overwrite:
+            check_output(p, overwrite)
 
 
 @dataclass
@@ -166,14 +166,17 @@ def write_outputs(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
     opts = OutputOptions(workers=workers, cog=cog, creation_options=creation_options,
                          overwrite=overwrite, quicklooks=quicklooks, progress=progress)
     check_workers(workers)
-    stem = stem or Path(scene.attrs.get("source", "scene")).stem
+    stem = stem or output_stem(scene.attrs.get("source", "scene"))
     paths = output_paths(out_dir, stem, tuple(PRODUCTS), quicklooks)
-    prepare_output(out_dir, paths, overwrite)
-    bar = TileProgress(scene, stem, progress)
-    ds = predict(scene, model, window=window, halo=halo, on_tile=bar.on_tile, check=False)
-    spectra, wl = model.endmember_spectra()
-    library = EndmemberLibrary(spectra, model.endmember_names, wl,
-                               f"hsimap endmembers of {stem}")
-    written = write_products(scene, out_dir, stem, {k: ds[k].data for k in PRODUCTS}, library,
-                             bar, opts, class_table=model.class_table)
+    refuse_existing(paths, overwrite)
+    scene_tiles(scene, model.window if window is None else window,
+                model.halo if halo is None else halo)  # refuse a bad window before any file
+    with output_folder(out_dir):
+        bar = TileProgress(scene, stem, progress)
+        ds = predict(scene, model, window=window, halo=halo, on_tile=bar.on_tile, check=False)
+        spectra, wl = model.endmember_spectra()
+        library = EndmemberLibrary(spectra, model.endmember_names, wl,
+                                   f"hsimap endmembers of {stem}")
+        written = write_products(scene, out_dir, stem, {k: ds[k].data for k in PRODUCTS},
+                                 library, bar, opts, class_table=model.class_table)
     return PredictReport(written, bar.total, time.perf_counter() - t0, bar.tiles)

@@ -26,7 +26,7 @@ from scipy.spatial import cKDTree
 from hsimap.classes import ClassTable
 from hsimap.errors import HsimapError
 from hsimap.io.envi import WRITE_SUFFIXES
-from hsimap.io.files import check_output, temp_name
+from hsimap.io.files import check_output, temp_name, with_extension
 from hsimap.io.rasters import Grid, RasterSink, bounded_write_cache
 from hsimap.io.speclib import write_library
 
@@ -223,7 +223,7 @@ def make_scene(path: str | Path, spec: SynthSpec | None = None, *,
     labels_path = Path(f"{stem}_labels.tif")
     abund_path = Path(f"{stem}_abundances.tif")
     lib_base = Path(f"{stem}_endmembers")
-    for p in (path, labels_path, abund_path, lib_base.with_suffix(".sli")):
+    for p in (path, labels_path, abund_path, with_extension(lib_base, ".sli")):
         check_output(p, overwrite)
     names = spec.class_names or [f"mixture {c + 1}" for c in range(spec.classes)]
     table = ClassTable(list(range(1, spec.classes + 1)), names[: spec.classes])
@@ -259,7 +259,7 @@ def make_scene(path: str | Path, spec: SynthSpec | None = None, *,
         raise
     write_library(lib_base, model.E, model.names, model.wavelengths, overwrite=overwrite,
                   description="hsimap synth: true endmembers")
-    return SynthScene(path, labels_path, abund_path, lib_base.with_suffix(".sli"), model.E,
+    return SynthScene(path, labels_path, abund_path, with_extension(lib_base, ".sli"), model.E,
                       model.names, model.wavelengths, table, model.mixtures)
 
 

@@ -26,7 +26,8 @@ BEFORE = {
     "pred/abundances.tif": "1b4c59320ff46b1d",
     "pred/classes.tif": "6b85e611c77068f0",
     "pred/confidence.tif": "50cb47926f368ab1",
-    "pred/error.tif": "827eee46d433730e",
+    # Re-recorded on purpose (issue 13): the error map is now an angle in physical units.
+    "pred/error.tif": "f283f91eb35b1de5",
     "pred/endmembers.sli": "df59b6b7732e7a8d",
     "um/endmembers.sli": "2153ba541b23aa28",
     "uv/abundances.tif": "e117a2f2581a6607",

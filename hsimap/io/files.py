@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from hsimap.errors import HsimapError
@@ -24,6 +26,23 @@ def check_output(path: Path, overwrite: bool) -> None:
         raise HsimapError(f"{parent}: output folder is not writable")
 
 
+def output_stem(source: str | Path) -> str:
+    """The name a scene's outputs start with: its file name less its extension only.
+
+    ``flight.2023.06.01.tif`` gives ``flight.2023.06.01`` (never ``flight.2023.06``), and a name
+    made only of dots cannot lead outside the output folder (``...tif`` gives ``scene``).
+    """
+    stem = Path(str(source)).stem.replace("/", "_").replace("\\", "_").lstrip(". ")
+    return stem or "scene"
+
+
+def with_extension(base: str | Path, extension: str) -> Path:
+    """``base`` + ``extension``: unlike ``Path.with_suffix``, keeps every dot already in the
+    name (``flight.2023_endmembers`` + ``.sli``)."""
+    base = Path(base)
+    return base.with_name(base.name + extension)
+
+
 def ensure_folder(path: str | Path) -> Path:
     """An output folder that exists and can be written: created when missing."""
     out = Path(path)
@@ -36,6 +55,21 @@ def ensure_folder(path: str | Path) -> Path:
     if not os.access(out, os.W_OK):
         raise HsimapError(f"{out}: output folder is not writable")
     return out
+
+
+@contextmanager
+def output_folder(path: str | Path) -> Iterator[Path]:
+    """:func:`ensure_folder` for the length of a run: a folder this run created is removed
+    again if the run fails before writing anything into it."""
+    out = Path(path)
+    created = not out.exists()
+    ensure_folder(out)
+    try:
+        yield out
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 def temp_name(path: Path) -> Path:

@@ -21,6 +21,7 @@ from hsimap.errors import HsimapError
 from hsimap.io.rasters import Grid, read_class_table
 from hsimap.io.scene import load_mat
 
+MAX_CLASS_ID = 65535   # the largest id a paletted (UInt16) GeoTIFF class map can hold
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml")
 
 
@@ -43,6 +44,10 @@ def load_labels(path: str | Path, scene: xr.DataArray, *, class_field: str | Non
     ids = sorted(int(v) for v in np.unique(labels) if v != 0)
     if not ids:
         raise HsimapError(f"{path}: no labelled pixels (all 0) on the scene grid")
+    if ids[0] < 0 or ids[-1] > MAX_CLASS_ID:
+        bad = ids[0] if ids[0] < 0 else ids[-1]
+        raise HsimapError(f"{path}: class id {bad} is outside 1-{MAX_CLASS_ID:,} (class maps are "
+                          "paletted UInt16 GeoTIFFs); renumber the classes")
     if classes_csv is not None:
         table = ClassTable.from_csv(classes_csv)
         missing = [i for i in ids if i not in table.ids]

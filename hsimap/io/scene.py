@@ -109,6 +109,21 @@ def _band_metadata(src: rasterio.DatasetReader) -> dict[str, Any]:
     return out
 
 
+def _check_envi_size(path: Path, src: rasterio.DatasetReader) -> None:
+    """Refuse an ENVI data file whose size is not what its header describes: a truncated file,
+    or a wrong data type or offset, would otherwise be read as plausible-looking numbers."""
+    offset = int(float(src.tags(ns="ENVI").get("header_offset", 0) or 0))
+    itemsize = np.dtype(src.dtypes[0]).itemsize
+    expected = offset + src.width * src.height * src.count * itemsize
+    actual = path.stat().st_size
+    if actual != expected:
+        raise HsimapError(
+            f"{path}: {actual:,} bytes, but its header describes {src.width} x {src.height} px "
+            f"x {src.count} bands of {src.dtypes[0]} after a {offset}-byte offset = "
+            f"{expected:,} bytes; the file is truncated or the header's data type or offset "
+            "is wrong")
+
+
 def _open_gdal(path: Path, chunks: int) -> xr.DataArray:
     if path.suffix.lower() == ".hdr":
         path = resolve_envi_path(path)
@@ -118,6 +133,8 @@ def _open_gdal(path: Path, chunks: int) -> xr.DataArray:
             with rasterio.open(path) as src:
                 meta = _band_metadata(src)
                 driver = src.driver
+                if driver == "ENVI":
+                    _check_envi_size(path, src)
                 interleave = (src.tags(ns="IMAGE_STRUCTURE").get("INTERLEAVE") or "").lower()
                 georef = src.crs is not None or src.transform != Affine.identity()
                 crs, transform = src.crs, src.transform
@@ -128,6 +145,11 @@ def _open_gdal(path: Path, chunks: int) -> xr.DataArray:
     except RasterioIOError as exc:
         msg = str(exc).splitlines()[0]
         raise HsimapError(f"{path}: GDAL cannot read it as a raster ({msg})") from None
+    if driver == "ENVI":
+        # The header is the ENVI truth: a .aux.xml left beside it (GDAL writes them, and so
+        # did hsimap synth) would otherwise override wavelengths edited in the .hdr.
+        with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(path) as src:
+            meta = _band_metadata(src)
     arr.attrs = {}
     if crs is not None:
         arr = arr.rio.write_crs(crs)

@@ -11,7 +11,7 @@ import numpy as np
 
 from hsimap.errors import HsimapError
 from hsimap.io.envi import to_nm
-from hsimap.io.files import check_output, temp_name
+from hsimap.io.files import check_output, temp_name, with_extension
 
 
 def write_library(base: str | Path, spectra: np.ndarray, names: Sequence[str],
@@ -35,7 +35,7 @@ def write_library(base: str | Path, spectra: np.ndarray, names: Sequence[str],
     n, b = spectra.shape
     if len(names) != n:
         raise HsimapError(f"{n} spectra but {len(names)} names")
-    finals = [base.with_suffix(".sli"), base.with_suffix(".hdr"), base.with_suffix(".csv")]
+    finals = [with_extension(base, ext) for ext in (".sli", ".hdr", ".csv")]
     for f in finals:
         check_output(f, overwrite)
     has_wl = wavelengths is not None and np.all(np.isfinite(wavelengths))
@@ -46,6 +46,7 @@ def write_library(base: str | Path, spectra: np.ndarray, names: Sequence[str],
               "wavelength units": "Nanometers" if has_wl else "Index",
               "file type": "ENVI Spectral Library"}
     lib = SpectralLibrary(spectra, header, {})
+    description = envi_safe_text(description)
     names = header["spectra names"]
     lib.bands.band_unit = header["wavelength units"]
     tmp = str(temp_name(base))
@@ -70,7 +71,14 @@ def write_library(base: str | Path, spectra: np.ndarray, names: Sequence[str],
 
 def envi_safe_name(name: object) -> str:
     """A spectrum name an ENVI header list can hold: no commas or braces."""
-    return str(name).replace(",", ";").replace("{", "(").replace("}", ")").strip()
+    return envi_safe_text(name).replace(",", ";")
+
+
+def envi_safe_text(text: object) -> str:
+    """Text an ENVI header value can hold: a brace or a line break would end the value and
+    let the rest be read as header keys (a scene named ``x}\nbbl = {0`` injected a bbl)."""
+    t = str(text).replace("{", "(").replace("}", ")")
+    return " ".join(t.split())
 
 
 def read_library(path: str | Path) -> tuple[np.ndarray, list[str], np.ndarray | None]:

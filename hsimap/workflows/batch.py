@@ -16,12 +16,13 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hsimap.engine import default_workers
 from hsimap.errors import HsimapError
+from hsimap.io.files import output_stem
 
 MANIFEST = "manifest.jsonl"
 _MODELS: dict[str, Any] = {}
@@ -44,10 +45,11 @@ def expand_scenes(patterns: list[str], list_file: str | None = None) -> list[Pat
         raise HsimapError("no scenes given")
     seen: dict[str, Path] = {}
     for p in out:
-        if p.stem in seen and seen[p.stem] != p:
-            raise HsimapError(f"{p} and {seen[p.stem]} would share the output folder "
-                              f"{p.stem}/; rename one")
-        seen[p.stem] = p
+        stem = output_stem(p)
+        if stem in seen and seen[stem] != p:
+            raise HsimapError(f"{p} and {seen[stem]} would share the output folder "
+                              f"{stem}/; rename one")
+        seen[stem] = p
     return list(dict.fromkeys(out))
 
 
@@ -98,6 +100,11 @@ class BatchOptions:
     ignore_wavelengths: bool = False
     threads_per_worker: int = 1
 
+    def recorded(self) -> dict[str, Any]:
+        """What the manifest keeps: every option that changes a scene's outputs (threads do
+        not: results are independent of the worker count)."""
+        return {k: v for k, v in asdict(self).items() if k != "threads_per_worker"}
+
 
 def process_scene(scene: str, model_dir: str, out_dir: str, options: BatchOptions
                   ) -> dict[str, Any]:
@@ -112,6 +119,7 @@ def process_scene(scene: str, model_dir: str, out_dir: str, options: BatchOption
     try:
         model = _model_on_worker(model_dir, options.device)
         record["model_hash"] = model.card.model_hash
+        record["options"] = options.recorded()
         data = open_scene(scene)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         report = write_outputs(data, model, out_dir, window=options.window, halo=options.halo,
@@ -129,26 +137,33 @@ def process_scene(scene: str, model_dir: str, out_dir: str, options: BatchOption
     return record
 
 
-def read_manifest(out_dir: Path) -> dict[str, dict[str, Any]]:
-    """The latest record of each scene (a torn last line from a killed run is ignored)."""
+def read_manifest(out_dir: Path, warn=print) -> dict[str, dict[str, Any]]:
+    """The latest record of each scene. A torn last line from a killed run is ignored; a line
+    that is JSON but no record (``{}``, ``null``) is skipped with a warning."""
     latest: dict[str, dict[str, Any]] = {}
     path = out_dir / MANIFEST
     if not path.exists():
         return latest
-    for line in path.read_text().splitlines():
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
+            continue
+        if not isinstance(rec, dict) or not isinstance(rec.get("scene"), str):
+            warn(f"warning: {path}:{n} is not a scene record; skipped")
             continue
         latest[rec["scene"]] = rec
     return latest
 
 
-def is_complete(rec: dict[str, Any] | None, signature: dict[str, Any], model_hash: str) -> bool:
-    """Done before, for this model and this input, with outputs intact."""
+def is_complete(rec: dict[str, Any] | None, signature: dict[str, Any], model_hash: str,
+                options: dict[str, Any] | None = None) -> bool:
+    """Done before, for this model, this input and these options, with outputs intact."""
     if not rec or rec.get("status") != "done" or rec.get("model_hash") != model_hash:
         return False
-    if rec.get("input") != signature:
+    if rec.get("input") != signature or rec.get("options") != (options or {}):
+        return False
+    if not isinstance(rec.get("outputs"), dict):
         return False
     for out in rec.get("outputs", {}).values():
         p = Path(out["path"])
@@ -192,7 +207,7 @@ def run_batch(scenes: list[Path], model_dir: str | Path, out_dir: str | Path, *,
     out.mkdir(parents=True, exist_ok=True)
     model_hash = load_model(model_dir).card.model_hash  # checked before any cluster starts
     summary = BatchSummary()
-    todo = _plan(scenes, out, model_hash, force, summary)
+    todo = _plan(scenes, out, model_hash, force, summary, options.recorded(), echo)
     if not todo:
         return summary
     t0 = time.time()
@@ -203,23 +218,23 @@ def run_batch(scenes: list[Path], model_dir: str | Path, out_dir: str | Path, *,
         if summary.dashboard:
             echo(f"dask dashboard: {summary.dashboard}")
         futures = {client.submit(process_scene, str(s), str(Path(model_dir).resolve()),
-                                 str(out / s.stem), options,
-                                 key=f"hsimap-{s.stem}-{model_hash}", retries=2,
+                                 str(out / output_stem(s)), options,
+                                 key=f"hsimap-{output_stem(s)}-{model_hash}", retries=2,
                                  pure=False): (s, sig) for s, sig in todo}
         _collect(futures, out, summary, t0, progress)
     summary.seconds = time.time() - t0
     return summary
 
 
-def _plan(scenes: list[Path], out: Path, model_hash: str, force: bool,
-          summary: BatchSummary) -> list[tuple[Path, dict[str, Any]]]:
-    """The scenes to run: all but those the manifest records as done for this model and
-    input (unless ``force``), which are listed in ``summary.skipped``."""
-    done_before = read_manifest(out)
+def _plan(scenes: list[Path], out: Path, model_hash: str, force: bool, summary: BatchSummary,
+          options: dict[str, Any], echo) -> list[tuple[Path, dict[str, Any]]]:
+    """The scenes to run: all but those the manifest records as done for this model, input
+    and options (unless ``force``), which are listed in ``summary.skipped``."""
+    done_before = read_manifest(out, echo)
     todo = []
     for s in scenes:
         sig = input_signature(s) if s.exists() else {"size": None, "mtime": None}
-        if not force and is_complete(done_before.get(str(s)), sig, model_hash):
+        if not force and is_complete(done_before.get(str(s)), sig, model_hash, options):
             summary.skipped.append(str(s))
         else:
             todo.append((s, sig))

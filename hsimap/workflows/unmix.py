@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from hsimap.engine import TileProgress, check_workers, scene_tiles, tile_array
 from hsimap.errors import HsimapError
+from hsimap.io.files import output_folder, output_stem
 from hsimap.io.scene import read_window, usable_bands
 from hsimap.io.speclib import read_library
 from hsimap.model.losses import make_optimizer, sad_loss, sparsity_loss
@@ -29,7 +30,7 @@ from hsimap.products import (
     EndmemberLibrary,
     OutputOptions,
     output_paths,
-    prepare_output,
+    refuse_existing,
     write_products,
 )
 from hsimap.windows import SceneScan, Tile, fill_invalid, scan_scene
@@ -111,7 +112,15 @@ def _initial_library(scene, scan, bands, p, library, seed, extraction="purified"
             if wl is None or not np.all(np.isfinite(scene_wl)):
                 raise HsimapError(f"{library}: {spectra.shape[1]} bands, the scene uses "
                                   f"{len(bands)}, and wavelengths are missing to resample")
-            spectra = np.array([np.interp(scene_wl, wl, s) for s in spectra])
+            lo, hi = float(np.min(wl)), float(np.max(wl))
+            # Beyond its range np.interp would repeat the library's end values: refuse.
+            if scene_wl.min() < lo - 5 or scene_wl.max() > hi + 5:
+                raise HsimapError(f"{library}: covers {lo:.0f}-{hi:.0f} nm, the scene's used "
+                                  f"bands span {scene_wl.min():.0f}-{scene_wl.max():.0f} nm; "
+                                  "use a library that covers the scene, or mark the other "
+                                  "bands bad")
+            order = np.argsort(wl)
+            spectra = np.array([np.interp(scene_wl, wl[order], s[order]) for s in spectra])
         return spectra.astype(np.float32), [str(n) for n in names]
     raw, smooth = scan.raw, scan.smooth
     if len(raw) < p:
@@ -135,12 +144,22 @@ def unmix(scene: xr.DataArray, out_dir: str | Path, opts: UnmixOptions | None = 
     opts = UnmixOptions.of(opts, **settings)
     opts.check()
     torch.manual_seed(opts.seed)
-    stem = stem or Path(scene.attrs.get("source", "scene")).stem
+    stem = stem or output_stem(scene.attrs.get("source", "scene"))
     out = opts.output
     paths = output_paths(out_dir, stem, RASTERS, out.quicklooks)
-    prepare_output(out_dir, paths, out.overwrite)
-    bands = usable_bands(scene)
+    refuse_existing(paths, out.overwrite)
     grid = scene_tiles(scene, opts.window, opts.halo)
+    with output_folder(out_dir):
+        spectra, names, wl, written = _unmix_into(scene, out_dir, stem, grid, opts)
+    return UnmixResult(spectra, names, wl, written, time.perf_counter() - t0)
+
+
+def _unmix_into(scene: xr.DataArray, out_dir: str | Path, stem: str, grid: list[Tile],
+                opts: UnmixOptions) -> tuple[np.ndarray, list[str], np.ndarray | None,
+                                             dict[str, Path]]:
+    """Extract (and fit), then write the products: spectra, names, wavelengths, paths."""
+    out = opts.output
+    bands = usable_bands(scene)
     extraction = opts.extraction or ("purified" if opts.method == "hsimap" else "vca")
     scan = scan_scene(scene, grid, bands, VCA_SAMPLE, opts.seed,
                       smoothed=opts.library is None and extraction == "purified")
@@ -163,7 +182,7 @@ def unmix(scene: xr.DataArray, out_dir: str | Path, opts: UnmixOptions | None = 
     library = EndmemberLibrary(spectra, names, wl, f"hsimap unmix ({opts.method}) of {stem}")
     written = write_products(scene, out_dir, stem, {"abundances": stack[:p], "error": stack[p]},
                              library, bar, out)
-    return UnmixResult(spectra, names, wl, written, time.perf_counter() - t0)
+    return spectra, names, wl, written
 
 
 def _error_plane(recon: np.ndarray, x: np.ndarray, valid: np.ndarray) -> np.ndarray:

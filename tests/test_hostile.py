@@ -1,0 +1,216 @@
+"""Hostile inputs, one row each: the input, the one-line message, the exit code, and what is
+left on disk (nothing new under the output, or the previous output set untouched).
+
+Each row builds its input in a temporary folder and runs the real CLI in a real process.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from hsimap.classes import ClassTable
+from hsimap.io.rasters import Grid, write_raster
+from hsimap.io.scene import open_scene
+from hsimap.synth import SynthSpec, make_scene
+from tests.conftest import Trained, hsimap
+
+
+@dataclass
+class Case:
+    name: str
+    build: Callable[[Path, Trained], list]   # -> the CLI arguments
+    message: str
+    code: int = 1
+
+
+def _envi(d: Path) -> Path:
+    made = make_scene(d / "line.bsq", SynthSpec(width=20, height=10, bands=5))
+    Path(str(made.scene) + ".aux.xml").unlink(missing_ok=True)
+    return Path(made.scene)
+
+
+def truncated_envi(d, _):
+    data = _envi(d)
+    data.write_bytes(data.read_bytes()[:3000])
+    return ["info", data.with_suffix(".hdr")]
+
+
+def envi_wrong_data_type(d, _):
+    data = _envi(d)
+    hdr = data.with_suffix(".hdr")
+    hdr.write_text(hdr.read_text().replace("data type = 4", "data type = 5"))
+    return ["info", hdr]
+
+
+def envi_wrong_offset(d, _):
+    data = _envi(d)
+    hdr = data.with_suffix(".hdr")
+    hdr.write_text(hdr.read_text().replace("header offset = 0", "header offset = 128"))
+    return ["info", hdr]
+
+
+def predict(*extra):
+    def build(d, t):
+        return ["predict", t.made.scene, "-m", t.model_dir, "-o", d / "out", "--quiet", *extra]
+    return build
+
+
+def train(*extra):
+    def build(d, t):
+        return ["train", t.made.scene, "-l", t.made.labels, "-o", d / "out", "--quiet", *extra]
+    return build
+
+
+def unmix(*extra):
+    def build(d, t):
+        return ["unmix", t.made.scene, "-o", d / "out", "--quiet", *extra]
+    return build
+
+
+def huge_class_id(d, t):
+    scene = open_scene(t.made.scene)
+    labels = np.zeros((scene.sizes["y"], scene.sizes["x"]), np.int32)
+    labels[10:20, 10:20], labels[30:40, 30:40] = 1, 70000
+    with rasterio.open(d / "labels.tif", "w", driver="GTiff", width=labels.shape[1],
+                       height=labels.shape[0], count=1, dtype="int32",
+                       crs=scene.rio.crs, transform=scene.rio.transform()) as dst:
+        dst.write(labels, 1)
+    return ["train", t.made.scene, "-l", d / "labels.tif", "-o", d / "out", "--quiet"]
+
+
+def narrow_library(d, t):
+    from hsimap.io.speclib import write_library
+
+    write_library(d / "lib", np.full((4, 3), 0.3, np.float32), list("abcd"),
+                  np.array([500.0, 600.0, 700.0]))
+    return ["unmix", t.made.scene, "-o", d / "out", "--quiet", "--library", d / "lib.sli"]
+
+
+def _model_copy(d: Path, t: Trained) -> Path:
+    m = d / "model"
+    shutil.copytree(t.model_dir, m)
+    return m
+
+
+def card_missing_keys(d, t):
+    m = _model_copy(d, t)
+    card = json.loads((m / "model.json").read_text())
+    del card["scaling"], card["bands_used"]
+    (m / "model.json").write_text(json.dumps(card))
+    return ["predict", t.made.scene, "-m", m, "-o", d / "out"]
+
+
+def card_wrong_type(d, t):
+    m = _model_copy(d, t)
+    card = json.loads((m / "model.json").read_text())
+    card["window"] = "large"
+    (m / "model.json").write_text(json.dumps(card))
+    return ["predict", t.made.scene, "-m", m, "-o", d / "out"]
+
+
+def nan_weights(d, t):
+    from safetensors.torch import load_file, save_file
+
+    m = _model_copy(d, t)
+    state = load_file(str(m / "model.safetensors"))
+    state["head.weight"][0, 0, 0, 0] = float("nan")
+    save_file(state, str(m / "model.safetensors"))
+    return ["predict", t.made.scene, "-m", m, "-o", d / "out"]
+
+
+def csv_into_missing_folder(d, t):
+    scene = open_scene(t.made.scene)
+    write_raster(d / "map.tif", np.ones((scene.sizes["y"], scene.sizes["x"]), np.uint8),
+                 Grid.from_scene(scene), class_table=ClassTable([1], ["a"]))
+    return ["evaluate", d / "map.tif", "-l", t.made.labels, "--csv", d / "nope" / "cm.csv"]
+
+
+CASES = [
+    Case("truncated ENVI", truncated_envi, "the file is truncated or the header's data type"),
+    Case("ENVI header, wrong data type", envi_wrong_data_type, "bands of float64"),
+    Case("ENVI header, wrong offset", envi_wrong_offset, "after a 128-byte offset"),
+    Case("predict --window 0", predict("--window", 0), "window must be at least 8 px"),
+    Case("predict --workers 0", predict("--workers", 0), "--workers must be at least 1"),
+    Case("predict --workers -3", predict("--workers", -3), "--workers must be at least 1, got -3"),
+    Case("train --val-every 0", train("--val-every", 0), "--val-every must be at least 1"),
+    Case("train --hidden 0", train("--hidden", 0), "--hidden must be at least 1"),
+    Case("train --variants 0", train("--variants", 0), "--variants must be at least 1"),
+    Case("train --seed -1", train("--seed", -1), "--seed must be non-negative"),
+    Case("train --threads -2", train("--threads", -2), "--threads must be at least 1"),
+    Case("train, class id 70000", huge_class_id, "class id 70000 is outside 1-65,535"),
+    Case("unmix --epochs 0", unmix("--epochs", 0), "--epochs must be at least 1"),
+    Case("unmix --epochs -5", unmix("--epochs", -5), "--epochs must be at least 1, got -5"),
+    Case("unmix --workers 0", unmix("--workers", 0), "--workers must be at least 1"),
+    Case("unmix, library not covering the scene", narrow_library, "covers 500-700 nm"),
+    Case("model.json missing keys", card_missing_keys, "missing bands_used, scaling"),
+    Case("model.json wrong type", card_wrong_type, "not an hsimap model card (ValueError"),
+    Case("NaN weights", nan_weights, "weights hold NaN or infinite values"),
+    Case("evaluate --csv into a missing folder", csv_into_missing_folder,
+         "folder does not exist"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_hostile_input(case: Case, trained: Trained, tmp_path: Path):
+    args = case.build(tmp_path, trained)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    r = hsimap(*args)
+    assert r.returncode == case.code, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), r.stderr
+    assert case.message in lines[0], lines[0]
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert after == before  # nothing written, not even an empty output folder
+
+
+def test_dotted_scene_names_keep_their_outputs_apart(trained: Trained, tmp_path: Path):
+    """flight.2023.06.01 and flight.2023.06.02 share a prefix up to their last dot: each keeps
+    its own library (with_suffix made both flight.2023.06.sli)."""
+    for name in ("flight.2023.06.01.tif", "flight.2023.06.02.tif"):
+        shutil.copy(trained.made.scene, tmp_path / name)
+        r = hsimap("predict", tmp_path / name, "-m", trained.model_dir, "-o", tmp_path / "out",
+                   "--quiet", "--no-quicklooks")
+        assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    for day in ("01", "02"):
+        for ext in ("sli", "hdr", "csv"):
+            assert f"flight.2023.06.{day}_endmembers.{ext}" in names
+    assert not any(n.startswith("flight.2023.06.sli") or n == "flight.2023.06.hdr"
+                   for n in names)
+
+
+def test_a_scene_named_with_dots_only_stays_in_the_output_folder(trained: Trained, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(trained.made.scene, src / "...tif")
+    r = hsimap("predict", src / "...tif", "-m", trained.model_dir, "-o", tmp_path / "out",
+               "--quiet", "--no-quicklooks")
+    assert r.returncode == 0, r.stderr
+    written = {p.name for p in (tmp_path / "out").iterdir()}
+    assert "scene_classes.tif" in written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
+
+
+def test_scene_name_cannot_inject_envi_header_keys(trained: Trained, tmp_path: Path):
+    evil = tmp_path / "x}\nbbl = {0"
+    evil.mkdir()
+    shutil.copy(trained.made.scene, evil / "line.tif")
+    from hsimap.io.speclib import write_library
+
+    write_library(tmp_path / "lib", np.ones((2, 3), np.float32), ["a", "b"], None,
+                  description=f"hsimap endmembers of {evil}}}\nbbl = {{0, 0, 0}}")
+    header = (tmp_path / "lib.hdr").read_text()
+    assert "\nbbl" not in header
+    from spectral.io import envi
+
+    lib = envi.open(str(tmp_path / "lib.hdr"), str(tmp_path / "lib.sli"))
+    assert lib.spectra.shape == (2, 3) and "bbl" not in lib.metadata
