@@ -68,6 +68,10 @@ def command(scene, labels, output, class_field, classes_csv, label_variable, tra
     lab, table = load_labels(labels, data, class_field=class_field, variable=label_variable,
                              classes_csv=classes_csv)
     result = train(data, lab, table, out, opts, overwrite=overwrite)
+    excluded = result.model.card.excluded_bands
+    if excluded:
+        click.echo(f"excluded {len(excluded)} band(s) with no data, or one value, over the "
+                   f"scene: {', '.join(str(b + 1) for b in excluded)} (1-based)")
     v, t = result.val_metrics, result.test_metrics
     click.echo(f"model: {out} (best epoch {result.best_epoch}, "
                f"{result.seconds:.0f} s, {result.seconds_per_epoch:.2f} s/epoch)")

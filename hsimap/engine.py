@@ -56,18 +56,19 @@ def scene_tiles(scene: xr.DataArray, window: int, halo: int) -> list[Tile]:
 
 def tile_array(scene: xr.DataArray, grid: list[Tile], fn: WindowFunction, planes: int, *,
                name: str, on_tile: Callable[[Tile], None] | None = None,
-               serialize: bool = False) -> da.Array:
+               serialize: bool = False, valid_bands: np.ndarray | None = None) -> da.Array:
     """A lazy (planes, y, x) float32 array: ``fn`` on every tile's read window, cores kept.
 
     Args:
         name: a token unique to the inputs (scene, model, window, halo): dask keys.
         on_tile: called after each tile is computed (progress).
         serialize: one window at a time (a GPU: windows would only queue for it).
+        valid_bands: the bands a pixel needs data in to be valid (the ones ``fn`` uses).
     """
     lock = threading.Lock() if serialize else None
 
     def run(tile: Tile) -> np.ndarray:
-        values, valid = read_window(scene, tile.rows, tile.cols)
+        values, valid = read_window(scene, tile.rows, tile.cols, valid_bands=valid_bands)
         if lock is not None:
             with lock:
                 result = fn(values, valid, (tile.row, tile.col))

@@ -133,7 +133,7 @@ def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = No
     token = dask.base.tokenize(scene.attrs.get("source"), model.card.model_hash, window, halo)
     stack = tile_array(scene, grid, run, len(FIXED) + model.config.endmembers,
                        name=f"tile-{token}", on_tile=on_tile,
-                       serialize=model.device.type == "cuda")
+                       serialize=model.device.type == "cuda", valid_bands=model.band_indices)
     ds = xr.Dataset(
         {
             "classes": (("y", "x"), stack[0].astype(np.int32)),

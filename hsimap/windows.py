@@ -113,6 +113,30 @@ class SceneScan:
     usable: list[Tile]         # windows holding valid pixels
 
 
+def dead_bands(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray) -> np.ndarray:
+    """Which of ``bands`` hold no information over the whole scene: nodata (or not finite)
+    everywhere, or one value everywhere. Sensors fill absorption bands so (EnMAP writes six of
+    its 224 bands as nodata) without always flagging them bad. Returns a bool per band."""
+    nodata = scene.attrs.get("nodata")
+    seen = np.zeros(len(bands), bool)
+    lo = np.full(len(bands), np.inf)
+    hi = np.full(len(bands), -np.inf)
+    for t in grid:
+        raw = np.asarray(scene.data[bands, t.core_rows, t.core_cols]
+                         .compute(scheduler="synchronous"), dtype=np.float64)
+        raw = raw.reshape(len(bands), -1)
+        data = np.isfinite(raw)
+        if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
+            data &= raw != nodata
+        seen |= data.any(axis=1)
+        masked = np.where(data, raw, np.nan)
+        with np.errstate(all="ignore"):
+            if data.any():
+                lo = np.fmin(lo, np.nanmin(np.where(data, masked, np.inf), axis=1))
+                hi = np.fmax(hi, np.nanmax(np.where(data, masked, -np.inf), axis=1))
+    return ~seen | (lo >= hi)
+
+
 def scan_scene(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray, n: int = 0,
                seed: int = 0, smoothed: bool = False) -> SceneScan:
     """Read every window once: the value range of the used ``bands`` over valid pixels, up to
@@ -127,7 +151,7 @@ def scan_scene(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray, n: int 
     raw, smooth, usable = [], [], []
     share = min(1.0, 4.0 * max(n, 0) / max(1, sum(t.pixels for t in grid)))
     for t in grid:
-        values, valid = read_window(scene, t.rows, t.cols, bands)
+        values, valid = read_window(scene, t.rows, t.cols, bands, valid_bands=bands)
         if not valid.any():
             continue
         usable.append(t)

@@ -95,6 +95,11 @@ def _band_metadata(src: rasterio.DatasetReader) -> dict[str, Any]:
     out["wavelength"] = to_nm(wl, units)
     out["fwhm"] = to_nm(fwhm, units) if fwhm is not None and wl is not None else fwhm
     bbl = _floats(parse_list(envi.get("bbl")))
+    if bbl is None:
+        # EnMAP-Box and the EnMAP processor write bbl on each band of a GeoTIFF.
+        per_band = [{k.lower(): v for k, v in src.tags(b).items()}.get("bbl")
+                    for b in range(1, n + 1)]
+        bbl = _floats([v for v in per_band if v is not None])
     if bbl is not None and len(bbl) == n:
         out["bad_band"] = bbl == 0  # ENVI: 1 good, 0 bad
     if out["nodata"] is None and envi.get("data_ignore_value") is not None:
@@ -284,15 +289,23 @@ def valid_mask(raw: np.ndarray, nodata: float | None) -> np.ndarray:
 
 
 def read_window(scene: xr.DataArray, rows: slice, cols: slice,
-                bands: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                bands: np.ndarray | None = None, valid_bands: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Read one window in physical units.
+
+    A pixel is valid when it has data in every band of ``valid_bands`` (default ``bands``, or
+    else every band not flagged bad): bad bands such as water-vapour absorption, which sensors
+    fill with nodata everywhere, do not make every pixel invalid.
 
     Returns:
         ``(values, valid)``: float32 array (bands, h, w) with the scale factor applied and
         invalid pixels set to 0, and the boolean valid mask (h, w).
     """
     raw = np.asarray(scene.data[:, rows, cols].compute(scheduler="synchronous"))
-    valid = valid_mask(raw, scene.attrs.get("nodata"))
+    if valid_bands is None:
+        valid_bands = bands if bands is not None else usable_bands(scene)
+    judged = raw[valid_bands] if len(valid_bands) else raw
+    valid = valid_mask(judged, scene.attrs.get("nodata"))
     if bands is not None:
         raw = raw[bands]
     values = raw.astype(np.float32)

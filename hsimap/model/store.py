@@ -66,6 +66,7 @@ class ModelCard:
     halo: int
     endmember_names: list[str]
     scene_wavelengths: list[float] | None = None
+    excluded_bands: list[int] = field(default_factory=list)  # no data over the scene
     scene: str | None = None
     hsimap_version: str = ""
     created: str = field(default_factory=_now)
@@ -80,7 +81,8 @@ class ModelCard:
 
     # model.json's key order, as hsimap has always written it.
     _ORDER = ("hsimap_version", "created", "scene", "scene_bands", "scene_wavelengths",
-              "bands_used", "scaling", "classes", "window", "halo", "endmember_names",
+              "bands_used", "excluded_bands", "scaling", "classes", "window", "halo",
+              "endmember_names",
               "protocol", "options", "versions", "model_hash", "training",
               "validation_metrics", "test_metrics", "config", "format")
 
@@ -112,7 +114,8 @@ class ModelCard:
                                 str(d["scaling"].get("method", Scaling.method))),
                 window=int(d["window"]), halo=int(d["halo"]),
                 endmember_names=[str(n) for n in d["endmember_names"]],
-                **{k: d[k] for k in ("scene_wavelengths", "scene", "hsimap_version",
+                **{k: d[k] for k in ("scene_wavelengths", "excluded_bands", "scene",
+                                     "hsimap_version",
                                      "created", "model_hash", "protocol", "options",
                                      "versions", "training", "validation_metrics",
                                      "test_metrics", "format") if k in d},

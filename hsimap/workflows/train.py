@@ -39,7 +39,7 @@ from hsimap.model.store import (
     save_model,
 )
 from hsimap.model.vca import VCA_SAMPLE, vca_best
-from hsimap.windows import Tile, scan_scene, tiles
+from hsimap.windows import Tile, dead_bands, scan_scene, tiles
 
 
 @dataclass
@@ -147,7 +147,7 @@ def evaluate_split(model: TrainedModel, scene: xr.DataArray, labels: np.ndarray,
         sel = split[t.core_rows, t.core_cols] == subset
         if not sel.any():
             continue
-        values, valid = read_window(scene, t.rows, t.cols)
+        values, valid = read_window(scene, t.rows, t.cols, valid_bands=model.band_indices)
         prod = window_products(model, values, valid, (t.row, t.col))
         rs, cs = t.core_in_read
         truth.append(labels[t.core_rows, t.core_cols][sel])
@@ -174,7 +174,10 @@ def _setup(scene: xr.DataArray, labels: np.ndarray, class_table: ClassTable,
     if labels.shape != (height, width):
         raise HsimapError(f"labels are {labels.shape[1]} x {labels.shape[0]} px, the scene "
                           f"{width} x {height}")
+    grid = tiles(height, width, opts.window, opts.halo)
     bands = usable_bands(scene)
+    dead = dead_bands(scene, grid, bands)
+    excluded, bands = bands[dead], bands[~dead]
     n_classes = len(class_table.ids)
     p = opts.endmembers or max(4, n_classes + 2)
     if len(bands) < p:
@@ -188,7 +191,6 @@ def _setup(scene: xr.DataArray, labels: np.ndarray, class_table: ClassTable,
     if not (split == Split.VALIDATION).any():
         raise HsimapError("too few labelled pixels for a validation set (need at least 3 in a "
                           "class)")
-    grid = tiles(height, width, opts.window, opts.halo)
     scan = scan_scene(scene, grid, bands)
     wl = scene.coords["wavelength"].values
     cfg = ModelConfig(bands=len(bands), classes=n_classes, endmembers=p,
@@ -196,7 +198,8 @@ def _setup(scene: xr.DataArray, labels: np.ndarray, class_table: ClassTable,
                       unmixing=opts.unmixing, coord_period=opts.window)
     card = ModelCard(
         config=cfg, classes=class_table, scene_bands=int(scene.sizes["band"]),
-        bands_used=[int(b) for b in bands], scaling=Scaling(scan.lo, scan.hi),
+        bands_used=[int(b) for b in bands], excluded_bands=[int(b) for b in excluded],
+        scaling=Scaling(scan.lo, scan.hi),
         window=opts.window, halo=opts.halo,
         endmember_names=[f"endmember {i + 1}" for i in range(p)],
         scene_wavelengths=[float(v) for v in wl] if np.all(np.isfinite(wl)) else None,
@@ -225,7 +228,7 @@ def _training_windows(model: TrainedModel, scene: xr.DataArray, labels: np.ndarr
         if not fresh.any():
             continue
         seen[t.rows, t.cols] |= s == Split.TRAIN
-        values, valid = read_window(scene, t.rows, t.cols)
+        values, valid = read_window(scene, t.rows, t.cols, valid_bands=setup.bands)
         windows.append(_Window(t, model_input(model, values, valid), valid,
                                lut[labels[t.rows, t.cols]], s))
     if not windows:

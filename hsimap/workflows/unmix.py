@@ -33,7 +33,7 @@ from hsimap.products import (
     refuse_existing,
     write_products,
 )
-from hsimap.windows import SceneScan, Tile, fill_invalid, scan_scene
+from hsimap.windows import SceneScan, Tile, dead_bands, fill_invalid, scan_scene
 
 METHODS = ("hsimap", "vca-fcls")
 EXTRACTIONS = ("purified", "vca", "vca-affine")
@@ -160,6 +160,9 @@ def _unmix_into(scene: xr.DataArray, out_dir: str | Path, stem: str, grid: list[
     """Extract (and fit), then write the products: spectra, names, wavelengths, paths."""
     out = opts.output
     bands = usable_bands(scene)
+    bands = bands[~dead_bands(scene, grid, bands)]
+    if not len(bands):
+        raise HsimapError("no band holds data over the scene")
     extraction = opts.extraction or ("purified" if opts.method == "hsimap" else "vca")
     scan = scan_scene(scene, grid, bands, VCA_SAMPLE, opts.seed,
                       smoothed=opts.library is None and extraction == "purified")
@@ -176,7 +179,7 @@ def _unmix_into(scene: xr.DataArray, out_dir: str | Path, stem: str, grid: list[
     p = len(init)
     bar = TileProgress(scene, "unmix", out.progress)
     stack = tile_array(scene, grid, run, p + 1, name=f"unmix-{id(run)}", on_tile=bar.on_tile,
-                       serialize=torch.device(opts.device).type == "cuda")
+                       serialize=torch.device(opts.device).type == "cuda", valid_bands=bands)
     wl = scene.coords["wavelength"].values[bands]
     wl = wl if np.all(np.isfinite(wl)) else None
     library = EndmemberLibrary(spectra, names, wl, f"hsimap unmix ({opts.method}) of {stem}")
