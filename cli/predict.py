@@ -29,12 +29,16 @@ from hsimap.cli.options import (
 @creation_opt
 @click.option("--ignore-wavelengths", is_flag=True,
               help="Proceed although the scene's wavelengths differ from the model's.")
+@click.option("--ignore-scale", is_flag=True,
+              help="Proceed although the scene's values are on another scale than the "
+                   "model's training scene (other units).")
 @click.option("--no-quicklooks", is_flag=True, help="Skip the PNG quicklooks.")
 @variable_opt
 @overwrite_opt
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(scene, model_dir, output, window, halo, workers, device, cog, creation_options,
-            ignore_wavelengths, no_quicklooks, variable, overwrite, quiet) -> None:
+            ignore_wavelengths, ignore_scale, no_quicklooks, variable, overwrite,
+            quiet) -> None:
     """Classify and unmix SCENE with a trained model; write maps to the output folder.
 
     Writes SCENE_classes.tif, SCENE_abundances.tif, SCENE_confidence.tif, SCENE_error.tif,
@@ -50,7 +54,7 @@ def command(scene, model_dir, output, window, halo, workers, device, cog, creati
     report = write_outputs(data, model, output, window=window, halo=halo, workers=workers,
                            cog=cog, overwrite=overwrite, creation_options=creation_options,
                            progress=not quiet, quicklooks=not no_quicklooks,
-                           ignore_wavelengths=ignore_wavelengths)
+                           ignore_wavelengths=ignore_wavelengths, ignore_scale=ignore_scale)
     rate = report.pixels / max(report.seconds, 1e-9)
     click.echo(f"{report.pixels} px in {report.seconds:.1f} s ({rate:,.0f} px/s, "
                f"{report.windows} windows)")

@@ -18,6 +18,7 @@ import xarray as xr
 
 from hsimap.engine import scene_tiles, tile_array
 from hsimap.errors import HsimapError
+from hsimap.io.scene import read_window
 from hsimap.model.store import TrainedModel
 from hsimap.windows import Tile, fill_invalid
 
@@ -102,6 +103,43 @@ def check_compatible(scene: xr.DataArray, model: TrainedModel, *,
         if diff > tolerance_nm:
             raise HsimapError(f"scene wavelengths differ from the model's by up to {diff:.1f} nm "
                               f"(tolerance {tolerance_nm} nm); --ignore-wavelengths to proceed")
+
+
+# How far a scene's value span may be from the training scene's before it is refused as being
+# in other units: reflectance x 10,000 against 0-1 is a factor of 10,000; two scenes of one
+# sensor differ by far less than 10.
+SCALE_LIMIT = 10.0
+
+
+def check_values(scene: xr.DataArray, model: TrainedModel, grid: list[Tile], *,
+                 ignore_scale: bool = False, windows: int = 16) -> None:
+    """Refuse, before any output exists, a scene with no data in the model's bands, or whose
+    values are on another scale than the training scene's (judged on windows spread evenly
+    over the scene; the whole scene is searched only when none of them holds data)."""
+    bands = model.band_indices
+    step = max(1, len(grid) // windows)
+    values = []
+    for t in grid[::step][:windows]:
+        v, valid = read_window(scene, t.rows, t.cols, bands, valid_bands=bands)
+        if valid.any():
+            values.append(v[:, valid].ravel())
+    for t in grid if not values else ():
+        v, valid = read_window(scene, t.rows, t.cols, bands, valid_bands=bands)
+        if valid.any():
+            values.append(v[:, valid].ravel())
+            break
+    source = scene.attrs.get("source", "scene")
+    if not values:
+        raise HsimapError(f"{source}: no pixel has data in the {len(bands)} bands the model "
+                          "uses (all nodata); nothing to predict")
+    p1, p99 = (float(q) for q in np.percentile(np.concatenate(values), [1, 99]))
+    lo, hi = model.scale
+    ratio = (p99 - p1) / max(hi - lo, 1e-12)
+    if not ignore_scale and p99 > p1 and not 1 / SCALE_LIMIT <= ratio <= SCALE_LIMIT:
+        raise HsimapError(f"{source}: values span {p1:.4g} to {p99:.4g} (1st-99th percentile), "
+                          f"the model was trained on {lo:.4g} to {hi:.4g}: other units "
+                          "(reflectance x 10,000?); set the scene's scale factor, or "
+                          "--ignore-scale to proceed")
 
 
 def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = None,

@@ -19,7 +19,7 @@ import xarray as xr
 
 from hsimap.classes import ClassTable, class_dtype
 from hsimap.engine import TileProgress, check_workers, scene_tiles, store
-from hsimap.inference import check_compatible, predict
+from hsimap.inference import check_compatible, check_values, predict
 from hsimap.io.files import check_output, output_folder, output_stem
 from hsimap.io.rasters import Grid, RasterSink
 from hsimap.io.speclib import write_library
@@ -155,6 +155,7 @@ def write_outputs(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
                   workers: int | None = None, cog: bool = False, overwrite: bool = False,
                   creation_options: dict[str, str] | None = None, progress: bool = True,
                   quicklooks: bool = True, ignore_wavelengths: bool = False,
+                  ignore_scale: bool = False,
                   stem: str | None = None) -> PredictReport:
     """Predict ``scene`` and write every product, streaming window by window.
 
@@ -169,8 +170,9 @@ def write_outputs(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
     stem = stem or output_stem(scene.attrs.get("source", "scene"))
     paths = output_paths(out_dir, stem, tuple(PRODUCTS), quicklooks)
     refuse_existing(paths, overwrite)
-    scene_tiles(scene, model.window if window is None else window,
-                model.halo if halo is None else halo)  # refuse a bad window before any file
+    grid = scene_tiles(scene, model.window if window is None else window,
+                       model.halo if halo is None else halo)
+    check_values(scene, model, grid, ignore_scale=ignore_scale)
     with output_folder(out_dir):
         bar = TileProgress(scene, stem, progress)
         ds = predict(scene, model, window=window, halo=halo, on_tile=bar.on_tile, check=False)

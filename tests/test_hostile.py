@@ -126,6 +126,33 @@ def nan_weights(d, t):
     return ["predict", t.made.scene, "-m", m, "-o", d / "out"]
 
 
+def _rewrite(d: Path, t: Trained, name: str, convert) -> Path:
+    """The trained scene with its values converted, tags (wavelengths) and grid kept."""
+    with rasterio.open(t.made.scene) as src:
+        cube, profile = src.read(), src.profile
+        tags = [src.tags(b) for b in range(1, src.count + 1)]
+    data, profile_update = convert(cube)
+    profile.update(profile_update)
+    with rasterio.open(d / name, "w", **profile) as dst:
+        dst.write(data)
+        for b, tg in enumerate(tags, start=1):
+            dst.update_tags(b, **tg)
+    return d / name
+
+
+def int16_without_scale(d, t):
+    def convert(cube):
+        data = np.where(np.isfinite(cube), np.round(cube * 10000), -32768).astype(np.int16)
+        return data, {"dtype": "int16", "nodata": -32768}
+    return ["predict", _rewrite(d, t, "x10000.tif", convert), "-m", t.model_dir, "-o",
+            d / "out"]
+
+
+def all_nodata(d, t):
+    return ["predict", _rewrite(d, t, "empty.tif", lambda c: (np.full_like(c, np.nan), {})),
+            "-m", t.model_dir, "-o", d / "out"]
+
+
 def csv_into_missing_folder(d, t):
     scene = open_scene(t.made.scene)
     write_raster(d / "map.tif", np.ones((scene.sizes["y"], scene.sizes["x"]), np.uint8),
@@ -155,6 +182,9 @@ CASES = [
     Case("NaN weights", nan_weights, "weights hold NaN or infinite values"),
     Case("evaluate --csv into a missing folder", csv_into_missing_folder,
          "folder does not exist"),
+    Case("int16 x 10,000 scene, no scale metadata", int16_without_scale,
+         "other units (reflectance x 10,000?)"),
+    Case("all-nodata scene", all_nodata, "nothing to predict"),
 ]
 
 
