@@ -129,3 +129,28 @@ def test_reads_berlin_library():
 
     spectra, names, wl = read_library(shared("spectral_libraries", "library_berlin.sli"))
     assert spectra.shape == (75, 177) and len(names) == 75 and len(wl) == 177
+
+
+def test_vrt_mosaic_keeps_valid_pixels_where_lines_overlap(tmp_path):
+    """Two lines overlapping by 20 columns; line A's nodata edge lies in the overlap."""
+    from hsimap.io.rasters import write_vrt
+
+    table = ClassTable([1, 2], ["maize", "orchard"])
+    a = np.ones((30, 40), np.uint8)
+    a[:, 35:] = 0                                   # A's swath ends 5 px before its edge
+    b = np.full((30, 40), 2, np.uint8)
+    grid_a = Grid(40, 30, CRS.from_epsg(32611), Affine(2, 0, 500000, 0, -2, 4100000))
+    grid_b = Grid(40, 30, CRS.from_epsg(32611), Affine(2, 0, 500040, 0, -2, 4100000))
+    write_raster(tmp_path / "a_classes.tif", a, grid_a, class_table=table)
+    write_raster(tmp_path / "b_classes.tif", b, grid_b, class_table=table)
+    vrt = write_vrt([tmp_path / "a_classes.tif", tmp_path / "b_classes.tif"],
+                    tmp_path / "mosaic.vrt")
+    with rasterio.open(vrt) as src:
+        m = src.read(1)
+        assert src.nodata == 0 and m.shape == (30, 60)
+    assert (m[:, :20] == 1).all()          # A alone
+    assert (m[:, 20:35] == 1).all()        # overlap, both valid: the first map wins
+    assert (m[:, 35:40] == 2).all()        # overlap, A is nodata: B's pixels stay
+    assert (m[:, 40:] == 2).all()          # B alone
+    cats = [c.text for c in ET.parse(vrt).getroot().iter("Category")]
+    assert cats == ["unclassified", "maize", "orchard"]

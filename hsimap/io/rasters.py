@@ -249,7 +249,12 @@ def read_class_table(path: str | Path) -> ClassTable | None:
 
 
 def write_vrt(class_maps: list[Path], path: Path) -> Path:
-    """A GDAL VRT mosaic of class maps that share CRS and pixel size (first one wins)."""
+    """A GDAL VRT mosaic of class maps that share CRS and pixel size.
+
+    Where lines overlap, the first map in ``class_maps`` with data wins: a map's nodata (0,
+    outside its swath) never paints over another map's pixels. Colours and class names come
+    from the first map.
+    """
     if not class_maps:
         raise HsimapError("no class maps to mosaic")
     infos = []
@@ -270,19 +275,29 @@ def write_vrt(class_maps: list[Path], path: Path) -> Path:
     gdt = {"uint8": "Byte", "uint16": "UInt16"}[dtype]
     colors = "".join(f'<Entry c1="{r}" c2="{g}" c3="{b}" c4="{a}"/>'
                      for _, (r, g, b, a) in sorted(cmap.items()))
+    table = read_class_table(infos[0][0])
+    names = ""
+    if table is not None:
+        cats = ["unclassified"] + [""] * max(table.ids)
+        for i, n in zip(table.ids, table.names, strict=True):
+            cats[i] = n
+        names = "<CategoryNames>" + "".join(f"<Category>{escape(n)}</Category>"
+                                            for n in cats) + "</CategoryNames>"
     sources = []
-    for p, _, t, w, h, _, _ in infos:
+    # GDAL draws sources in order, each over the last: the first map is drawn last to win.
+    for p, _, t, w, h, _, _ in reversed(infos):
         xo, yo = round((t.c - left) / t0.a), round((t.f - top) / t0.e)
         rel = os.path.relpath(p, path.parent)
         sources.append(
-            f'<SimpleSource><SourceFilename relativeToVRT="1">{escape(rel)}</SourceFilename>'
+            f'<ComplexSource><SourceFilename relativeToVRT="1">{escape(rel)}</SourceFilename>'
             f'<SourceBand>1</SourceBand><SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
-            f'<DstRect xOff="{xo}" yOff="{yo}" xSize="{w}" ySize="{h}"/></SimpleSource>')
+            f'<DstRect xOff="{xo}" yOff="{yo}" xSize="{w}" ySize="{h}"/>'
+            f"<NODATA>0</NODATA></ComplexSource>")
     xml = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
            f"<SRS>{escape(crs.to_wkt()) if crs else ''}</SRS>"
            f"<GeoTransform>{left}, {t0.a}, 0, {top}, 0, {t0.e}</GeoTransform>"
            f'<VRTRasterBand dataType="{gdt}" band="1"><NoDataValue>0</NoDataValue>'
-           f"<ColorInterp>Palette</ColorInterp><ColorTable>{colors}</ColorTable>"
+           f"<ColorInterp>Palette</ColorInterp>{names}<ColorTable>{colors}</ColorTable>"
            f"{''.join(sources)}</VRTRasterBand></VRTDataset>\n")
     tmp = temp_name(path)
     tmp.write_text(xml)
