@@ -43,9 +43,10 @@ def command(prediction, labels, class_field, split_path, subset, as_json, csv_pa
                 click.echo(f"{names.name_of(c):<{width}}  {m.per_class_accuracy[c]:8.4f}"
                            f"  {m.per_class_iou[c]:6.4f}")
         click.echo("confusion (rows truth, columns prediction):")
-        click.echo(" " * (width + 2) + " ".join(f"{c:>7}" for c in m.class_ids))
-        for c, row in zip(m.class_ids, m.confusion, strict=True):
-            click.echo(f"{names.name_of(c):<{width}}  " + " ".join(f"{v:>7}" for v in row))
+        click.echo(" " * (width + 2) + " ".join(f"{c:>7}" for c in m.class_ids) + "   other")
+        for c, row, other in zip(m.class_ids, m.confusion, m.other, strict=True):
+            click.echo(f"{names.name_of(c):<{width}}  " + " ".join(f"{v:>7}" for v in row)
+                       + f" {other:>7}")
     if csv_path:
         write_confusion_csv(ev, csv_path)
     if png_path:

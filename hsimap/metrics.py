@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -18,6 +18,9 @@ class Metrics:
     confusion: list[list[int]]      # rows: truth, columns: prediction, in ``class_ids`` order
     class_ids: list[int]
     pixels: int
+    # per truth class, pixels predicted as none of ``class_ids`` (unclassified, nodata): with
+    # them every confusion row sums to that class's pixel count
+    other: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -58,4 +61,5 @@ def classification_metrics(truth: np.ndarray, pred: np.ndarray,
         kappa=float(kappa), mean_iou=float(np.nanmean(iou[present])),
         per_class_accuracy={c: float(acc[i]) for i, c in enumerate(class_ids) if present[i]},
         per_class_iou={c: float(iou[i]) for i, c in enumerate(class_ids) if present[i]},
-        confusion=cm[:, :k].tolist(), class_ids=list(class_ids), pixels=n)
+        confusion=cm[:, :k].tolist(), class_ids=list(class_ids), pixels=n,
+        other=cm[:, k].tolist())

@@ -37,6 +37,9 @@ def evaluate(prediction: str | Path, labels: str | Path, *, class_field: str | N
     with rasterio.open(prediction) as src:
         pred = src.read(1)
     truth, table = load_labels(labels, open_scene(prediction), class_field=class_field)
+    map_table = read_class_table(prediction)
+    if map_table is not None and _named(table) and _named(map_table):
+        truth, table = _match_by_name(truth, table, map_table, labels)
     if split is not None:
         with rasterio.open(split) as src:
             codes = src.read(1)
@@ -47,7 +50,30 @@ def evaluate(prediction: str | Path, labels: str | Path, *, class_field: str | N
         m = classification_metrics(truth, pred, table.ids)
     except ValueError as exc:
         raise HsimapError(f"{labels}: {exc}") from None
-    return Evaluation(m, read_class_table(prediction) or table)
+    return Evaluation(m, map_table or table)
+
+
+def _named(table: ClassTable) -> bool:
+    """Whether a table carries real class names (not only the default "class N")."""
+    return any(n != f"class {i}" for i, n in zip(table.ids, table.names, strict=True))
+
+
+def _match_by_name(truth: np.ndarray, table: ClassTable, map_table: ClassTable,
+                   source: str | Path) -> tuple[np.ndarray, ClassTable]:
+    """Renumber the truth into the map's ids by class name (case-insensitive).
+
+    A vector truth numbers its classes by its own sorted values, and a raster truth may number
+    them otherwise: matched by number, an orchard polygon would be scored against maize.
+    """
+    by_name = {n.casefold(): i for i, n in zip(map_table.ids, map_table.names, strict=True)}
+    missing = [n for n in table.names if n.casefold() not in by_name]
+    if missing:
+        raise HsimapError(f"{source}: classes {', '.join(missing)} are not among the map's "
+                          f"classes ({', '.join(map_table.names)}); name them as the map does")
+    lut = np.zeros(max(table.ids) + 1, dtype=np.int64)
+    for i, n in zip(table.ids, table.names, strict=True):
+        lut[i] = by_name[n.casefold()]
+    return np.where(truth > 0, lut[np.clip(truth, 0, len(lut) - 1)], 0), map_table
 
 
 def write_confusion_csv(ev: Evaluation, path: str | Path) -> Path:
@@ -60,9 +86,10 @@ def write_confusion_csv(ev: Evaluation, path: str | Path) -> Path:
     try:
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["truth \\ prediction", *[names.name_of(c) for c in m.class_ids]])
-            for c, row in zip(m.class_ids, m.confusion, strict=True):
-                w.writerow([names.name_of(c), *row])
+            w.writerow(["truth \\ prediction", *[names.name_of(c) for c in m.class_ids],
+                        "other"])
+            for c, row, other in zip(m.class_ids, m.confusion, m.other, strict=True):
+                w.writerow([names.name_of(c), *row, other])
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
