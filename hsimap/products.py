@@ -92,7 +92,9 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
     """Stream ``rasters`` (product key -> lazy (bands, y, x) or (y, x) array) to GeoTIFFs on
     the scene's grid, then write the library and quicklooks. Returns every path written.
 
-    Each raster appears under its final name only once complete; on any error none does.
+    Each raster appears under its final name only once complete, and if computing them fails
+    none does. (The set as a whole is not yet atomic: should the library or a quicklook fail
+    after the rasters, the rasters stay.)
     """
     paths = output_paths(out_dir, stem, tuple(rasters), opts.quicklooks)
     workers = check_workers(opts.workers)
@@ -109,14 +111,10 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
                                     creation_options=opts.creation_options or {},
                                     descriptions=descriptions if key != "classes" else None,
                                     class_table=class_table if key == "classes" else None))
+        store(list(rasters.values()), sinks, workers=workers)
     except BaseException:
         for s in sinks:
             s.abort()
-        progress.close(failed=True)
-        raise
-    try:
-        store(list(rasters.values()), sinks, workers=workers)
-    except BaseException:
         progress.close(failed=True)
         raise
     progress.close()
