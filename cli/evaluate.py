@@ -27,8 +27,15 @@ SUBSETS = ("train", "validation", "test")
 def command(prediction, labels, class_field, split_path, subset, as_json, csv_path,
             png_path) -> None:
     """Score PREDICTION (a class map) against LABELS: OA, AA, kappa, per-class, IoU."""
-    from hsimap.workflows.evaluate import evaluate, write_confusion_csv, write_confusion_png
+    from hsimap.workflows.evaluate import (
+        check_report_path,
+        evaluate,
+        write_confusion_csv,
+        write_confusion_png,
+    )
 
+    check_report_path(csv_path)
+    check_report_path(png_path)
     ev = evaluate(prediction, labels, class_field=class_field, split=split_path, subset=subset)
     m, names = ev.metrics, ev.names
     if as_json:

@@ -155,8 +155,10 @@ def all_nodata(d, t):
 
 def csv_into_missing_folder(d, t):
     scene = open_scene(t.made.scene)
+    # Classes named as the truth's, so that only the report path is wrong.
     write_raster(d / "map.tif", np.ones((scene.sizes["y"], scene.sizes["x"]), np.uint8),
-                 Grid.from_scene(scene), class_table=ClassTable([1], ["a"]))
+                 Grid.from_scene(scene),
+                 class_table=ClassTable([1, 2, 3, 4], [f"mixture {i}" for i in range(1, 5)]))
     return ["evaluate", d / "map.tif", "-l", t.made.labels, "--csv", d / "nope" / "cm.csv"]
 
 

@@ -76,11 +76,16 @@ def _match_by_name(truth: np.ndarray, table: ClassTable, map_table: ClassTable,
     return np.where(truth > 0, lut[np.clip(truth, 0, len(lut) - 1)], 0), map_table
 
 
+def check_report_path(path: str | Path | None) -> None:
+    """Refuse a report file whose folder is missing, before anything is evaluated."""
+    if path is not None and not Path(path).parent.is_dir():
+        raise HsimapError(f"{Path(path).parent}: folder does not exist")
+
+
 def write_confusion_csv(ev: Evaluation, path: str | Path) -> Path:
     """The confusion matrix with class names, rows truth and columns prediction."""
     path = Path(path)
-    if not path.parent.is_dir():
-        raise HsimapError(f"{path.parent}: folder does not exist")
+    check_report_path(path)
     m, names = ev.metrics, ev.names
     tmp = temp_name(path)
     try:
@@ -100,8 +105,7 @@ def write_confusion_png(ev: Evaluation, path: str | Path) -> Path:
     from hsimap.quicklook import confusion_png
 
     path = Path(path)
-    if not path.parent.is_dir():
-        raise HsimapError(f"{path.parent}: folder does not exist")
+    check_report_path(path)
     m = ev.metrics
     confusion_png(np.asarray(m.confusion), [ev.names.name_of(c) for c in m.class_ids],
                   f"OA {m.overall_accuracy:.3f}  kappa {m.kappa:.3f}", path)
