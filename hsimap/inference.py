@@ -123,11 +123,12 @@ def check_values(scene: xr.DataArray, model: TrainedModel, grid: list[Tile], *,
         v, valid = read_window(scene, t.rows, t.cols, bands, valid_bands=bands)
         if valid.any():
             values.append(v[:, valid].ravel())
-    for t in grid if not values else ():
-        v, valid = read_window(scene, t.rows, t.cols, bands, valid_bands=bands)
-        if valid.any():
-            values.append(v[:, valid].ravel())
-            break
+    if not values:  # the sample may have missed a small valid area: search every window
+        for t in grid:
+            v, valid = read_window(scene, t.rows, t.cols, bands, valid_bands=bands)
+            if valid.any():
+                values.append(v[:, valid].ravel())
+                break
     source = scene.attrs.get("source", "scene")
     if not values:
         raise HsimapError(f"{source}: no pixel has data in the {len(bands)} bands the model "

@@ -19,8 +19,9 @@ import xarray as xr
 
 from hsimap.classes import ClassTable, class_dtype
 from hsimap.engine import TileProgress, check_workers, scene_tiles, store
+from hsimap.errors import HsimapError
 from hsimap.inference import check_compatible, check_values, predict
-from hsimap.io.files import check_output, output_folder, output_stem
+from hsimap.io.files import output_folder, output_stem
 from hsimap.io.rasters import Grid, RasterSink
 from hsimap.io.speclib import write_library
 from hsimap.model.store import TrainedModel
@@ -137,7 +138,7 @@ def refuse_existing(paths: dict[str, Path], overwrite: bool) -> None:
     """Refuse outputs that exist already (unless ``overwrite``), before any computation."""
     for p in paths.values():
         if p.exists() and not overwrite:
-            check_output(p, overwrite)
+            raise HsimapError(f"{p}: exists; use --overwrite to replace it")
 
 
 @dataclass

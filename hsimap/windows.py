@@ -129,11 +129,8 @@ def dead_bands(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray) -> np.n
         if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
             data &= raw != nodata
         seen |= data.any(axis=1)
-        masked = np.where(data, raw, np.nan)
-        with np.errstate(all="ignore"):
-            if data.any():
-                lo = np.fmin(lo, np.nanmin(np.where(data, masked, np.inf), axis=1))
-                hi = np.fmax(hi, np.nanmax(np.where(data, masked, -np.inf), axis=1))
+        lo = np.minimum(lo, np.where(data, raw, np.inf).min(axis=1))
+        hi = np.maximum(hi, np.where(data, raw, -np.inf).max(axis=1))
     return ~seen | (lo >= hi)
 
 
