@@ -51,11 +51,11 @@ def main(argv=None) -> None:
                  f"{seq:.1f}", f"{px / seq:,.0f}", "1.00"]]
         for workers in (1, 2):
             t = time.perf_counter()
-            summary = run_batch(lines, d / "model", d / f"batch{workers}", workers=workers,
+            summary = run_batch(lines, d / "model", d / f"batch{workers}", jobs=workers,
                                 progress=False)
             secs = time.perf_counter() - t
             assert not summary.failed
-            rows.append([f"`batch --workers {workers}`", f"{workers} x 1 thread",
+            rows.append([f"`batch --jobs {workers}`", f"{workers} x 1 thread",
                          f"{secs:.1f}", f"{px / secs:,.0f}", f"{seq / secs:.2f}"])
         one, two = float(rows[1][2]), float(rows[2][2])
     print(table(["run", "parallelism", "seconds (cluster start included)", "px/s",

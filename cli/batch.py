@@ -8,8 +8,15 @@ from pathlib import Path
 
 import click
 
-from hsimap.cli.options import cog_opt, device_opt, model_opt, output_opt
-from hsimap.io.rasters import write_vrt
+from hsimap.cli.options import (
+    cog_opt,
+    creation_opt,
+    device_opt,
+    model_opt,
+    output_opt,
+    quiet_opt,
+)
+from hsimap.io.rasters import check_creation_options, write_vrt
 from hsimap.workflows.batch import BatchOptions, expand_scenes, run_batch
 
 
@@ -19,22 +26,28 @@ from hsimap.workflows.batch import BatchOptions, expand_scenes, run_batch
 @output_opt
 @click.option("--list", "list_file", type=click.Path(exists=True), default=None,
               help="File with one scene path a line.")
-@click.option("--workers", type=int, default=None,
-              help="Worker processes of the local cluster (default: cores / threads).")
-@click.option("--threads-per-worker", type=int, default=1, show_default=True,
-              help="Threads each worker gives one scene's windows.")
+@click.option("-j", "--jobs", type=int, default=None,
+              help="Scenes at once: worker processes of the local cluster "
+                   "(default: cores / --workers).")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Parallel windows (threads) of each scene, as in `hsimap predict`.")
+@click.option("--threads-per-worker", "workers_old", type=int, default=None, hidden=True)
 @click.option("--scheduler", default=None,
               help="Existing cluster: tcp://HOST:PORT or a scheduler JSON file.")
-@click.option("--force", is_flag=True, help="Redo scenes the manifest records as done.")
+@click.option("--overwrite", is_flag=True,
+              help="Redo scenes the manifest records as done, replacing their outputs.")
+@click.option("--force", "overwrite_old", is_flag=True, hidden=True)
 @click.option("--window", type=int, default=None, help="Window size, px.")
 @click.option("--halo", type=int, default=None, help="Halo, px.")
 @click.option("--vrt", is_flag=True, help="Also write a GDAL VRT mosaic of the class maps.")
 @click.option("--ignore-wavelengths", is_flag=True)
 @device_opt
 @cog_opt
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def command(scenes, model_dir, output, list_file, workers, threads_per_worker, scheduler,
-            force, window, halo, vrt, ignore_wavelengths, device, cog, quiet) -> None:
+@creation_opt
+@quiet_opt
+def command(scenes, model_dir, output, list_file, jobs, workers, workers_old, scheduler,
+            overwrite, overwrite_old, window, halo, vrt, ignore_wavelengths, device, cog,
+            creation_options, quiet) -> None:
     """Predict every scene in SCENES (paths or quoted globs) into OUTDIR/<scene>/.
 
     A manifest (OUTDIR/manifest.jsonl) records each scene; a rerun skips the scenes already
@@ -43,11 +56,19 @@ def command(scenes, model_dir, output, list_file, workers, threads_per_worker, s
     paths = expand_scenes(list(scenes), list_file)
     # SIGTERM ends the client cleanly: the cluster is closed and the manifest kept.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # --threads-per-worker and --force: earlier names, kept so that scripts still run.
+    workers = workers_old or workers
+    if workers < 1:
+        raise click.BadParameter(f"must be at least 1, got {workers}", param_hint="--workers")
+    if jobs is not None and jobs < 1:
+        raise click.BadParameter(f"must be at least 1, got {jobs}", param_hint="--jobs")
     options = BatchOptions(window=window, halo=halo, cog=cog, device=device,
                            ignore_wavelengths=ignore_wavelengths,
-                           threads_per_worker=threads_per_worker)
-    summary = run_batch(paths, model_dir, output, workers=workers, scheduler=scheduler,
-                        force=force, options=options, progress=not quiet,
+                           creation_options=creation_options, workers=workers)
+    check_creation_options(creation_options, "COG" if cog else "GTiff")
+    summary = run_batch(paths, model_dir, output, jobs=jobs, scheduler=scheduler,
+                        overwrite=overwrite or overwrite_old, options=options,
+                        progress=not quiet,
                         echo=lambda m: click.echo(m, err=True))
     width = max([len(str(p)) for p in paths] + [5])
     click.echo(f"{'scene':<{width}}  status   seconds  note")

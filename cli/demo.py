@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from hsimap.cli.options import quiet_opt
+
 
 @click.command("demo")
 @click.option("-o", "--output", default="demo-output", show_default=True, type=click.Path(),
@@ -11,7 +13,7 @@ import click
 @click.option("--overwrite", is_flag=True, hidden=True,
               help="Accepted for symmetry; the demo always replaces its own files.")
 @click.option("--quick", is_flag=True, help="A smaller scene and fewer epochs (tests).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@quiet_opt
 def command(output, overwrite, quick, quiet) -> None:
     """Synthesize a georeferenced scene from embedded USGS spectra, train a model on a few
     labelled pixels per class, predict the whole scene in streaming windows, evaluate."""

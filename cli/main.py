@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 
 import click
 
@@ -34,11 +36,22 @@ class HsimapGroup(click.Group):
 
 @click.group(cls=HsimapGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hsimap")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bars and no warnings: only results and errors.")
+@click.option("-v", "--verbose", count=True,
+              help="Show GDAL's and the libraries' messages (-vv: also their debug messages).")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, quiet: bool, verbose: int, debug: bool) -> None:
     """Classify and unmix hyperspectral scenes: GIS-ready maps in the scene's coordinates."""
     ctx.meta["hsimap.debug"] = debug
+    ctx.meta["hsimap.quiet"] = quiet
+    if verbose:
+        logging.basicConfig(level=logging.INFO if verbose == 1 else logging.DEBUG,
+                            format="%(levelname)s %(name)s: %(message)s")
+    elif quiet:
+        logging.getLogger("rasterio").setLevel(logging.CRITICAL)
+        warnings.simplefilter("ignore")
 
 
 def _register() -> None:

@@ -47,3 +47,11 @@ seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="
 workers_opt = click.option(
     "--workers", type=int, default=None,
     help="Parallel windows (threads); default: the core count.")
+
+
+def _quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    return value or bool(ctx.meta.get("hsimap.quiet"))
+
+
+quiet_opt = click.option("-q", "--quiet", is_flag=True, callback=_quiet,
+                         help="No progress bar (`hsimap -q` says it for every command).")

@@ -11,6 +11,7 @@ from hsimap.cli.options import (
     model_opt,
     output_opt,
     overwrite_opt,
+    quiet_opt,
     scene_arg,
     variable_opt,
     workers_opt,
@@ -35,7 +36,7 @@ from hsimap.cli.options import (
 @click.option("--no-quicklooks", is_flag=True, help="Skip the PNG quicklooks.")
 @variable_opt
 @overwrite_opt
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_opt
 def command(scene, model_dir, output, window, halo, workers, device, cog, creation_options,
             ignore_wavelengths, ignore_scale, no_quicklooks, variable, overwrite,
             quiet) -> None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from hsimap.cli.options import device_opt, overwrite_opt, scene_arg, seed_opt, variable_opt
+from hsimap.cli.options import (
+    device_opt,
+    overwrite_opt,
+    quiet_opt,
+    scene_arg,
+    seed_opt,
+    variable_opt,
+)
 
 
 @click.command("train")
@@ -37,7 +44,7 @@ from hsimap.cli.options import device_opt, overwrite_opt, scene_arg, seed_opt, v
 @device_opt
 @seed_opt
 @overwrite_opt
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_opt
 def command(scene, labels, output, class_field, classes_csv, label_variable, train_per_class,
             val_per_class, train_fraction, epochs, endmembers, variants, hidden, window, halo,
             val_every, tokens, no_unmixing, threads, variable, device, seed, overwrite,

@@ -10,6 +10,7 @@ from hsimap.cli.options import (
     device_opt,
     output_opt,
     overwrite_opt,
+    quiet_opt,
     scene_arg,
     seed_opt,
     variable_opt,
@@ -43,7 +44,7 @@ from hsimap.cli.options import (
 @creation_opt
 @click.option("--no-quicklooks", is_flag=True, help="Skip the PNG quicklooks.")
 @overwrite_opt
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_opt
 def command(scene, output, endmembers, method, extraction, library, fixed_library, epochs,
             window, halo, variable, seed, workers, device, cog, creation_options, no_quicklooks,
             overwrite, quiet) -> None:

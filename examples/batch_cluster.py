@@ -3,7 +3,7 @@
     python examples/batch_cluster.py -o batch-output            # LocalCluster, 2 workers
     python examples/batch_cluster.py --scheduler tcp://host:8786  # your cluster
 
-The shell equivalent: `hsimap batch "lines/*.tif" -m model/ -o maps/ --workers 2`.
+The shell equivalent: `hsimap batch "lines/*.tif" -m model/ -o maps/ --jobs 2`.
 On an existing cluster every worker must see the scene, model and output paths (a shared
 filesystem), and have hsimap installed.
 """
@@ -39,11 +39,11 @@ def main(argv=None) -> None:
     train(scene, labels, table, out / "model",
           TrainOptions(epochs=args.epochs, hidden=32, window=64, halo=8))
     summary = run_batch([m.scene for m in lines], out / "model", out / "maps",
-                        workers=args.workers, scheduler=args.scheduler)
+                        jobs=args.workers, scheduler=args.scheduler)
     print(f"{len(summary.records)} done, {len(summary.failed)} failed, "
           f"{len(summary.skipped)} skipped, {summary.pixels / summary.seconds:,.0f} px/s")
     again = run_batch([m.scene for m in lines], out / "model", out / "maps",
-                      workers=args.workers, scheduler=args.scheduler, progress=False)
+                      jobs=args.workers, scheduler=args.scheduler, progress=False)
     print(f"rerun: {len(again.skipped)} skipped (already done)")
 
 

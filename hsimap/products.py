@@ -16,13 +16,16 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 import xarray as xr
+from rasterio._err import CPLE_BaseError
+from rasterio.errors import RasterioError
 
 from hsimap.classes import ClassTable, class_dtype
 from hsimap.engine import TileProgress, check_workers, scene_tiles, store
 from hsimap.errors import HsimapError
 from hsimap.inference import check_compatible, check_values, predict
 from hsimap.io.files import output_folder, output_stem
-from hsimap.io.rasters import Grid, RasterSink
+from hsimap.io.outputset import OutputSet
+from hsimap.io.rasters import Grid, RasterSink, check_creation_options, gdal_messages
 from hsimap.io.speclib import write_library
 from hsimap.model.store import TrainedModel
 
@@ -85,52 +88,71 @@ class OutputOptions:
     quicklooks: bool = True
     progress: bool = True
 
+    def check(self) -> None:
+        """Refuse what cannot be written, before any computation."""
+        check_workers(self.workers)
+        check_creation_options(self.creation_options or {}, "COG" if self.cog else "GTiff")
+
 
 def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
                    rasters: dict[str, da.Array], library: EndmemberLibrary,
                    progress: TileProgress, opts: OutputOptions,
-                   class_table: ClassTable | None = None) -> dict[str, Path]:
+                   class_table: ClassTable | None = None,
+                   family: tuple[str, ...] | None = None) -> dict[str, Path]:
     """Stream ``rasters`` (product key -> lazy (bands, y, x) or (y, x) array) to GeoTIFFs on
     the scene's grid, then write the library and quicklooks. Returns every path written.
 
-    Each raster appears under its final name only once complete, and if computing them fails
-    none does. (The set as a whole is not yet atomic: should the library or a quicklook fail
-    after the rasters, the rasters stay.)
+    The files appear together or not at all (:class:`~hsimap.io.outputset.OutputSet`): until
+    every one is complete, the previous set in ``out_dir`` stays as it was. ``family`` names
+    the rasters a set of this kind may hold (default: those in ``rasters``); the previous
+    set's files that this one does not write are removed with it.
     """
     paths = output_paths(out_dir, stem, tuple(rasters), opts.quicklooks)
+    kinds = family or tuple(rasters)
+    outset = OutputSet(out_dir, stem, {p.name for p in output_paths(out_dir, stem, kinds).values()})
+    staged = {k: outset.path(p.name) for k, p in paths.items()}
     workers = check_workers(opts.workers)
     grid = Grid.from_scene(scene)
     sinks = []
-    try:
-        for key, array in rasters.items():
-            product = PRODUCTS[key]
-            count = array.shape[0] if array.ndim == 3 else 1
-            descriptions = library.names if key == "abundances" else [product.description]
-            dtype = product.dtype or class_dtype(class_table)
-            sinks.append(RasterSink(paths[key], grid, count, dtype, nodata=product.nodata,
-                                    cog=opts.cog, overwrite=opts.overwrite,
-                                    creation_options=opts.creation_options or {},
-                                    descriptions=descriptions if key != "classes" else None,
-                                    class_table=class_table if key == "classes" else None))
-        store(list(rasters.values()), sinks, workers=workers)
-    except BaseException:
-        for s in sinks:
-            s.abort()
-        progress.close(failed=True)
-        raise
-    progress.close()
-    write_library(Path(out_dir) / f"{stem}{LIBRARY}", library.spectra, library.names,
-                  library.wavelengths, overwrite=opts.overwrite,
-                  description=library.description)
-    if opts.quicklooks:
-        from hsimap.quicklook import abundances_png, classes_png, endmembers_png
+    with gdal_messages() as gdal:
+        try:
+            for key, array in rasters.items():
+                product = PRODUCTS[key]
+                count = array.shape[0] if array.ndim == 3 else 1
+                descriptions = library.names if key == "abundances" else [product.description]
+                dtype = product.dtype or class_dtype(class_table)
+                sinks.append(RasterSink(staged[key], grid, count, dtype, nodata=product.nodata,
+                                        cog=opts.cog, overwrite=True,
+                                        creation_options=opts.creation_options or {},
+                                        descriptions=descriptions if key != "classes" else None,
+                                        class_table=class_table if key == "classes" else None))
+            store(list(rasters.values()), sinks, workers=workers)
+            progress.close()
+            write_library(outset.path(f"{stem}{LIBRARY}"), library.spectra, library.names,
+                          library.wavelengths, overwrite=True, description=library.description)
+            if opts.quicklooks:
+                from hsimap.quicklook import abundances_png, classes_png, endmembers_png
 
-        if "classes_png" in paths:
-            classes_png(paths["classes"], class_table, paths["classes_png"])
-        if "abundances_png" in paths:
-            abundances_png(paths["abundances"], paths["abundances_png"])
-        endmembers_png(library.spectra, library.wavelengths, library.names,
-                       paths["endmembers_png"])
+                if "classes_png" in staged:
+                    classes_png(staged["classes"], class_table, staged["classes_png"])
+                if "abundances_png" in staged:
+                    abundances_png(staged["abundances"], staged["abundances_png"])
+                endmembers_png(library.spectra, library.wavelengths, library.names,
+                               staged["endmembers_png"])
+            outset.commit()
+        except BaseException as exc:
+            for s in sinks:
+                s.abort()
+            outset.abort()
+            progress.close(failed=True)
+            if isinstance(exc, (OSError, RasterioError, CPLE_BaseError)):
+                # libtiff prints the root cause (``File too large``, ``No space left``)
+                # itself; what reaches Python is its consequence.
+                cause = gdal[0] if gdal else str(exc)
+                raise HsimapError(f"{out_dir}: writing the outputs of {stem} failed "
+                                  f"({cause.rstrip('.')}); no output was changed. Is the disk "
+                                  "full, or the file size limited (ulimit -f)?") from None
+            raise
     return paths
 
 
@@ -165,7 +187,7 @@ def write_outputs(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
     check_compatible(scene, model, ignore_wavelengths=ignore_wavelengths)
     opts = OutputOptions(workers=workers, cog=cog, creation_options=creation_options,
                          overwrite=overwrite, quicklooks=quicklooks, progress=progress)
-    check_workers(workers)
+    opts.check()
     stem = stem or output_stem(scene.attrs.get("source", "scene"))
     paths = output_paths(out_dir, stem, tuple(PRODUCTS), quicklooks)
     refuse_existing(paths, overwrite)

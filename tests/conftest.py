@@ -18,10 +18,10 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def run(argv: list, *, cwd: Path | None = None, env: dict | None = None,
-        timeout: float | None = None) -> subprocess.CompletedProcess:
+        timeout: float | None = None, preexec_fn=None) -> subprocess.CompletedProcess:
     """A real process, its output captured as text."""
     return subprocess.run([str(a) for a in argv], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=timeout)
+                          env=env, timeout=timeout, preexec_fn=preexec_fn)
 
 
 def hsimap(*args: object, **kw) -> subprocess.CompletedProcess:

@@ -45,7 +45,7 @@ def test_batch_matches_predict_and_isolates_failures(trained, tmp_path):
     bad.write_bytes(b"II*\x00garbage")
     other = make_scene(tmp_path / "tenbands.tif", SynthSpec(width=20, height=20, bands=10)).scene
     out = tmp_path / "out"
-    p = _batch(*scenes, bad, other, "-m", trained.model_dir, "-o", out, "--workers", 2,
+    p = _batch(*scenes, bad, other, "-m", trained.model_dir, "-o", out, "--jobs", 2,
                "--quiet")
     stdout, stderr = p.communicate(timeout=500)
     assert p.returncode == 1, stderr
@@ -65,7 +65,7 @@ def test_batch_matches_predict_and_isolates_failures(trained, tmp_path):
 def test_sigterm_then_resume(trained, tmp_path):
     scenes = _scenes(tmp_path, 4, size=(96, 80))
     out = tmp_path / "out"
-    p = _batch(*scenes, "-m", trained.model_dir, "-o", out, "--workers", 1, "--quiet")
+    p = _batch(*scenes, "-m", trained.model_dir, "-o", out, "--jobs", 1, "--quiet")
     deadline = time.time() + 300
     while time.time() < deadline:
         if (out / "manifest.jsonl").exists() and _manifest(out):
@@ -83,7 +83,7 @@ def test_sigterm_then_resume(trained, tmp_path):
             src.read()
     for partial in out.glob("*/*partial*"):
         assert partial.name.startswith(".")
-    p = _batch(*scenes, "-m", trained.model_dir, "-o", out, "--workers", 1, "--quiet")
+    p = _batch(*scenes, "-m", trained.model_dir, "-o", out, "--jobs", 1, "--quiet")
     stdout, stderr = p.communicate(timeout=500)
     assert p.returncode == 0, stderr
     assert stdout.count("skipped") >= len(first)
@@ -98,7 +98,7 @@ def test_sigterm_then_resume(trained, tmp_path):
 def test_killed_worker_scene_is_retried(trained, tmp_path):
     (scene,) = _scenes(tmp_path, 1, size=(400, 300))
     out = tmp_path / "out"
-    p = _batch(scene, "-m", trained.model_dir, "-o", out, "--workers", 1, "--quiet")
+    p = _batch(scene, "-m", trained.model_dir, "-o", out, "--jobs", 1, "--quiet")
     victim = None
     deadline = time.time() + 300
     while victim is None and time.time() < deadline:

@@ -187,6 +187,12 @@ CASES = [
     Case("int16 x 10,000 scene, no scale metadata", int16_without_scale,
          "other units (reflectance x 10,000?)"),
     Case("all-nodata scene", all_nodata, "nothing to predict"),
+    Case("predict --co COMPRESS=NOPE", predict("--co", "COMPRESS=NOPE"),
+         "'NOPE' is an unexpected value for COMPRESS"),
+    Case("unmix --co FOO=1", unmix("--co", "FOO=1"),
+         "driver GTiff does not support creation option FOO"),
+    Case("predict --cog --co BLOCKSIZE=abc", predict("--cog", "--co", "BLOCKSIZE=abc"),
+         "BLOCKSIZE takes an integer"),
 ]
 
 

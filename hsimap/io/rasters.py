@@ -11,10 +11,12 @@ worker threads wrote windows.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,67 @@ def parse_creation_options(items: Sequence[str]) -> dict[str, str]:
         k, v = item.split("=", 1)
         out[k.strip().upper()] = v.strip()
     return out
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        # rasterio prefixes GDAL's error class ("CPLE_IllegalArg in ..."): users need the rest.
+        head, sep, rest = msg.partition(" in ")
+        self.messages.append(rest if sep and head.startswith("CPLE_") else msg)
+
+
+@contextmanager
+def gdal_messages() -> Iterator[list[str]]:
+    """GDAL's warnings and errors during the block, as text, kept from stderr.
+
+    rasterio hands GDAL's messages to the ``rasterio`` logger; unhandled, Python prints each
+    as a bare line (``_tiffWriteProc: File too large.``) that names neither file nor run.
+    """
+    handler = _Collect()
+    logger = logging.getLogger("rasterio")
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+INTEGER_OPTIONS = {"BLOCKSIZE", "BLOCKXSIZE", "BLOCKYSIZE", "ZLEVEL", "ZSTD_LEVEL", "LEVEL",
+                   "JPEG_QUALITY", "QUALITY", "WEBP_LEVEL", "JXL_EFFORT", "OVERVIEW_COUNT",
+                   "PREDICTOR"}
+
+
+def check_creation_options(options: dict[str, str], driver: str = "GTiff") -> None:
+    """Refuse creation options ``driver`` does not know or whose value it does not take.
+
+    GDAL only warns about them and writes with its defaults: ``--co COMPRESS=NOPE`` wrote an
+    uncompressed file without a word.
+    """
+    if not options:
+        return
+    for k, v in options.items():
+        # GDAL's COG driver aborts the process (std::bad_alloc) on BLOCKSIZE=abc: numbers are
+        # checked here before GDAL sees them.
+        if k in INTEGER_OPTIONS and not v.lstrip("-").isdigit():
+            raise HsimapError(f"--co {k}={v}: {k} takes an integer")
+    from rasterio.io import MemoryFile
+
+    with gdal_messages() as messages, MemoryFile() as mem:
+        with mem.open(driver="GTiff", width=8, height=8, count=1, dtype="uint8",
+                      crs="EPSG:32633", transform=Affine(1, 0, 0, 0, -1, 8)) as src:
+            src.write(np.zeros((1, 8, 8), np.uint8))
+        rasterio.shutil.copy(mem.name, "/vsimem/hsimap-co-check.tif", driver=driver, **options)
+        rasterio.shutil.delete("/vsimem/hsimap-co-check.tif")
+    if messages:
+        raise HsimapError(f"--co {' '.join(f'{k}={v}' for k, v in options.items())}: "
+                          f"{messages[0].rstrip('.')}")
 
 
 # GDAL's one block cache (5% of RAM by default) holds written blocks until it is full and

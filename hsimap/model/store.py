@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from hsimap.classes import ClassTable, Split
 from hsimap.errors import HsimapError
-from hsimap.io.files import temp_name
+from hsimap.io.outputset import OutputSet
 from hsimap.io.rasters import Grid, write_raster
 from hsimap.model.network import ModelConfig, UnmixingGuidedMamba
 
@@ -204,38 +204,32 @@ def check_model_folder(out_dir: str | Path, overwrite: bool) -> Path:
 
 
 def save_model(out_dir: str | Path, network: UnmixingGuidedMamba, card: ModelCard, *,
-               history: list[dict[str, Any]] | None = None, split: np.ndarray | None = None,
-               grid: Grid | None = None, overwrite: bool = False) -> Path:
-    """Write the model folder: weights, card, and (when given) history and split raster."""
+               history: list[dict[str, Any]] | None = None,
+               splits: dict[str, tuple[np.ndarray, Grid]] | None = None,
+               overwrite: bool = False) -> Path:
+    """Write the model folder: weights, card, and (when given) history and split rasters
+    (file name -> split codes and their scene's grid).
+
+    The files appear together (:class:`~hsimap.io.outputset.OutputSet`): a run killed while
+    saving leaves the previous model whole, and a model never mixes two runs' files.
+    """
     out = check_model_folder(out_dir, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     card.config = network.cfg
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    staged: list[tuple[Path, Path]] = []
-    try:
-        tmp = temp_name(out / WEIGHTS)
-        save_file(state, str(tmp), metadata={"format": FORMAT})
-        staged.append((tmp, out / WEIGHTS))
+    old_splits = {p.name for p in out.glob("split*.tif")}
+    with OutputSet(out, "model", {WEIGHTS, CARD, HISTORY, SPLIT} | old_splits) as files:
+        save_file(state, str(files.path(WEIGHTS)), metadata={"format": FORMAT})
         if history:
-            tmp = temp_name(out / HISTORY)
-            with open(tmp, "w", newline="") as f:
+            with open(files.path(HISTORY), "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(history[0].keys()))
                 w.writeheader()
                 w.writerows(history)
-            staged.append((tmp, out / HISTORY))
-        if split is not None and grid is not None:
-            write_raster(out / SPLIT, split, grid, class_table=SPLIT_TABLE, overwrite=True)
-        tmp = temp_name(out / CARD)
-        tmp.write_text(json.dumps(card.to_dict(), indent=2))
-        staged.append((tmp, out / CARD))
-        # The card goes last: a folder with a model.json is a complete model.
-        for src, dst in staged:
-            os.chmod(src, 0o644)
-            os.replace(src, dst)
-    except BaseException:
-        for src, _ in staged:
-            src.unlink(missing_ok=True)
-        raise
+        for name, (codes, grid) in (splits or {}).items():
+            write_raster(files.path(name), codes, grid, class_table=SPLIT_TABLE)
+        files.path(CARD).write_text(json.dumps(card.to_dict(), indent=2))
+        for f in files.staging.iterdir():
+            os.chmod(f, 0o644)
     return out
 
 

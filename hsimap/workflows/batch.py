@@ -98,12 +98,13 @@ class BatchOptions:
     cog: bool = False
     device: str = "cpu"
     ignore_wavelengths: bool = False
-    threads_per_worker: int = 1
+    creation_options: dict[str, str] = field(default_factory=dict)
+    workers: int = 1            # a scene's windows computed at once (threads), as in predict
 
     def recorded(self) -> dict[str, Any]:
-        """What the manifest keeps: every option that changes a scene's outputs (threads do
+        """What the manifest keeps: every option that changes a scene's outputs (workers do
         not: results are independent of the worker count)."""
-        return {k: v for k, v in asdict(self).items() if k != "threads_per_worker"}
+        return {k: v for k, v in asdict(self).items() if k != "workers"}
 
 
 def process_scene(scene: str, model_dir: str, out_dir: str, options: BatchOptions
@@ -123,12 +124,12 @@ def process_scene(scene: str, model_dir: str, out_dir: str, options: BatchOption
         data = open_scene(scene)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         report = write_outputs(data, model, out_dir, window=options.window, halo=options.halo,
-                               workers=options.threads_per_worker, cog=options.cog,
+                               workers=options.workers, cog=options.cog,
+                               creation_options=options.creation_options,
                                overwrite=True, progress=False,
                                ignore_wavelengths=options.ignore_wavelengths)
         record.update(status="done", pixels=report.pixels,
-                      outputs={k: {"path": str(p), "sha256": file_sha256(p)}
-                               for k, p in report.paths.items()})
+                      outputs={k: _checksums(p) for k, p in report.paths.items()})
     except HsimapError as exc:
         record.update(status="failed", reason=str(exc))
     except Exception as exc:  # a corrupt file can raise anything from deep inside GDAL
@@ -166,10 +167,21 @@ def is_complete(rec: dict[str, Any] | None, signature: dict[str, Any], model_has
     if not isinstance(rec.get("outputs"), dict):
         return False
     for out in rec.get("outputs", {}).values():
-        p = Path(out["path"])
-        if not p.exists() or file_sha256(p) != out["sha256"]:
+        if not isinstance(out, dict) or _checksums(Path(out.get("path", ""))) != out:
             return False
     return True
+
+
+def _checksums(path: Path) -> dict[str, str]:
+    """A file's path and SHA-256, and its ``.aux.xml`` sidecar's (category names, attribute
+    table): a map whose sidecar was edited or lost is not the map the run wrote."""
+    out = {"path": str(path)}
+    if path.is_file():
+        out["sha256"] = file_sha256(path)
+    aux = Path(str(path) + ".aux.xml")
+    if aux.is_file():
+        out["aux_sha256"] = file_sha256(aux)
+    return out
 
 
 @dataclass
@@ -189,16 +201,18 @@ class BatchSummary:
 
 
 def run_batch(scenes: list[Path], model_dir: str | Path, out_dir: str | Path, *,
-              workers: int | None = None, scheduler: str | None = None, force: bool = False,
+              jobs: int | None = None, scheduler: str | None = None, overwrite: bool = False,
               options: BatchOptions | None = None, progress: bool = True,
               echo=print) -> BatchSummary:
     """Run ``scenes`` through the model on dask.distributed; see the module docstring.
 
     Args:
-        workers: worker processes of a local cluster (default: cores / threads per worker).
+        jobs: scenes at once: worker processes of a local cluster (default: cores / the
+            windows each scene computes at once, ``options.workers``).
         scheduler: ``tcp://host:port`` or a scheduler JSON file of an existing cluster;
-            default: a LocalCluster of ``workers`` processes on this machine.
-        options: how each scene is predicted (``threads_per_worker``: its windows in parallel).
+            default: a LocalCluster of ``jobs`` processes on this machine.
+        overwrite: redo scenes the manifest records as done.
+        options: how each scene is predicted.
     """
     from hsimap.model.store import load_model
 
@@ -207,13 +221,13 @@ def run_batch(scenes: list[Path], model_dir: str | Path, out_dir: str | Path, *,
     out.mkdir(parents=True, exist_ok=True)
     model_hash = load_model(model_dir).card.model_hash  # checked before any cluster starts
     summary = BatchSummary()
-    todo = _plan(scenes, out, model_hash, force, summary, options.recorded(), echo)
+    todo = _plan(scenes, out, model_hash, overwrite, summary, options.recorded(), echo)
     if not todo:
         return summary
     t0 = time.time()
-    if workers is None:
-        workers = max(1, default_workers() // options.threads_per_worker)
-    with _connect(scheduler, min(workers, len(todo)), options.threads_per_worker) as client:
+    if jobs is None:
+        jobs = max(1, default_workers() // options.workers)
+    with _connect(scheduler, min(jobs, len(todo)), options.workers) as client:
         summary.dashboard = client.dashboard_link if _has_bokeh() else None
         if summary.dashboard:
             echo(f"dask dashboard: {summary.dashboard}")

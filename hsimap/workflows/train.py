@@ -384,6 +384,6 @@ def train(scene: xr.DataArray, labels: np.ndarray, class_table: ClassTable, out_
     card.validation_metrics = fit.best_val.to_dict()
     card.test_metrics = test.to_dict() if test is not None else None
     net.to("cpu")
-    save_model(out_dir, net, card, history=fit.history, split=setup.split,
-               grid=Grid.from_scene(scene), overwrite=overwrite)
+    save_model(out_dir, net, card, history=fit.history,
+               splits={"split.tif": (setup.split, Grid.from_scene(scene))}, overwrite=overwrite)
     return TrainResult(model, fit.best_epoch, fit.best_val, test, seconds, per_epoch, stopped)

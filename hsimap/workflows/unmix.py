@@ -148,6 +148,7 @@ def unmix(scene: xr.DataArray, out_dir: str | Path, opts: UnmixOptions | None = 
     out = opts.output
     paths = output_paths(out_dir, stem, RASTERS, out.quicklooks)
     refuse_existing(paths, out.overwrite)
+    out.check()
     grid = scene_tiles(scene, opts.window, opts.halo)
     with output_folder(out_dir):
         spectra, names, wl, written = _unmix_into(scene, out_dir, stem, grid, opts)
