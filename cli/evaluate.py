@@ -19,42 +19,76 @@ SUBSETS = ("train", "validation", "test")
 @click.option("--split", "split_path", type=click.Path(exists=True), default=None,
               help="split.tif from the model folder: score only one subset.")
 @click.option("--subset", type=click.Choice(SUBSETS), default="test", show_default=True)
+@click.option("--stratified", is_flag=True,
+              help="The reference pixels are a stratified random sample of the map's classes: "
+                   "add area-adjusted accuracy and area estimates with 95% intervals "
+                   "(Olofsson et al. 2014).")
 @json_opt
 @click.option("--csv", "csv_path", type=click.Path(), default=None,
-              help="Write the confusion matrix as CSV.")
+              help="Write the per-class report (accuracies, F1, areas) as CSV.")
+@click.option("--confusion-csv", "confusion_path", type=click.Path(), default=None,
+              help="Write the confusion matrix (counts) as CSV.")
 @click.option("--png", "png_path", type=click.Path(), default=None,
-              help="Write the confusion matrix as a picture.")
-def command(prediction, labels, class_field, split_path, subset, as_json, csv_path,
-            png_path) -> None:
-    """Score PREDICTION (a class map) against LABELS: OA, AA, kappa, per-class, IoU."""
+              help="Write the confusion matrix, counts in its cells, as a picture.")
+def command(prediction, labels, class_field, split_path, subset, stratified, as_json,
+            csv_path, confusion_path, png_path) -> None:
+    """Score PREDICTION (a class map) against LABELS: an accuracy report.
+
+    Confusion matrix with counts, producer's and user's accuracy, F1, OA, kappa and each
+    class's mapped area; with --stratified, area-adjusted estimates with 95% intervals.
+    """
     from hsimap.workflows.evaluate import (
         check_report_path,
         evaluate,
         write_confusion_csv,
         write_confusion_png,
+        write_report_csv,
     )
 
-    check_report_path(csv_path)
-    check_report_path(png_path)
-    ev = evaluate(prediction, labels, class_field=class_field, split=split_path, subset=subset)
-    m, names = ev.metrics, ev.names
+    for path in (csv_path, confusion_path, png_path):
+        check_report_path(path)
+    ev = evaluate(prediction, labels, class_field=class_field, split=split_path, subset=subset,
+                  stratified=stratified)
     if as_json:
-        click.echo(json.dumps(m.to_dict()))
+        click.echo(json.dumps(ev.to_dict()))
     else:
-        click.echo(f"pixels {m.pixels}  OA {m.overall_accuracy:.4f}  AA {m.average_accuracy:.4f}"
-                   f"  kappa {m.kappa:.4f}  mIoU {m.mean_iou:.4f}")
-        width = max(len(names.name_of(c)) for c in m.class_ids)
-        click.echo(f"{'class':<{width}}  accuracy     IoU")
-        for c in m.class_ids:
-            if c in m.per_class_accuracy:
-                click.echo(f"{names.name_of(c):<{width}}  {m.per_class_accuracy[c]:8.4f}"
-                           f"  {m.per_class_iou[c]:6.4f}")
-        click.echo("confusion (rows truth, columns prediction):")
-        click.echo(" " * (width + 2) + " ".join(f"{c:>7}" for c in m.class_ids) + "   other")
-        for c, row, other in zip(m.class_ids, m.confusion, m.other, strict=True):
-            click.echo(f"{names.name_of(c):<{width}}  " + " ".join(f"{v:>7}" for v in row)
-                       + f" {other:>7}")
+        _print_report(ev)
     if csv_path:
-        write_confusion_csv(ev, csv_path)
+        write_report_csv(ev, csv_path)
+    if confusion_path:
+        write_confusion_csv(ev, confusion_path)
     if png_path:
         write_confusion_png(ev, png_path)
+
+
+def _fmt(v, spec: str = ".4f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _print_report(ev) -> None:
+    m, names, rows = ev.metrics, ev.names, ev.classes()
+    click.echo(f"pixels {m.pixels}  OA {m.overall_accuracy:.4f}  AA {m.average_accuracy:.4f}"
+               f"  kappa {m.kappa:.4f}  mIoU {m.mean_iou:.4f}")
+    width = max(len(r["name"]) for r in rows)
+    area = "mapped ha" if any(r["mapped_area_ha"] is not None for r in rows) else "mapped px"
+    click.echo(f"{'class':<{width}}  reference  producer's  user's      F1  {area:>12}")
+    for r in rows:
+        mapped = r["mapped_area_ha"] if r["mapped_area_ha"] is not None else r["mapped_pixels"]
+        click.echo(f"{r['name']:<{width}}  {r['reference_pixels']:>9}  "
+                   f"{_fmt(r['producers_accuracy']):>10}  {_fmt(r['users_accuracy']):>6}  "
+                   f"{_fmt(r['f1']):>6}  {_fmt(mapped, ',.2f'):>12}")
+    a = ev.adjusted
+    if a is not None:
+        click.echo(f"area-adjusted (stratified sample, Olofsson et al. 2014; +- 95% interval): "
+                   f"OA {a.overall_accuracy:.4f} +- {a.overall_accuracy_ci95:.4f}")
+        click.echo(f"{'class':<{width}}  {'area ' + a.unit:>24}  {'producer' + chr(39) + 's':>17}"
+                   f"  {'user' + chr(39) + 's':>17}")
+        for i, r in enumerate(rows):
+            click.echo(f"{r['name']:<{width}}  {a.area[i]:>12,.1f} +- {a.area_ci95[i]:>8,.1f}  "
+                       f"{a.producers_accuracy[i]:.4f} +- {a.producers_accuracy_ci95[i]:.4f}  "
+                       f"{a.users_accuracy[i]:.4f} +- {a.users_accuracy_ci95[i]:.4f}")
+    click.echo("confusion (rows reference, columns map; counts):")
+    click.echo(" " * (width + 2) + " ".join(f"{c:>7}" for c in m.class_ids) + "   other")
+    for c, row, other in zip(m.class_ids, m.confusion, m.other, strict=True):
+        click.echo(f"{names.name_of(c):<{width}}  " + " ".join(f"{v:>7}" for v in row)
+                   + f" {other:>7}")

@@ -1,4 +1,5 @@
-"""Classification metrics: OA, AA, Cohen's kappa, per-class accuracy, IoU, confusion matrix."""
+"""Classification metrics: OA, AA, Cohen's kappa, producer's and user's accuracy, F1, IoU, and
+the confusion matrix with counts. Per-class precision, recall and F1 come from scikit-learn."""
 
 from __future__ import annotations
 
@@ -21,12 +22,23 @@ class Metrics:
     # per truth class, pixels predicted as none of ``class_ids`` (unclassified, nodata): with
     # them every confusion row sums to that class's pixel count
     other: list[int] = field(default_factory=list)
+    # producer's accuracy is recall (share of a reference class mapped as it), user's accuracy
+    # is precision (share of a mapped class that is it on the ground)
+    producers_accuracy: dict[int, float] = field(default_factory=dict)
+    users_accuracy: dict[int, float] = field(default_factory=dict)
+    f1: dict[int, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["per_class_accuracy"] = {str(k): v for k, v in self.per_class_accuracy.items()}
-        d["per_class_iou"] = {str(k): v for k, v in self.per_class_iou.items()}
+        for key in ("per_class_iou", "producers_accuracy", "users_accuracy", "f1"):
+            d[key] = {str(k): _finite(v) for k, v in getattr(self, key).items()}
         return d
+
+
+def _finite(v: float) -> float | None:
+    """JSON has no NaN: an undefined value (a class never predicted) is null."""
+    return None if v != v else v
 
 
 def classification_metrics(truth: np.ndarray, pred: np.ndarray,
@@ -56,10 +68,18 @@ def classification_metrics(truth: np.ndarray, pred: np.ndarray,
     pe = float((support * predicted).sum()) / n**2
     kappa = (oa - pe) / (1 - pe) if pe < 1 else 1.0
     present = support > 0
+    from sklearn.metrics import precision_recall_fscore_support
+
+    # "other" (k) is scored as a wrong answer for every class, never as a class of its own.
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        t, p, labels=list(range(k)), zero_division=np.nan)
     return Metrics(
         overall_accuracy=float(oa), average_accuracy=float(np.nanmean(acc[present])),
         kappa=float(kappa), mean_iou=float(np.nanmean(iou[present])),
         per_class_accuracy={c: float(acc[i]) for i, c in enumerate(class_ids) if present[i]},
         per_class_iou={c: float(iou[i]) for i, c in enumerate(class_ids) if present[i]},
         confusion=cm[:, :k].tolist(), class_ids=list(class_ids), pixels=n,
-        other=cm[:, k].tolist())
+        other=cm[:, k].tolist(),
+        producers_accuracy={c: float(recall[i]) for i, c in enumerate(class_ids) if present[i]},
+        users_accuracy={c: float(precision[i]) for i, c in enumerate(class_ids) if present[i]},
+        f1={c: float(f1[i]) for i, c in enumerate(class_ids) if present[i]})

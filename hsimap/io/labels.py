@@ -26,9 +26,14 @@ VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml")
 
 
 def load_labels(path: str | Path, scene: xr.DataArray, *, class_field: str | None = None,
-                variable: str | None = None, classes_csv: str | Path | None = None
-                ) -> tuple[np.ndarray, ClassTable]:
-    """Labels as an int32 (height, width) array on the scene grid, and the class table."""
+                variable: str | None = None, classes_csv: str | Path | None = None,
+                partial: bool = False) -> tuple[np.ndarray, ClassTable]:
+    """Labels as an int32 (height, width) array on the scene grid, and the class table.
+
+    The table lists the classes that have pixels on the grid. A class the file lists without
+    pixels here is refused, unless ``partial`` (a reference sample, or one of several flight
+    lines, need not hold every class).
+    """
     path = Path(path)
     if not path.exists():
         raise HsimapError(f"{path}: no such label file")
@@ -58,7 +63,7 @@ def load_labels(path: str | Path, scene: xr.DataArray, *, class_field: str | Non
     # Keep only classes that have pixels; a class listed but absent cannot be learnt.
     keep = [i for i in table.ids if i in ids]
     absent = [table.name_of(i) for i in table.ids if i not in ids]
-    if absent:
+    if absent and not partial:
         raise HsimapError(f"class(es) {', '.join(absent)} have no labelled pixels in the "
                           "scene; remove them from the class list")
     table = ClassTable(keep, [table.name_of(i) for i in keep],

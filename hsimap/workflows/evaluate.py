@@ -1,4 +1,10 @@
-"""Scoring a class map against reference labels: the numbers and the files of ``evaluate``."""
+"""Scoring a class map against reference labels: the numbers and the files of ``evaluate``.
+
+The report is what a map-accuracy assessment needs: the confusion matrix with counts,
+producer's and user's accuracy, F1, OA and kappa, each class's mapped area, and, when the
+reference sample was drawn stratified by the map's classes, area-adjusted accuracy and area
+estimates with 95% confidence intervals (:mod:`hsimap.accuracy`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from hsimap.accuracy import AreaAdjusted, MappedArea, area_adjusted, mapped_area
 from hsimap.classes import ClassTable, Split
 from hsimap.errors import HsimapError
 from hsimap.io.files import temp_name
@@ -26,17 +33,60 @@ class Evaluation:
 
     metrics: Metrics
     names: ClassTable
+    mapped: MappedArea | None = None
+    adjusted: AreaAdjusted | None = None
+
+    def classes(self) -> list[dict]:
+        """One record per class: the per-class part of the report (CSV rows, JSON)."""
+        m, rows = self.metrics, []
+        for i, c in enumerate(m.class_ids):
+            row = {"id": c, "name": self.names.name_of(c),
+                   "reference_pixels": int(sum(m.confusion[i]) + m.other[i]),
+                   "mapped_pixels": None, "mapped_area_ha": None,
+                   "producers_accuracy": m.producers_accuracy.get(c),
+                   "users_accuracy": m.users_accuracy.get(c), "f1": m.f1.get(c)}
+            if self.mapped is not None:
+                row["mapped_pixels"] = int(self.mapped.pixels[i])
+                if self.mapped.hectares is not None:
+                    row["mapped_area_ha"] = float(self.mapped.hectares[i])
+            a = self.adjusted
+            if a is not None:
+                unit = "ha" if a.unit == "ha" else "pixels"
+                row.update({f"adjusted_area_{unit}": float(a.area[i]),
+                            f"adjusted_area_{unit}_ci95": float(a.area_ci95[i]),
+                            "adjusted_users_accuracy": float(a.users_accuracy[i]),
+                            "adjusted_users_accuracy_ci95": float(a.users_accuracy_ci95[i]),
+                            "adjusted_producers_accuracy": float(a.producers_accuracy[i]),
+                            "adjusted_producers_accuracy_ci95":
+                                float(a.producers_accuracy_ci95[i])})
+            rows.append({k: (None if isinstance(v, float) and v != v else v)
+                         for k, v in row.items()})
+        return rows
+
+    def to_dict(self) -> dict:
+        d = self.metrics.to_dict()
+        d["classes"] = self.classes()
+        if self.adjusted is not None:
+            d["area_adjusted"] = {"overall_accuracy": self.adjusted.overall_accuracy,
+                                  "overall_accuracy_ci95": self.adjusted.overall_accuracy_ci95,
+                                  "unit": self.adjusted.unit,
+                                  "method": "Olofsson et al. 2014, stratified by map class"}
+        return d
 
 
 def evaluate(prediction: str | Path, labels: str | Path, *, class_field: str | None = None,
-             split: str | Path | None = None, subset: str = "test") -> Evaluation:
+             split: str | Path | None = None, subset: str = "test",
+             stratified: bool = False) -> Evaluation:
     """Score ``prediction`` against ``labels`` (raster, vector or .mat on its grid).
 
-    With ``split`` (a model's split.tif), only the pixels of ``subset`` count.
+    With ``split`` (a model's split.tif), only the pixels of ``subset`` count. With
+    ``stratified`` (the reference pixels are a stratified random sample of the map's
+    classes), area-adjusted accuracy and area estimates are added.
     """
     with rasterio.open(prediction) as src:
         pred = src.read(1)
-    truth, table = load_labels(labels, open_scene(prediction), class_field=class_field)
+    truth, table = load_labels(labels, open_scene(prediction), class_field=class_field,
+                               partial=True)
     map_table = read_class_table(prediction)
     if map_table is not None and _named(table) and _named(map_table):
         truth, table = _match_by_name(truth, table, map_table, labels)
@@ -50,7 +100,17 @@ def evaluate(prediction: str | Path, labels: str | Path, *, class_field: str | N
         m = classification_metrics(truth, pred, table.ids)
     except ValueError as exc:
         raise HsimapError(f"{labels}: {exc}") from None
-    return Evaluation(m, map_table or table)
+    names = map_table or table
+    mapped = mapped_area(prediction, m.class_ids)
+    adjusted = None
+    if stratified:
+        sample = np.asarray(m.confusion).T    # rows: the map's class (the strata)
+        ha = mapped.hectares
+        total, unit = (float(ha.sum()), "ha") if ha is not None else \
+            (float(mapped.pixels.sum()), "pixels")
+        adjusted = area_adjusted(sample, mapped.pixels, total, unit,
+                                 [names.name_of(c) for c in m.class_ids])
+    return Evaluation(m, names, mapped, adjusted)
 
 
 def _named(table: ClassTable) -> bool:
@@ -80,6 +140,23 @@ def check_report_path(path: str | Path | None) -> None:
     """Refuse a report file whose folder is missing, before anything is evaluated."""
     if path is not None and not Path(path).parent.is_dir():
         raise HsimapError(f"{Path(path).parent}: folder does not exist")
+
+
+def write_report_csv(ev: Evaluation, path: str | Path) -> Path:
+    """The per-class report: one row per class (:meth:`Evaluation.classes`)."""
+    path = Path(path)
+    check_report_path(path)
+    rows = ev.classes()
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def write_confusion_csv(ev: Evaluation, path: str | Path) -> Path:
