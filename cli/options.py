@@ -10,13 +10,24 @@ from hsimap.errors import HsimapError
 from hsimap.io.rasters import parse_creation_options
 
 
-def _existing(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+def _existing(ctx: click.Context, param: click.Parameter, value: str | None
+              ) -> Path | str | None:
+    """A path that exists; GDAL virtual paths and URLs (/vsizip/, s3://) are left to GDAL."""
+    from hsimap.io.scene import is_virtual
+
     if value is None:
         return None
+    if is_virtual(value):
+        return value
     p = Path(value)
     if not p.exists():
         raise click.BadParameter(f"{value}: no such file or folder", ctx=ctx, param=param)
     return p
+
+
+def existing_all(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+                 ) -> list[Path | str]:
+    return [_existing(ctx, param, v) for v in values]
 
 
 def _creation(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict:

@@ -6,18 +6,19 @@ import click
 
 from hsimap.cli.options import (
     device_opt,
+    existing_all,
     overwrite_opt,
     quiet_opt,
-    scene_arg,
     seed_opt,
     variable_opt,
 )
 
 
 @click.command("train")
-@scene_arg
-@click.option("-l", "--labels", required=True, type=click.Path(),
-              help="Class raster (0 = unlabelled), vector file (polygons/points) or .mat.")
+@click.argument("scenes", nargs=-1, required=True, metavar="SCENE...", callback=existing_all)
+@click.option("-l", "--labels", required=True, multiple=True, type=click.Path(),
+              help="Class raster (0 = unlabelled), vector file (polygons/points) or .mat; "
+                   "one per scene, in order, or one vector file for all scenes.")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Model folder to write.")
 @click.option("--class-field", default=None, help="Vector attribute holding the class.")
 @click.option("--classes", "classes_csv", type=click.Path(exists=True), default=None,
@@ -45,18 +46,24 @@ from hsimap.cli.options import (
 @seed_opt
 @overwrite_opt
 @quiet_opt
-def command(scene, labels, output, class_field, classes_csv, label_variable, train_per_class,
+def command(scenes, labels, output, class_field, classes_csv, label_variable, train_per_class,
             val_per_class, train_fraction, epochs, endmembers, variants, hidden, window, halo,
             val_every, tokens, no_unmixing, threads, variable, device, seed, overwrite,
             quiet) -> None:
-    """Train a model on SCENE with LABELS; write it to a folder.
+    """Train a model on one or more SCENEs with their LABELS; write it to a folder.
+
+    Several scenes (flight lines of one sensor) train one model: give one -l per scene, in
+    the same order, or a single vector file whose polygons each scene takes where they fall
+    on it. One split and one scaling cover all scenes.
 
     The folder holds model.safetensors (weights), model.json (the model card: classes,
-    bands, scaling, metrics), history.csv and split.tif (1 train, 2 validation, 3 test).
+    bands, scaling, metrics, scenes), history.csv and split.tif (1 train, 2 validation,
+    3 test), or split_<scene>.tif per scene.
     """
     from pathlib import Path
 
-    from hsimap.io.labels import load_labels
+    from hsimap.errors import HsimapError
+    from hsimap.io.labels import VECTOR_SUFFIXES, combine_labels, load_labels
     from hsimap.io.scene import open_scene
     from hsimap.model.store import check_model_folder, resolve_device
     from hsimap.workflows.train import TrainOptions, train
@@ -71,10 +78,27 @@ def command(scene, labels, output, class_field, classes_csv, label_variable, tra
     # Everything that can be refused is refused before the scene and labels are read.
     opts.check()
     check_model_folder(out, overwrite)
-    data = open_scene(scene, variable=variable)
-    lab, table = load_labels(labels, data, class_field=class_field, variable=label_variable,
-                             classes_csv=classes_csv)
-    result = train(data, lab, table, out, opts, overwrite=overwrite)
+    if len(labels) == 1 and len(scenes) > 1:
+        if Path(labels[0]).suffix.lower() not in VECTOR_SUFFIXES:
+            raise click.UsageError(f"{len(scenes)} scenes and one -l {labels[0]}: give one -l "
+                                   "per scene, or one vector file covering all of them")
+        labels = labels * len(scenes)
+    elif len(labels) != len(scenes):
+        raise click.UsageError(f"{len(scenes)} scene(s) but {len(labels)} -l: give one per "
+                               "scene, in order, or one vector file for all")
+    data = [open_scene(s, variable=variable) for s in scenes]
+    loaded = []
+    for lab, d, name in zip(labels, data, scenes, strict=True):
+        try:
+            loaded.append(load_labels(lab, d, class_field=class_field, variable=label_variable,
+                                      classes_csv=classes_csv, partial=len(scenes) > 1))
+        except HsimapError as exc:
+            raise HsimapError(f"{exc} ({name})" if len(scenes) > 1 else str(exc)) from None
+    if len(scenes) == 1:
+        result = train(data[0], loaded[0][0], loaded[0][1], out, opts, overwrite=overwrite)
+    else:
+        table, lab = combine_labels([t for _, t in loaded], [a for a, _ in loaded])
+        result = train(data, lab, table, out, opts, overwrite=overwrite)
     excluded = result.model.card.excluded_bands
     if excluded:
         click.echo(f"excluded {len(excluded)} band(s) with no data, or one value, over the "

@@ -76,6 +76,11 @@ class ClassTable:
     def from_dict(cls, d: dict[str, Any]) -> ClassTable:
         return cls(list(d["ids"]), list(d["names"]), [tuple(c) for c in d["colors"]])
 
+    @property
+    def named(self) -> bool:
+        """Whether the classes carry real names (not only the default "class N")."""
+        return any(n != f"class {i}" for i, n in zip(self.ids, self.names, strict=True))
+
     def name_of(self, class_id: int) -> str:
         return self.names[self.ids.index(class_id)] if class_id in self.ids else f"class {class_id}"
 

@@ -138,3 +138,28 @@ def test_mat_without_cube(tmp_path):
     savemat(tmp_path / "x.mat", {"label": np.array([[1]])})
     with pytest.raises(HsimapError, match="no hyperspectral cube"):
         open_scene(tmp_path / "x.mat")
+
+
+def test_a_scene_inside_a_zip_is_read_through_gdal_virtual_paths(trained, tmp_path):
+    """/vsizip/ (and /vsicurl/, /vsis3/, s3://, which cannot be reached from here) go to GDAL
+    as they are; the outputs are named after the file inside the archive."""
+    import zipfile
+
+    from tests.conftest import hsimap
+
+    with zipfile.ZipFile(tmp_path / "lines.zip", "w") as z:
+        z.write(trained.made.scene, "line7.tif")
+    virtual = f"/vsizip/{tmp_path / 'lines.zip'}/line7.tif"
+    r = hsimap("predict", virtual, "-m", trained.model_dir, "-o", tmp_path / "out", "--quiet",
+               "--no-quicklooks")
+    assert r.returncode == 0, r.stderr
+    direct = hsimap("predict", trained.made.scene, "-m", trained.model_dir, "-o",
+                    tmp_path / "direct", "--quiet", "--no-quicklooks")
+    assert direct.returncode == 0, direct.stderr
+    import rasterio
+
+    with rasterio.open(tmp_path / "out" / "line7_classes.tif") as a, \
+            rasterio.open(tmp_path / "direct" / "scene_classes.tif") as b:
+        assert (a.read() == b.read()).all() and a.transform == b.transform
+    r = hsimap("info", "/vsizip/" + str(tmp_path / "lines.zip") + "/missing.tif")
+    assert r.returncode == 1 and "missing.tif" in r.stderr and "Traceback" not in r.stderr

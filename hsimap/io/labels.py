@@ -205,3 +205,41 @@ def split_labels(labels: np.ndarray, class_ids: list[int], *, train_per_class: i
         out[perm[n_train:n_train + n_val]] = Split.VALIDATION
         out[perm[n_train + n_val:]] = Split.TEST
     return split
+
+
+def combine_labels(tables: list[ClassTable], labels: list[np.ndarray]
+                   ) -> tuple[ClassTable, list[np.ndarray]]:
+    """One class table for several scenes' labels, each renumbered into it.
+
+    Named classes (vector attributes, category names, a --classes CSV) are matched by name,
+    because each vector file numbers its own values: "maize" may be 1 in one line's file and
+    3 in another's. Classes known only by number are matched by number.
+    """
+    named = [t.named for t in tables]
+    if all(named):
+        by_name: dict[str, int] = {}
+        ids, names, colors = [], [], []
+        for t in tables:
+            for i, n, c in zip(t.ids, t.names, t.colors, strict=True):
+                if n.casefold() in by_name:
+                    continue
+                new = i if i not in ids else max(ids) + 1
+                by_name[n.casefold()] = new
+                ids.append(new)
+                names.append(n)
+                colors.append(c)
+        out = []
+        for t, lab in zip(tables, labels, strict=True):
+            lut = np.zeros(max(t.ids) + 1, dtype=np.int32)
+            for i, n in zip(t.ids, t.names, strict=True):
+                lut[i] = by_name[n.casefold()]
+            out.append(np.where(lab > 0, lut[np.clip(lab, 0, len(lut) - 1)], 0))
+        order = np.argsort(ids)
+        table = ClassTable([ids[k] for k in order], [names[k] for k in order],
+                           [colors[k] for k in order])
+        return table, out
+    if any(named):
+        raise HsimapError("some scenes' labels name their classes and others only number "
+                          "them; give --classes with a CSV of id,name for all")
+    ids = sorted({i for t in tables for i in t.ids})
+    return ClassTable.default(ids), list(labels)

@@ -10,6 +10,7 @@ h5py. Whatever the format, the result carries the same things: CRS and transform
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -129,8 +130,16 @@ def _check_envi_size(path: Path, src: rasterio.DatasetReader) -> None:
             "is wrong")
 
 
-def _open_gdal(path: Path, chunks: int) -> xr.DataArray:
-    if path.suffix.lower() == ".hdr":
+def is_virtual(path: str | Path) -> bool:
+    """A GDAL virtual path (``/vsizip/``, ``/vsicurl/``, ``/vsis3/``...) or a URL GDAL reads
+    (``s3://``, ``https://``...): not a file on this machine's file system."""
+    text = str(path)
+    return text.startswith("/vsi") or re.match(r"^[a-z][a-z0-9+.-]*://", text) is not None
+
+
+def _open_gdal(path: Path | str, chunks: int) -> xr.DataArray:
+    virtual = isinstance(path, str)
+    if not virtual and path.suffix.lower() == ".hdr":
         path = resolve_envi_path(path)
     try:
         with warnings.catch_warnings():
@@ -138,7 +147,7 @@ def _open_gdal(path: Path, chunks: int) -> xr.DataArray:
             with rasterio.open(path) as src:
                 meta = _band_metadata(src)
                 driver = src.driver
-                if driver == "ENVI":
+                if driver == "ENVI" and not virtual:
                     _check_envi_size(path, src)
                 interleave = (src.tags(ns="IMAGE_STRUCTURE").get("INTERLEAVE") or "").lower()
                 georef = src.crs is not None or src.transform != Affine.identity()
@@ -263,6 +272,9 @@ def open_scene(path: str | Path, *, variable: str | None = None,
     Returns:
         DataArray (band, y, x) with CRS/transform on ``.rio`` and metadata as described above.
     """
+    if is_virtual(path):
+        # Kept a string: Path would fold "s3://bucket" into "s3:/bucket".
+        return _open_gdal(str(path), chunks)
     path = Path(path)
     if not path.exists():
         raise HsimapError(f"{path}: no such file")

@@ -68,6 +68,7 @@ class ModelCard:
     scene_wavelengths: list[float] | None = None
     excluded_bands: list[int] = field(default_factory=list)  # no data over the scene
     scene: str | None = None
+    scenes: list[str] | None = None    # every scene of a model trained on several
     hsimap_version: str = ""
     created: str = field(default_factory=_now)
     model_hash: str | None = None
@@ -80,7 +81,7 @@ class ModelCard:
     format: str = FORMAT
 
     # model.json's key order, as hsimap has always written it.
-    _ORDER = ("hsimap_version", "created", "scene", "scene_bands", "scene_wavelengths",
+    _ORDER = ("hsimap_version", "created", "scene", "scenes", "scene_bands", "scene_wavelengths",
               "bands_used", "excluded_bands", "scaling", "classes", "window", "halo",
               "endmember_names",
               "protocol", "options", "versions", "model_hash", "training",
@@ -91,7 +92,8 @@ class ModelCard:
         values.update(config=self.config.to_dict(), classes=self.classes.to_dict(),
                       scaling={"method": self.scaling.method, "min": self.scaling.min,
                                "max": self.scaling.max})
-        return {k: values[k] for k in self._ORDER}
+        # "scenes" only for a model of several: a one-scene card reads as it always has.
+        return {k: values[k] for k in self._ORDER if k != "scenes" or self.scenes}
 
     @classmethod
     def from_dict(cls, d: Any, source: str | Path = CARD) -> ModelCard:
@@ -114,7 +116,7 @@ class ModelCard:
                                 str(d["scaling"].get("method", Scaling.method))),
                 window=int(d["window"]), halo=int(d["halo"]),
                 endmember_names=[str(n) for n in d["endmember_names"]],
-                **{k: d[k] for k in ("scene_wavelengths", "excluded_bands", "scene",
+                **{k: d[k] for k in ("scene_wavelengths", "excluded_bands", "scene", "scenes",
                                      "hsimap_version",
                                      "created", "model_hash", "protocol", "options",
                                      "versions", "training", "validation_metrics",

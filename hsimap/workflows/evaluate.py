@@ -88,7 +88,7 @@ def evaluate(prediction: str | Path, labels: str | Path, *, class_field: str | N
     truth, table = load_labels(labels, open_scene(prediction), class_field=class_field,
                                partial=True)
     map_table = read_class_table(prediction)
-    if map_table is not None and _named(table) and _named(map_table):
+    if map_table is not None and table.named and map_table.named:
         truth, table = _match_by_name(truth, table, map_table, labels)
     if split is not None:
         with rasterio.open(split) as src:
@@ -111,11 +111,6 @@ def evaluate(prediction: str | Path, labels: str | Path, *, class_field: str | N
         adjusted = area_adjusted(sample, mapped.pixels, total, unit,
                                  [names.name_of(c) for c in m.class_ids])
     return Evaluation(m, names, mapped, adjusted)
-
-
-def _named(table: ClassTable) -> bool:
-    """Whether a table carries real class names (not only the default "class N")."""
-    return any(n != f"class {i}" for i, n in zip(table.ids, table.names, strict=True))
 
 
 def _match_by_name(truth: np.ndarray, table: ClassTable, map_table: ClassTable,

@@ -11,6 +11,7 @@ import copy
 import math
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from hsimap import __version__
 from hsimap.classes import ClassTable, Split
 from hsimap.errors import HsimapError
 from hsimap.inference import model_input, window_products
+from hsimap.io.files import output_stem
 from hsimap.io.labels import split_labels
 from hsimap.io.rasters import Grid
 from hsimap.io.scene import read_window, usable_bands
@@ -139,21 +141,52 @@ class _Window:
         self.ema_count += 1
 
 
-def evaluate_split(model: TrainedModel, scene: xr.DataArray, labels: np.ndarray,
-                   split: np.ndarray, subset: int, grid: list[Tile]) -> Metrics:
-    """Predict the tiles holding pixels of ``subset`` and score them there."""
+def evaluate_split(model: TrainedModel, scenes: list[TrainScene], subset: int) -> Metrics:
+    """Predict the tiles holding pixels of ``subset`` in every scene and score them there."""
     truth, pred = [], []
-    for t in grid:
-        sel = split[t.core_rows, t.core_cols] == subset
-        if not sel.any():
-            continue
-        values, valid = read_window(scene, t.rows, t.cols, valid_bands=model.band_indices)
-        prod = window_products(model, values, valid, (t.row, t.col))
-        rs, cs = t.core_in_read
-        truth.append(labels[t.core_rows, t.core_cols][sel])
-        pred.append(prod.classes[rs, cs][sel])
+    for sc in scenes:
+        for t in sc.grid:
+            sel = sc.split[t.core_rows, t.core_cols] == subset
+            if not sel.any():
+                continue
+            values, valid = read_window(sc.data, t.rows, t.cols, valid_bands=model.band_indices)
+            prod = window_products(model, values, valid, (t.row, t.col))
+            rs, cs = t.core_in_read
+            truth.append(sc.labels[t.core_rows, t.core_cols][sel])
+            pred.append(prod.classes[rs, cs][sel])
     return classification_metrics(np.concatenate(truth), np.concatenate(pred),
                                   model.class_table.ids)
+
+
+@dataclass
+class TrainScene:
+    """One flight line of a training run: the scene, its labels on its grid, its tiles, and
+    which of its labelled pixels train, validate and test (set by the run's one split)."""
+
+    data: xr.DataArray
+    labels: np.ndarray
+    grid: list[Tile] = field(default_factory=list)
+    split: np.ndarray | None = None
+
+    @property
+    def name(self) -> str:
+        return output_stem(self.data.attrs.get("source", "scene"))
+
+
+def split_names(scenes: list[TrainScene]) -> list[str]:
+    """``split.tif`` for one scene; ``split_<stem>.tif`` for several (``_2``... when two
+    scenes share a stem)."""
+    if len(scenes) == 1:
+        return ["split.tif"]
+    names: list[str] = []
+    for sc in scenes:
+        base, k = f"split_{sc.name}", 1
+        name = f"{base}.tif"
+        while name in names:
+            k += 1
+            name = f"{base}_{k}.tif"
+        names.append(name)
+    return names
 
 
 @dataclass
@@ -161,22 +194,42 @@ class _Setup:
     """What a run fixes before the first epoch: bands, split, tiles, scaling, the card."""
 
     bands: np.ndarray
-    split: np.ndarray
-    grid: list[Tile]
+    scenes: list[TrainScene]
     card: ModelCard
     cfg: ModelConfig
 
 
-def _setup(scene: xr.DataArray, labels: np.ndarray, class_table: ClassTable,
-           opts: TrainOptions) -> _Setup:
-    """Check the inputs and fix everything the run depends on, before any fitting."""
-    height, width = scene.sizes["y"], scene.sizes["x"]
-    if labels.shape != (height, width):
-        raise HsimapError(f"labels are {labels.shape[1]} x {labels.shape[0]} px, the scene "
-                          f"{width} x {height}")
-    grid = tiles(height, width, opts.window, opts.halo)
+def _same_bands(scenes: list[TrainScene]) -> None:
+    """Several scenes train one model only if their bands are the same (count, wavelengths)."""
+    first = scenes[0].data
+    for sc in scenes[1:]:
+        d = sc.data
+        if d.sizes["band"] != first.sizes["band"]:
+            raise HsimapError(f"{sc.name}: {d.sizes['band']} bands, {scenes[0].name} "
+                              f"{first.sizes['band']}; scenes of one model need the same bands")
+        a, b = first.coords["wavelength"].values, d.coords["wavelength"].values
+        if not np.allclose(a, b, rtol=0, atol=0.5, equal_nan=True):
+            raise HsimapError(f"{sc.name}: wavelengths differ from {scenes[0].name}'s; scenes "
+                              "of one model need the same bands")
+
+
+def _setup(scenes: list[TrainScene], class_table: ClassTable, opts: TrainOptions) -> _Setup:
+    """Check the inputs and fix everything the run depends on, before any fitting: the bands
+    every scene has data in, one split and one scaling over all scenes."""
+    for sc in scenes:
+        height, width = sc.data.sizes["y"], sc.data.sizes["x"]
+        if sc.labels.shape != (height, width):
+            raise HsimapError(f"labels are {sc.labels.shape[1]} x {sc.labels.shape[0]} px, the "
+                              f"scene {sc.name} {width} x {height}")
+        sc.grid = tiles(height, width, opts.window, opts.halo)
+    _same_bands(scenes)
+    scene = scenes[0].data
     bands = usable_bands(scene)
-    dead = dead_bands(scene, grid, bands)
+    for sc in scenes[1:]:
+        bands = np.intersect1d(bands, usable_bands(sc.data))
+    dead = np.zeros(len(bands), bool)
+    for sc in scenes:
+        dead |= dead_bands(sc.data, sc.grid, bands)
     excluded, bands = bands[dead], bands[~dead]
     n_classes = len(class_table.ids)
     p = opts.endmembers or max(4, n_classes + 2)
@@ -185,13 +238,20 @@ def _setup(scene: xr.DataArray, labels: np.ndarray, class_table: ClassTable,
                           "endmembers asked for; use --endmembers with a smaller number")
     if n_classes < 2:
         raise HsimapError("labels hold a single class; classification needs at least two")
-    split = split_labels(labels, class_table.ids, train_per_class=opts.train_per_class,
+    # One split over all scenes: the per-class counts hold for the campaign, not per line.
+    flat = np.concatenate([sc.labels.ravel() for sc in scenes])
+    split = split_labels(flat, class_table.ids, train_per_class=opts.train_per_class,
                          val_per_class=opts.val_per_class, train_fraction=opts.train_fraction,
                          seed=opts.seed)
     if not (split == Split.VALIDATION).any():
         raise HsimapError("too few labelled pixels for a validation set (need at least 3 in a "
                           "class)")
-    scan = scan_scene(scene, grid, bands)
+    start = 0
+    for sc in scenes:
+        sc.split = split[start:start + sc.labels.size].reshape(sc.labels.shape)
+        start += sc.labels.size
+    scans = [scan_scene(sc.data, sc.grid, bands) for sc in scenes]
+    lo, hi = min(x.lo for x in scans), max(x.hi for x in scans)
     wl = scene.coords["wavelength"].values
     cfg = ModelConfig(bands=len(bands), classes=n_classes, endmembers=p,
                       variants=opts.variants, hidden=opts.hidden, tokens=opts.tokens,
@@ -199,11 +259,12 @@ def _setup(scene: xr.DataArray, labels: np.ndarray, class_table: ClassTable,
     card = ModelCard(
         config=cfg, classes=class_table, scene_bands=int(scene.sizes["band"]),
         bands_used=[int(b) for b in bands], excluded_bands=[int(b) for b in excluded],
-        scaling=Scaling(scan.lo, scan.hi),
+        scaling=Scaling(lo, hi),
         window=opts.window, halo=opts.halo,
         endmember_names=[f"endmember {i + 1}" for i in range(p)],
         scene_wavelengths=[float(v) for v in wl] if np.all(np.isfinite(wl)) else None,
         scene=scene.attrs.get("source"), hsimap_version=__version__,
+        scenes=[str(sc.data.attrs.get("source")) for sc in scenes] if len(scenes) > 1 else None,
         protocol={"train_per_class": opts.train_per_class,
                   "val_per_class": opts.val_per_class,
                   "train_fraction": opts.train_fraction, "seed": opts.seed,
@@ -211,26 +272,26 @@ def _setup(scene: xr.DataArray, labels: np.ndarray, class_table: ClassTable,
         options={k: v for k, v in asdict(opts).items() if k != "progress"},
         versions={"torch": torch.__version__, "python": platform.python_version()},
     )
-    return _Setup(bands, split, grid, card, cfg)
+    return _Setup(bands, scenes, card, cfg)
 
 
-def _training_windows(model: TrainedModel, scene: xr.DataArray, labels: np.ndarray,
-                      setup: _Setup) -> list[_Window]:
+def _training_windows(model: TrainedModel, setup: _Setup) -> list[_Window]:
     """The tiles whose read window holds training pixels not yet covered, held in memory."""
-    lut = np.full(int(labels.max()) + 1, -1, dtype=np.int64)
+    lut = np.full(max(int(sc.labels.max()) for sc in setup.scenes) + 1, -1, dtype=np.int64)
     for i, c in enumerate(model.class_table.ids):
         lut[c] = i
-    seen = np.zeros(labels.shape, dtype=bool)
     windows = []
-    for t in setup.grid:
-        s = setup.split[t.rows, t.cols]
-        fresh = (s == Split.TRAIN) & ~seen[t.rows, t.cols]
-        if not fresh.any():
-            continue
-        seen[t.rows, t.cols] |= s == Split.TRAIN
-        values, valid = read_window(scene, t.rows, t.cols, valid_bands=setup.bands)
-        windows.append(_Window(t, model_input(model, values, valid), valid,
-                               lut[labels[t.rows, t.cols]], s))
+    for sc in setup.scenes:
+        seen = np.zeros(sc.labels.shape, dtype=bool)
+        for t in sc.grid:
+            s = sc.split[t.rows, t.cols]
+            fresh = (s == Split.TRAIN) & ~seen[t.rows, t.cols]
+            if not fresh.any():
+                continue
+            seen[t.rows, t.cols] |= s == Split.TRAIN
+            values, valid = read_window(sc.data, t.rows, t.cols, valid_bands=setup.bands)
+            windows.append(_Window(t, model_input(model, values, valid), valid,
+                                   lut[sc.labels[t.rows, t.cols]], s))
     if not windows:
         raise HsimapError("no training pixels fall on valid scene pixels")
     return windows
@@ -253,8 +314,6 @@ class _Fit:
     """One training run's moving parts: the epoch loop, validation and the best state."""
 
     model: TrainedModel
-    scene: xr.DataArray
-    labels: np.ndarray
     setup: _Setup
     windows: list[_Window]
     opts: TrainOptions
@@ -305,8 +364,7 @@ class _Fit:
     def validate(self, epoch: int) -> None:
         """Score the validation pixels; keep the state with the best OA (ties: lower loss)."""
         self.net.eval()
-        m = evaluate_split(self.model, self.scene, self.labels, self.setup.split,
-                           Split.VALIDATION, self.setup.grid)
+        m = evaluate_split(self.model, self.setup.scenes, Split.VALIDATION)
         self.net.train()
         key = (m.overall_accuracy, -self.history[-1]["loss"] if self.history else 0.0)
         if key > self.best_key:
@@ -343,9 +401,15 @@ class _Fit:
         return False
 
 
-def train(scene: xr.DataArray, labels: np.ndarray, class_table: ClassTable, out_dir: str | Path,
-          opts: TrainOptions | None = None, *, overwrite: bool = False) -> TrainResult:
-    """Train a model and write its folder (weights, card, history, split raster) to ``out_dir``.
+def train(scene: xr.DataArray | Sequence[xr.DataArray],
+          labels: np.ndarray | Sequence[np.ndarray], class_table: ClassTable,
+          out_dir: str | Path, opts: TrainOptions | None = None, *,
+          overwrite: bool = False) -> TrainResult:
+    """Train a model and write its folder (weights, card, history, split rasters) to ``out_dir``.
+
+    ``scene`` and ``labels`` may be lists, one label array per scene on its grid (several
+    flight lines, one model): one split and one scaling over all scenes; the split is written
+    per scene (``split_<stem>.tif``) and the card lists the scenes.
 
     Everything that can be checked is checked before the first epoch: the options, the
     labels, and that ``out_dir`` can be written and holds no model (unless ``overwrite``).
@@ -353,27 +417,35 @@ def train(scene: xr.DataArray, labels: np.ndarray, class_table: ClassTable, out_
     opts = opts or TrainOptions()
     opts.check()
     check_model_folder(out_dir, overwrite)
+    many = not isinstance(scene, xr.DataArray)
+    scenes_in = list(scene) if many else [scene]
+    labels_in = list(labels) if many else [labels]
+    if len(scenes_in) != len(labels_in) or not scenes_in:
+        raise HsimapError(f"{len(scenes_in)} scene(s) but {len(labels_in)} label array(s); "
+                          "give one per scene")
+    scenes = [TrainScene(s, np.asarray(lab)) for s, lab in zip(scenes_in, labels_in,
+                                                               strict=True)]
     t_start = time.perf_counter()
     torch.manual_seed(opts.seed)
     np.random.seed(opts.seed)
     if opts.threads:
         torch.set_num_threads(opts.threads)
-    setup = _setup(scene, labels, class_table, opts)
+    setup = _setup(scenes, class_table, opts)
     net = UnmixingGuidedMamba(setup.cfg)
     model = TrainedModel(net, setup.card)
-    windows = _training_windows(model, scene, labels, setup)
+    windows = _training_windows(model, setup)
     _init_endmembers(net, windows, opts.seed)
     net.to(torch.device(opts.device))
 
-    fit = _Fit(model, scene, labels, setup, windows, opts)
+    fit = _Fit(model, setup, windows, opts)
     stopped = fit.run()
     if fit.best_state is None:
         raise HsimapError("training stopped before the first epoch finished; nothing saved")
     net.load_state_dict(fit.best_state)
     net.eval()
     test = None
-    if (setup.split == Split.TEST).any():
-        test = evaluate_split(model, scene, labels, setup.split, Split.TEST, setup.grid)
+    if any((sc.split == Split.TEST).any() for sc in scenes):
+        test = evaluate_split(model, scenes, Split.TEST)
     seconds = time.perf_counter() - t_start
     per_epoch = float(np.mean([h["seconds"] for h in fit.history]))
     card = setup.card
@@ -384,6 +456,7 @@ def train(scene: xr.DataArray, labels: np.ndarray, class_table: ClassTable, out_
     card.validation_metrics = fit.best_val.to_dict()
     card.test_metrics = test.to_dict() if test is not None else None
     net.to("cpu")
-    save_model(out_dir, net, card, history=fit.history,
-               splits={"split.tif": (setup.split, Grid.from_scene(scene))}, overwrite=overwrite)
+    splits = {name: (sc.split, Grid.from_scene(sc.data))
+              for name, sc in zip(split_names(scenes), scenes, strict=True)}
+    save_model(out_dir, net, card, history=fit.history, splits=splits, overwrite=overwrite)
     return TrainResult(model, fit.best_epoch, fit.best_val, test, seconds, per_epoch, stopped)
