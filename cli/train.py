@@ -40,6 +40,9 @@ from hsimap.cli.options import (
               show_default=True, help="Ablation: raster order instead of cluster tokens.")
 @click.option("--no-unmixing", is_flag=True,
               help="Ablation: no unmixing losses and no abundance-guided tokens.")
+@click.option("--name-library", type=click.Path(exists=True), default=None,
+              help="Spectral library (.sli or .csv, with wavelengths) whose nearest spectrum "
+                   "by spectral angle names each endmember (default: the embedded USGS one).")
 @click.option("--threads", type=int, default=None, help="Torch threads.")
 @variable_opt
 @device_opt
@@ -48,8 +51,8 @@ from hsimap.cli.options import (
 @quiet_opt
 def command(scenes, labels, output, class_field, classes_csv, label_variable, train_per_class,
             val_per_class, train_fraction, epochs, endmembers, variants, hidden, window, halo,
-            val_every, tokens, no_unmixing, threads, variable, device, seed, overwrite,
-            quiet) -> None:
+            val_every, tokens, no_unmixing, name_library, threads, variable, device, seed,
+            overwrite, quiet) -> None:
     """Train a model on one or more SCENEs with their LABELS; write it to a folder.
 
     Several scenes (flight lines of one sensor) train one model: give one -l per scene, in
@@ -74,7 +77,7 @@ def command(scenes, labels, output, class_field, classes_csv, label_variable, tr
                         train_per_class=train_per_class, val_per_class=val_per_class,
                         train_fraction=train_fraction, tokens=tokens, unmixing=not no_unmixing,
                         seed=seed, device=str(resolve_device(device)), threads=threads,
-                        progress=not quiet)
+                        name_library=name_library, progress=not quiet)
     # Everything that can be refused is refused before the scene and labels are read.
     opts.check()
     check_model_folder(out, overwrite)

@@ -33,6 +33,9 @@ from hsimap.cli.options import (
 @click.option("--library", type=click.Path(exists=True), default=None,
               help="Start from this spectral library (.sli or .csv) instead of extracting.")
 @click.option("--fixed-library", is_flag=True, help="Keep the library's spectra fixed.")
+@click.option("--name-library", type=click.Path(exists=True), default=None,
+              help="Spectral library (.sli or .csv, with wavelengths) whose nearest spectrum "
+                   "by spectral angle names each endmember (default: the embedded USGS one).")
 @click.option("--epochs", type=int, default=300, show_default=True)
 @click.option("--window", type=int, default=128, show_default=True)
 @click.option("--halo", type=int, default=16, show_default=True)
@@ -45,9 +48,9 @@ from hsimap.cli.options import (
 @click.option("--no-quicklooks", is_flag=True, help="Skip the PNG quicklooks.")
 @overwrite_opt
 @quiet_opt
-def command(scene, output, endmembers, method, extraction, library, fixed_library, epochs,
-            window, halo, variable, seed, workers, device, cog, creation_options, no_quicklooks,
-            overwrite, quiet) -> None:
+def command(scene, output, endmembers, method, extraction, library, fixed_library, name_library,
+            epochs, window, halo, variable, seed, workers, device, cog, creation_options,
+            no_quicklooks, overwrite, quiet) -> None:
     """Unmix SCENE without labels: SCENE_abundances.tif, SCENE_error.tif and the endmember
     library SCENE_endmembers.sli/.hdr/.csv, on the scene's grid, plus quicklooks."""
     if fixed_library and not library:
@@ -60,7 +63,8 @@ def command(scene, output, endmembers, method, extraction, library, fixed_librar
     out = OutputOptions(workers=workers, cog=cog, creation_options=creation_options,
                         overwrite=overwrite, quicklooks=not no_quicklooks, progress=not quiet)
     opts = UnmixOptions(endmembers=endmembers, method=method, extraction=extraction,
-                        library=library, fixed_library=fixed_library, epochs=epochs,
+                        library=library, fixed_library=fixed_library,
+                        name_library=name_library, epochs=epochs,
                         window=window, halo=halo, seed=seed,
                         device=str(resolve_device(device)), output=out)
     opts.check()

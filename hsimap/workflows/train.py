@@ -31,6 +31,7 @@ from hsimap.io.rasters import Grid
 from hsimap.io.scene import read_window, usable_bands
 from hsimap.metrics import Metrics, classification_metrics
 from hsimap.model.losses import make_optimizer, sad_loss, sparsity_loss
+from hsimap.model.naming import endmember_names
 from hsimap.model.network import ModelConfig, UnmixingGuidedMamba
 from hsimap.model.store import (
     ModelCard,
@@ -72,6 +73,8 @@ class TrainOptions:
     val_per_class: int = 10
     train_fraction: float | None = None
     seed: int = 0
+    # Naming: the library whose nearest spectra name the endmembers (None: embedded USGS).
+    name_library: str | None = None
     # Runtime.
     device: str = "cpu"
     threads: int | None = None
@@ -450,6 +453,7 @@ def train(scene: xr.DataArray | Sequence[xr.DataArray],
     per_epoch = float(np.mean([h["seconds"] for h in fit.history]))
     card = setup.card
     card.model_hash = model_hash(net)
+    card.endmember_names = endmember_names(*model.endmember_spectra(), opts.name_library)
     card.training = {"epochs_run": len(fit.history), "best_epoch": fit.best_epoch,
                      "stopped_early": stopped, "seconds": round(seconds, 2),
                      "seconds_per_epoch": round(per_epoch, 4)}

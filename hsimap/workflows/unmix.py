@@ -24,6 +24,7 @@ from hsimap.io.files import output_folder, output_stem
 from hsimap.io.scene import read_window, usable_bands
 from hsimap.io.speclib import read_library
 from hsimap.model.losses import make_optimizer, sad_loss, sparsity_loss
+from hsimap.model.naming import endmember_names
 from hsimap.model.network import ModelConfig, UnmixingNetwork
 from hsimap.model.vca import VCA_SAMPLE, fcls, purify, spectral_angle, vca_best
 from hsimap.products import (
@@ -47,6 +48,7 @@ class UnmixOptions:
     endmembers: int = 4
     method: str = "hsimap"
     library: str | Path | None = None     # start from these spectra instead of extracting
+    name_library: str | Path | None = None  # names extracted endmembers (None: embedded USGS)
     fixed_library: bool = False
     extraction: str | None = None         # default: purified (hsimap), vca (vca-fcls)
     epochs: int = 300
@@ -183,6 +185,8 @@ def _unmix_into(scene: xr.DataArray, out_dir: str | Path, stem: str, grid: list[
                        serialize=torch.device(opts.device).type == "cuda", valid_bands=bands)
     wl = scene.coords["wavelength"].values[bands]
     wl = wl if np.all(np.isfinite(wl)) else None
+    if opts.library is None:
+        names = endmember_names(spectra, wl, opts.name_library)
     library = EndmemberLibrary(spectra, names, wl, f"hsimap unmix ({opts.method}) of {stem}")
     written = write_products(scene, out_dir, stem, {"abundances": stack[:p], "error": stack[p]},
                              library, bar, out)
