@@ -1,6 +1,6 @@
 """The package's layers: each module imports only its own layer or the layers below it.
 
-errors, classes, metrics -> io, synth -> windows -> model -> engine -> inference ->
+errors, classes, metrics, accuracy -> io, synth -> windows -> model -> engine -> inference ->
 products, quicklook -> workflows -> cli. Imports inside functions count too.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
-    ("hsimap.errors", "hsimap.classes", "hsimap.metrics"),
+    ("hsimap.errors", "hsimap.classes", "hsimap.metrics", "hsimap.accuracy"),
     ("hsimap.io", "hsimap.synth"),
     ("hsimap.windows",),
     ("hsimap.model",),
