@@ -39,6 +39,8 @@ from hsimap.workflows.batch import BatchOptions, expand_scenes, run_batch
 @click.option("--force", "overwrite_old", is_flag=True, hidden=True)
 @click.option("--window", type=int, default=None, help="Window size, px.")
 @click.option("--halo", type=int, default=None, help="Halo, px.")
+@click.option("--mmu", type=int, default=0, metavar="PIXELS",
+              help="Minimum mapping unit of the class maps, as in `hsimap predict`.")
 @click.option("--vrt", is_flag=True, help="Also write a GDAL VRT mosaic of the class maps.")
 @click.option("--ignore-wavelengths", is_flag=True)
 @device_opt
@@ -46,7 +48,7 @@ from hsimap.workflows.batch import BatchOptions, expand_scenes, run_batch
 @creation_opt
 @quiet_opt
 def command(scenes, model_dir, output, list_file, jobs, workers, workers_old, scheduler,
-            overwrite, overwrite_old, window, halo, vrt, ignore_wavelengths, device, cog,
+            overwrite, overwrite_old, window, halo, mmu, vrt, ignore_wavelengths, device, cog,
             creation_options, quiet) -> None:
     """Predict every scene in SCENES (paths or quoted globs) into OUTDIR/<scene>/.
 
@@ -64,7 +66,7 @@ def command(scenes, model_dir, output, list_file, jobs, workers, workers_old, sc
         raise click.BadParameter(f"must be at least 1, got {jobs}", param_hint="--jobs")
     options = BatchOptions(window=window, halo=halo, cog=cog, device=device,
                            ignore_wavelengths=ignore_wavelengths,
-                           creation_options=creation_options, workers=workers)
+                           creation_options=creation_options, mmu=mmu, workers=workers)
     check_creation_options(creation_options, "COG" if cog else "GTiff")
     summary = run_batch(paths, model_dir, output, jobs=jobs, scheduler=scheduler,
                         overwrite=overwrite or overwrite_old, options=options,

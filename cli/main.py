@@ -55,9 +55,19 @@ def cli(ctx: click.Context, quiet: bool, verbose: int, debug: bool) -> None:
 
 
 def _register() -> None:
-    from hsimap.cli import batch, demo, evaluate, info, predict, synth, train, unmix
+    from hsimap.cli import (
+        batch,
+        demo,
+        evaluate,
+        info,
+        predict,
+        synth,
+        train,
+        unmix,
+        vectorize,
+    )
 
-    for module in (info, synth, train, evaluate, predict, batch, unmix, demo):
+    for module in (info, synth, train, evaluate, predict, batch, unmix, vectorize, demo):
         cli.add_command(module.command)
 
 

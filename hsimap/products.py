@@ -8,9 +8,11 @@ adds the spectral library and the quicklooks.
 
 from __future__ import annotations
 
+import csv
 import math
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import dask.array as da
@@ -25,6 +27,7 @@ from hsimap.errors import HsimapError
 from hsimap.inference import check_compatible, check_values, predict
 from hsimap.io.files import output_folder, output_stem
 from hsimap.io.outputset import OutputSet
+from hsimap.io.qml import classes_qml, ramp_qml
 from hsimap.io.rasters import Grid, RasterSink, check_creation_options, gdal_messages
 from hsimap.io.speclib import write_library
 from hsimap.model.store import TrainedModel
@@ -38,18 +41,24 @@ class Product:
     dtype: str | None          # None: the class table's (uint8 or uint16)
     nodata: float
     description: str | None    # single-band products; abundance bands carry endmember names
+    unit: str | None = None    # GDAL band unit type, which QGIS and gdalinfo show
 
 
 PRODUCTS = {
-    "classes": Product("_classes.tif", None, 0, None),
-    "abundances": Product("_abundances.tif", "float32", math.nan, None),
-    "confidence": Product("_confidence.tif", "float32", math.nan, "max class probability"),
+    "classes": Product("_classes.tif", None, 0, "class (category names in the .aux.xml)"),
+    "abundances": Product("_abundances.tif", "float32", math.nan, None, "fraction"),
+    "confidence": Product("_confidence.tif", "float32", math.nan, "max class probability",
+                          "probability"),
     "error": Product("_error.tif", "float32", math.nan,
-                     "spectral angle to reconstruction (radians)"),
+                     "spectral angle to reconstruction (radians)", "radians"),
 }
 LIBRARY = "_endmembers"        # .sli + .hdr (ENVI spectral library) and .csv
 QUICKLOOKS = {"classes_png": "_classes.png", "abundances_png": "_abundances.png",
               "endmembers_png": "_endmembers.png"}
+# Beside the class map: QGIS styles (loaded on open) and the per-class area table.
+STYLES = {"classes_qml": ("classes", "_classes.qml"),
+          "abundances_qml": ("abundances", "_abundances.qml")}
+AREAS = "_areas.csv"
 
 
 def output_paths(out_dir: str | Path, stem: str, rasters: tuple[str, ...] = tuple(PRODUCTS),
@@ -60,6 +69,11 @@ def output_paths(out_dir: str | Path, stem: str, rasters: tuple[str, ...] = tupl
     paths = {k: d / f"{stem}{PRODUCTS[k].suffix}" for k in rasters}
     for ext in ("sli", "hdr", "csv"):
         paths[f"library_{ext}"] = d / f"{stem}{LIBRARY}.{ext}"
+    for k, (raster, suffix) in STYLES.items():
+        if raster in rasters:
+            paths[k] = d / f"{stem}{suffix}"
+    if "classes" in rasters:
+        paths["areas_csv"] = d / f"{stem}{AREAS}"
     if quicklooks:
         for k, suffix in QUICKLOOKS.items():
             if k == "endmembers_png" or k.removesuffix("_png") in rasters:
@@ -87,10 +101,14 @@ class OutputOptions:
     overwrite: bool = False
     quicklooks: bool = True
     progress: bool = True
+    mmu: int = 0               # minimum mapping unit of the class map, pixels (0: none)
+    provenance: dict[str, str] | None = None   # metadata items of every raster
 
     def check(self) -> None:
         """Refuse what cannot be written, before any computation."""
         check_workers(self.workers)
+        if self.mmu < 0:
+            raise HsimapError(f"--mmu must be non-negative, got {self.mmu}")
         check_creation_options(self.creation_options or {}, "COG" if self.cog else "GTiff")
 
 
@@ -124,12 +142,15 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
                 sinks.append(RasterSink(staged[key], grid, count, dtype, nodata=product.nodata,
                                         cog=opts.cog, overwrite=True,
                                         creation_options=opts.creation_options or {},
-                                        descriptions=descriptions if key != "classes" else None,
+                                        descriptions=descriptions, units=[product.unit] * count,
+                                        tags=opts.provenance,
+                                        sieve=opts.mmu if key == "classes" else 0,
                                         class_table=class_table if key == "classes" else None))
             store(list(rasters.values()), sinks, workers=workers)
             progress.close()
             write_library(outset.path(f"{stem}{LIBRARY}"), library.spectra, library.names,
                           library.wavelengths, overwrite=True, description=library.description)
+            _write_styles_and_areas(staged, class_table)
             if opts.quicklooks:
                 from hsimap.quicklook import abundances_png, classes_png, endmembers_png
 
@@ -156,6 +177,48 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
     return paths
 
 
+def _write_styles_and_areas(staged: dict[str, Path], class_table: ClassTable | None) -> None:
+    """QGIS styles beside the rasters, and the class map's area per class (pixels, ha)."""
+    from hsimap.accuracy import mapped_area
+
+    if "classes_qml" in staged:
+        staged["classes_qml"].write_text(classes_qml(class_table))
+    if "abundances_qml" in staged:
+        staged["abundances_qml"].write_text(ramp_qml())
+    if "areas_csv" in staged:
+        area = mapped_area(staged["classes"], class_table.ids)
+        with open(staged["areas_csv"], "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "name", "pixels", "hectares"])
+            for k, (i, name) in enumerate(zip(class_table.ids, class_table.names,
+                                              strict=True)):
+                ha = "" if area.hectares is None else f"{area.hectares[k]:.4f}"
+                w.writerow([i, name, int(area.pixels[k]), ha])
+
+
+def provenance(scene: xr.DataArray, **items: object) -> dict[str, str]:
+    """Metadata that says where a raster came from: hsimap version, the source scene, its
+    modification time, and ``items`` (model hash, method...).
+
+    No time of writing: outputs stay byte-for-byte reproducible, so a rerun can be checked
+    against a checksum (batch manifests do).
+    """
+    from hsimap import __version__
+    from hsimap.io.scene import is_virtual
+
+    source = str(scene.attrs.get("source", ""))
+    out = {"HSIMAP_VERSION": __version__, "HSIMAP_SOURCE_SCENE": source}
+    if source and not is_virtual(source) and Path(source).exists():
+        path = Path(source).resolve()
+        out["HSIMAP_SOURCE_SCENE"] = str(path)
+        mtime = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
+        out["HSIMAP_SOURCE_MODIFIED"] = mtime.isoformat(timespec="seconds")
+    for k, v in items.items():
+        if v is not None:
+            out[f"HSIMAP_{k.upper()}"] = str(v)
+    return out
+
+
 def refuse_existing(paths: dict[str, Path], overwrite: bool) -> None:
     """Refuse outputs that exist already (unless ``overwrite``), before any computation."""
     for p in paths.values():
@@ -176,17 +239,23 @@ def write_outputs(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
                   workers: int | None = None, cog: bool = False, overwrite: bool = False,
                   creation_options: dict[str, str] | None = None, progress: bool = True,
                   quicklooks: bool = True, ignore_wavelengths: bool = False,
-                  ignore_scale: bool = False,
+                  ignore_scale: bool = False, mmu: int = 0,
                   stem: str | None = None) -> PredictReport:
     """Predict ``scene`` and write every product, streaming window by window.
 
     Memory is bounded by window size and worker count: each tile's results go straight to the
     (temporary) output files. Outputs appear under their final names only once complete.
+    ``mmu``: minimum mapping unit, pixels; smaller patches of the class map take the class of
+    their largest neighbour (GDAL's sieve, 8-connected).
     """
     t0 = time.perf_counter()
     check_compatible(scene, model, ignore_wavelengths=ignore_wavelengths)
     opts = OutputOptions(workers=workers, cog=cog, creation_options=creation_options,
-                         overwrite=overwrite, quicklooks=quicklooks, progress=progress)
+                         overwrite=overwrite, quicklooks=quicklooks, progress=progress,
+                         mmu=mmu,
+                         provenance=provenance(scene, model_hash=model.card.model_hash,
+                                               model_created=model.card.created,
+                                               mmu_pixels=mmu or None))
     opts.check()
     stem = stem or output_stem(scene.attrs.get("source", "scene"))
     paths = output_paths(out_dir, stem, tuple(PRODUCTS), quicklooks)

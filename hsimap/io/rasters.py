@@ -150,19 +150,24 @@ class RasterSink:
         tags: dataset metadata items.
         creation_options: extra GDAL creation options (``--co``).
         categorical: overviews by nearest neighbour (class maps) rather than averaging.
+        units: band unit types ("fraction", "radians").
+        sieve: minimum mapping unit, pixels: before the file is laid out, patches smaller
+            than this (8-connected) take their largest neighbour's value; 0 (nodata) stays.
     """
 
     def __init__(self, path: str | Path, grid: Grid, count: int, dtype: str, *,
                  nodata: float | None, cog: bool = False, overwrite: bool = False,
                  descriptions: Sequence[str] | None = None, class_table: ClassTable | None = None,
                  tags: dict[str, str] | None = None,
-                 creation_options: dict[str, str] | None = None, categorical: bool = False):
+                 creation_options: dict[str, str] | None = None, categorical: bool = False,
+                 units: Sequence[str | None] | None = None, sieve: int = 0):
         self.path = Path(path)
         check_output(self.path, overwrite)
         self.grid, self.count, self.dtype, self.nodata = grid, count, dtype, nodata
         self.cog, self.categorical = cog, categorical or class_table is not None
         self.descriptions, self.class_table = descriptions, class_table
         self.tags = tags or {}
+        self.units, self.sieve = units, sieve
         self.creation_options = creation_options or {}
         self._tmp = temp_name(self.path)
         self._lock = threading.Lock()
@@ -209,7 +214,11 @@ class RasterSink:
         dst = self._dst
         if self.descriptions:
             for i, d in enumerate(self.descriptions, start=1):
-                dst.set_band_description(i, d)
+                if d:
+                    dst.set_band_description(i, d)
+        for i, u in enumerate(self.units or [], start=1):
+            if u:
+                dst.set_band_unit(i, u)
         if self.class_table is not None:
             ct = self.class_table
             dst.update_tags(1, CLASS_NAMES=json.dumps(dict(zip(map(str, ct.ids), ct.names,
@@ -218,6 +227,8 @@ class RasterSink:
             dst.update_tags(**self.tags)
         dst.close()
         self._closed = True
+        if self.sieve > 1:
+            self._sieve()
         staged = temp_name(self.path)
         try:
             opts = self._finish_options()
@@ -232,6 +243,16 @@ class RasterSink:
             raise
         remove(self._tmp)
         return self.path
+
+    def _sieve(self) -> None:
+        """Apply the minimum mapping unit to the whole band. It needs the band in memory (one
+        or two bytes a pixel for class maps): patches cross window borders."""
+        from rasterio.features import sieve
+
+        with rasterio.open(self._tmp, "r+") as dst:
+            band = dst.read(1)
+            out = sieve(band, self.sieve, mask=band != 0, connectivity=8)
+            dst.write(np.where(band != 0, out, 0).astype(band.dtype), 1)
 
     def abort(self) -> None:
         """Drop the partial file; nothing remains under either name."""

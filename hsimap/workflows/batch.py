@@ -99,6 +99,7 @@ class BatchOptions:
     device: str = "cpu"
     ignore_wavelengths: bool = False
     creation_options: dict[str, str] = field(default_factory=dict)
+    mmu: int = 0
     workers: int = 1            # a scene's windows computed at once (threads), as in predict
 
     def recorded(self) -> dict[str, Any]:
@@ -125,7 +126,7 @@ def process_scene(scene: str, model_dir: str, out_dir: str, options: BatchOption
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         report = write_outputs(data, model, out_dir, window=options.window, halo=options.halo,
                                workers=options.workers, cog=options.cog,
-                               creation_options=options.creation_options,
+                               creation_options=options.creation_options, mmu=options.mmu,
                                overwrite=True, progress=False,
                                ignore_wavelengths=options.ignore_wavelengths)
         record.update(status="done", pixels=report.pixels,

@@ -31,6 +31,7 @@ from hsimap.products import (
     EndmemberLibrary,
     OutputOptions,
     output_paths,
+    provenance,
     refuse_existing,
     write_products,
 )
@@ -188,6 +189,7 @@ def _unmix_into(scene: xr.DataArray, out_dir: str | Path, stem: str, grid: list[
     if opts.library is None:
         names = endmember_names(spectra, wl, opts.name_library)
     library = EndmemberLibrary(spectra, names, wl, f"hsimap unmix ({opts.method}) of {stem}")
+    out = replace(out, provenance=provenance(scene, method=opts.method, endmembers=p))
     written = write_products(scene, out_dir, stem, {"abundances": stack[:p], "error": stack[p]},
                              library, bar, out)
     return spectra, names, wl, written

@@ -1,0 +1,99 @@
+"""A class map as polygons: one feature per connected patch, with its class and area.
+
+Polygons come from GDAL's polygonize (:func:`rasterio.features.shapes`, 8-connected), in the
+map's CRS; the file is written by pyogrio (GeoPackage by default, or what the extension names).
+The whole class map is read at once, one or two bytes a pixel: patches cross any window.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from hsimap.errors import HsimapError
+from hsimap.io.files import check_output, temp_name
+from hsimap.io.rasters import read_class_table
+
+DRIVERS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf", ".geojson": "GeoJSON", ".shp": "ESRI Shapefile"}
+
+
+@dataclass
+class VectorizeReport:
+    path: Path
+    features: int
+    classes: int
+
+
+def vectorize(classes: str | Path, output: str | Path, *, mmu: int = 0,
+              overwrite: bool = False) -> VectorizeReport:
+    """Write the patches of the class map ``classes`` to ``output`` as polygons with
+    ``class_id``, ``class_name`` and ``area_ha`` (null without a CRS); nodata (0) is left out.
+
+    ``mmu``: patches smaller than this many pixels first take their largest neighbour's class.
+    """
+    import pyogrio
+    import shapely
+    from rasterio.features import shapes, sieve
+
+    out = Path(output)
+    driver = DRIVERS.get(out.suffix.lower())
+    if driver is None:
+        raise HsimapError(f"{out}: name the output .gpkg, .fgb, .geojson or .shp")
+    if mmu < 0:
+        raise HsimapError(f"--mmu must be non-negative, got {mmu}")
+    check_output(out, overwrite)
+    try:
+        src = rasterio.open(classes)
+    except rasterio.errors.RasterioIOError:
+        raise HsimapError(f"{classes}: not a readable class map") from None
+    with src:
+        if src.dtypes[0] not in ("uint8", "uint16", "int16", "int32", "uint32"):
+            raise HsimapError(f"{classes}: a class map holds integers, this holds "
+                              f"{src.dtypes[0]}")
+        band = src.read(1)
+        transform, crs = src.transform, src.crs
+    table = read_class_table(classes)
+    nodata = band == 0
+    if mmu > 1:
+        band = np.where(nodata, 0, sieve(band, mmu, mask=~nodata, connectivity=8))
+    polys, ids = [], []
+    for geom, value in shapes(band.astype(np.int32), mask=~nodata, connectivity=8,
+                              transform=transform):
+        polys.append(shapely.geometry.shape(geom))
+        ids.append(int(value))
+    if not polys:
+        raise HsimapError(f"{classes}: no classified pixels to vectorize")
+    geoms = np.array(polys, dtype=object)
+    names = np.array([table.name_of(i) if table else f"class {i}" for i in ids], dtype=object)
+    hectares = _hectares(geoms, crs)
+    tmp = temp_name(out)
+    try:
+        pyogrio.raw.write(tmp, shapely.to_wkb(geoms), [np.array(ids, np.int32), names, hectares],
+                          fields=["class_id", "class_name", "area_ha"], geometry_type="Polygon",
+                          crs=crs.to_wkt() if crs else None, driver=driver, layer=out.stem)
+        if driver == "ESRI Shapefile":   # its sidecars carry the same temporary stem
+            for side in tmp.parent.glob(f"{tmp.stem}.*"):
+                os.replace(side, out.with_suffix(side.suffix))
+        else:
+            os.replace(tmp, out)
+    finally:
+        for side in tmp.parent.glob(f"{tmp.stem}.*"):
+            side.unlink(missing_ok=True)
+    return VectorizeReport(out, len(polys), len(set(ids)))
+
+
+def _hectares(geoms: np.ndarray, crs) -> np.ndarray:
+    if crs is None:
+        return np.full(len(geoms), np.nan)
+    if crs.is_projected:
+        import shapely
+
+        return shapely.area(geoms) * crs.linear_units_factor[1] ** 2 / 1e4
+    from pyproj import CRS
+
+    geod = CRS.from_user_input(crs.to_wkt()).get_geod()
+    return np.array([abs(geod.geometry_area_perimeter(g)[0]) / 1e4 for g in geoms])
