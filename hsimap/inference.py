@@ -8,6 +8,7 @@ discarded, one dask task per tile); :func:`hsimap.products.write_outputs` stream
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from hsimap.classes import class_dtype
 from hsimap.engine import scene_tiles, tile_array
 from hsimap.errors import HsimapError
 from hsimap.io.scene import read_window
@@ -159,6 +161,10 @@ def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = No
     Returns:
         Dataset with ``classes`` (y, x), ``confidence``, ``error`` and ``abundances``
         (endmember, y, x), dask-backed: computing a part runs only the tiles it needs.
+        ``classes`` is uint8 (uint16 for ids above 255) with 0 as nodata (``_FillValue``), and
+        carries the class names and colours in its attrs (``CLASS_NAMES``, ``CLASS_COLORS``,
+        JSON), so that ``ds.classes.rio.to_raster(path)`` writes a map hsimap reads back with
+        its classes.
     """
     if check:
         check_compatible(scene, model, ignore_wavelengths=ignore_wavelengths)
@@ -173,12 +179,20 @@ def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = No
     stack = tile_array(scene, grid, run, len(FIXED) + model.config.endmembers,
                        name=f"tile-{token}", on_tile=on_tile,
                        serialize=model.device.type == "cuda", valid_bands=model.band_indices)
+    table = model.class_table
+    class_attrs = {
+        "_FillValue": 0, "long_name": "class",
+        "CLASS_NAMES": json.dumps(dict(zip(map(str, table.ids), table.names, strict=True))),
+        "CLASS_COLORS": json.dumps({str(i): "#{:02x}{:02x}{:02x}".format(*c)
+                                    for i, c in zip(table.ids, table.colors, strict=True)})}
     ds = xr.Dataset(
         {
-            "classes": (("y", "x"), stack[0].astype(np.int32)),
-            "confidence": (("y", "x"), stack[1]),
-            "error": (("y", "x"), stack[2]),
-            "abundances": (("endmember", "y", "x"), stack[3:]),
+            "classes": (("y", "x"), stack[0].astype(class_dtype(table)), class_attrs),
+            "confidence": (("y", "x"), stack[1],
+                           {"long_name": "max class probability", "units": "probability"}),
+            "error": (("y", "x"), stack[2],
+                      {"long_name": "spectral angle to reconstruction", "units": "radians"}),
+            "abundances": (("endmember", "y", "x"), stack[3:], {"units": "fraction"}),
         },
         coords={"y": scene.coords["y"], "x": scene.coords["x"],
                 "endmember": model.endmember_names},

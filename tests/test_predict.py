@@ -196,3 +196,21 @@ def test_memory_bounded_by_window_not_scene(trained, tmp_path):
         assert r.returncode == 0, r.stderr
         peaks.append(int(r.stdout.split()[-1]))
     assert peaks[1] < 1.2 * peaks[0], peaks
+
+
+def test_python_api_classes_keep_their_table_through_rioxarray(trained, tmp_path):
+    """hsimap.predict gives classes as uint8 with nodata 0 and the class table in attrs;
+    rio.to_raster writes a map that hsimap (and GDAL) read back with its classes."""
+    from hsimap.io.rasters import read_class_table
+
+    ds = hsimap.predict(hsimap.open_scene(trained.made.scene), trained.model)
+    assert ds.classes.dtype == np.uint8
+    ds.classes.rio.to_raster(tmp_path / "api.tif")
+    table = read_class_table(tmp_path / "api.tif")
+    assert table == trained.model.class_table
+    with rasterio.open(tmp_path / "api.tif") as src:
+        assert src.nodata == 0 and src.dtypes[0] == "uint8"
+        assert (src.read(1) == ds.classes.values).all()
+        assert (src.read(1) == 0).any()      # the scene's nodata border stays nodata
+    r = hsimap_cli("evaluate", tmp_path / "api.tif", "-l", trained.made.labels, "--json")
+    assert r.returncode == 0, r.stderr

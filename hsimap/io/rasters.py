@@ -30,7 +30,7 @@ from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from hsimap.classes import ClassTable, class_dtype
+from hsimap.classes import ClassTable, class_dtype, parse_color
 from hsimap.errors import HsimapError
 from hsimap.io.files import check_output, remove, temp_name
 
@@ -317,19 +317,32 @@ def write_raster(path: str | Path, array: np.ndarray, grid: Grid, **kwargs: Any)
 
 
 def read_class_table(path: str | Path) -> ClassTable | None:
-    """The class table hsimap wrote into a class map (names and colours), if any."""
+    """The class table hsimap wrote into a class map (names and colours), if any: from the
+    band's CLASS_NAMES item and colour table, or from the dataset's CLASS_NAMES and
+    CLASS_COLORS items (what ``hsimap.predict(...).classes.rio.to_raster()`` writes)."""
     with rasterio.open(path) as src:
-        names = src.tags(1).get("CLASS_NAMES")
+        names = src.tags(1).get("CLASS_NAMES") or src.tags().get("CLASS_NAMES")
+        hexes = src.tags().get("CLASS_COLORS")
         try:
             cmap = src.colormap(1)
         except ValueError:
             cmap = None
-    if names:
-        d = {int(k): v for k, v in json.loads(names).items()}
+    if not names:
+        return None
+    try:
+        d = {int(k): str(v) for k, v in json.loads(names).items()}
         ids = sorted(d)
-        colors = [tuple(cmap[i][:3]) for i in ids] if cmap else []
-        return ClassTable(ids, [d[i] for i in ids], colors)
-    return None
+        if cmap:
+            colors = [tuple(cmap[i][:3]) for i in ids]
+        elif hexes:
+            h = {int(k): v for k, v in json.loads(hexes).items()}
+            colors = [parse_color(h[i]) for i in ids]
+        else:
+            colors = []
+    except (ValueError, KeyError, AttributeError, HsimapError):
+        raise HsimapError(f"{path}: its CLASS_NAMES or CLASS_COLORS metadata is not valid "
+                          "JSON of id: name (or id: #rrggbb)") from None
+    return ClassTable(ids, [d[i] for i in ids], colors)
 
 
 def write_vrt(class_maps: list[Path], path: Path) -> Path:
