@@ -22,7 +22,7 @@ from hsimap.engine import scene_tiles, tile_array
 from hsimap.errors import HsimapError
 from hsimap.io.scene import read_window
 from hsimap.model.store import TrainedModel
-from hsimap.windows import Tile, fill_invalid
+from hsimap.windows import Tile, check_magnitude, fill_invalid
 
 FIXED = ("classes", "confidence", "error")  # planes before the abundances in a tile's stack
 
@@ -135,7 +135,9 @@ def check_values(scene: xr.DataArray, model: TrainedModel, grid: list[Tile], *,
     if not values:
         raise HsimapError(f"{source}: no pixel has data in the {len(bands)} bands the model "
                           "uses (all nodata); nothing to predict")
-    p1, p99 = (float(q) for q in np.percentile(np.concatenate(values), [1, 99]))
+    sample = np.concatenate(values)
+    check_magnitude(float(sample.min()), float(sample.max()), source)
+    p1, p99 = (float(q) for q in np.percentile(sample, [1, 99]))
     lo, hi = model.scale
     ratio = (p99 - p1) / max(hi - lo, 1e-12)
     if not ignore_scale and p99 > p1 and not 1 / SCALE_LIMIT <= ratio <= SCALE_LIMIT:

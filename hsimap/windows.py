@@ -18,7 +18,7 @@ import xarray as xr
 from scipy.ndimage import uniform_filter
 
 from hsimap.errors import HsimapError
-from hsimap.io.scene import read_window
+from hsimap.io.scene import read_block, read_window
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,8 @@ def dead_bands(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray) -> np.n
     lo = np.full(len(bands), np.inf)
     hi = np.full(len(bands), -np.inf)
     for t in grid:
-        raw = np.asarray(scene.data[bands, t.core_rows, t.core_cols]
-                         .compute(scheduler="synchronous"), dtype=np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN fill of a damaged scene
+            raw = read_block(scene, (bands, t.core_rows, t.core_cols)).astype(np.float64)
         raw = raw.reshape(len(bands), -1)
         data = np.isfinite(raw)
         if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
@@ -132,6 +132,18 @@ def dead_bands(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray) -> np.n
         lo = np.minimum(lo, np.where(data, raw, np.inf).min(axis=1))
         hi = np.maximum(hi, np.where(data, raw, -np.inf).max(axis=1))
     return ~seen | (lo >= hi)
+
+
+# Reflectance, radiance and their integer encodings all stay far inside this: a float scene
+# reaching it was decoded wrongly (byte-swapped floats read as 1e30 or 1e-30).
+MAX_MAGNITUDE = 1e9
+
+
+def check_magnitude(lo: float, hi: float, source: object) -> None:
+    """Refuse values no sensor writes, naming the likely cause."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or max(abs(lo), abs(hi)) > MAX_MAGNITUDE:
+        raise HsimapError(f"{source}: values reach {lo:.3g} to {hi:.3g}, which no sensor "
+                          "writes; is the header's byte order or data type right?")
 
 
 def scan_scene(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray, n: int = 0,
@@ -164,6 +176,7 @@ def scan_scene(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray, n: int 
                 smooth.append(_smooth(values, valid)[:, rs, cs][:, pick].T)
     if not usable:
         raise HsimapError("the scene has no valid pixels")
+    check_magnitude(lo, hi, scene.attrs.get("source", "scene"))
     if not raw:  # valid pixels so sparse that the draw missed them all
         raw = smooth = [np.zeros((0, len(bands)), np.float32)]
     raw = np.concatenate(raw)

@@ -162,6 +162,66 @@ def csv_into_missing_folder(d, t):
     return ["evaluate", d / "map.tif", "-l", t.made.labels, "--csv", d / "nope" / "cm.csv"]
 
 
+def envi_byte_swapped(d, _):
+    data = _envi(d)
+    hdr = data.with_suffix(".hdr")
+    hdr.write_text(hdr.read_text().replace("byte order = 0", "byte order = 1"))
+    return ["train", hdr, "-l", d / "line_labels.tif", "-o", d / "out", "--epochs", 1,
+            "--endmembers", 3]
+
+
+def byte_swapped_values(d, t):
+    """Values as a reader decodes them with the wrong byte order."""
+    return ["predict", _rewrite(d, t, "swapped.tif", lambda c: (c.byteswap(), {})),
+            "-m", t.model_dir, "-o", d / "out"]
+
+
+def truncated_geotiff(d, t):
+    big = make_scene(d / "big.tif", SynthSpec(width=300, height=300, bands=24, seed=1))
+    for extra in (big.labels, big.abundances):
+        shutil.rmtree(extra, ignore_errors=True) if extra.is_dir() else extra.unlink()
+    data = big.scene.read_bytes()
+    big.scene.write_bytes(data[: len(data) // 2])
+    return ["predict", big.scene, "-m", t.model_dir, "-o", d / "out", "--ignore-wavelengths"]
+
+
+def geojson_utm_without_crs(d, t):
+    ring = [[500010, 4099990], [500040, 4099990], [500040, 4099960], [500010, 4099960],
+            [500010, 4099990]]
+    (d / "fields.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"class": 1},
+         "geometry": {"type": "Polygon", "coordinates": [ring]}}]}))
+    return ["train", t.made.scene, "-l", d / "fields.geojson", "-o", d / "out"]
+
+
+def scale_factor_not_a_number(d, _):
+    data = _envi(d)
+    hdr = data.with_suffix(".hdr")
+    hdr.write_text(hdr.read_text() + "reflectance scale factor = abc\n")
+    return ["info", hdr]
+
+
+def mat_shape_mismatch(d, _):
+    from scipy.io import savemat
+
+    savemat(d / "cube.mat", {"Y": np.ones((5, 1200), np.float32), "nRow": 30, "nCol": 50})
+    return ["info", d / "cube.mat"]
+
+
+def mat_v73_declaring_134_gib(d, _):
+    """A 2 KB MATLAB v7.3 (HDF5) file whose one array declares 134 GiB of fill values."""
+    import h5py
+
+    path = d / "crafted.mat"
+    with h5py.File(path, "w", userblock_size=512) as f:
+        f.create_dataset("cube", shape=(200, 12000, 15000), dtype="float32",
+                         chunks=(1, 64, 64))
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 "
+    with open(path, "r+b") as f:
+        f.write(header.ljust(116) + b"\0" * 8 + b"\x00\x02" + b"IM")
+    return ["info", path]
+
+
 CASES = [
     Case("truncated ENVI", truncated_envi, "the file is truncated or the header's data type"),
     Case("ENVI header, wrong data type", envi_wrong_data_type, "bands of float64"),
@@ -187,6 +247,18 @@ CASES = [
     Case("int16 x 10,000 scene, no scale metadata", int16_without_scale,
          "other units (reflectance x 10,000?)"),
     Case("all-nodata scene", all_nodata, "nothing to predict"),
+    Case("ENVI header, wrong byte order", envi_byte_swapped,
+         "which no sensor writes; is the header's byte order or data type right?"),
+    Case("byte-swapped values", byte_swapped_values, "which no sensor writes"),
+    Case("truncated GeoTIFF", truncated_geotiff, "the file is truncated or damaged"),
+    Case("GeoJSON in UTM without a CRS", geojson_utm_without_crs,
+         "which are not longitude and latitude, but the file's CRS is WGS84"),
+    Case("reflectance scale factor = abc", scale_factor_not_a_number,
+         "reflectance scale factor = 'abc' is not a number"),
+    Case(".mat rows x columns not its pixels", mat_shape_mismatch,
+         "declares 30 rows x 50 columns = 1,500 px, but 'Y' holds 1,200 pixels"),
+    Case(".mat v7.3 declaring 134 GiB", mat_v73_declaring_134_gib,
+         "its arrays declare 134.1 GiB"),
     Case("predict --co COMPRESS=NOPE", predict("--co", "COMPRESS=NOPE"),
          "'NOPE' is an unexpected value for COMPRESS"),
     Case("unmix --co FOO=1", unmix("--co", "FOO=1"),

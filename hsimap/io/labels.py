@@ -154,13 +154,25 @@ def _vector_labels(path: Path, grid: Grid, class_field: str | None
         lut = {n: i + 1 for i, n in enumerate(names)}
         ids = np.array([lut.get(str(v), 0) for v in values])
         table = ClassTable(list(lut.values()), names)
+    present = [g for g in geoms if g is not None]
+    if present and (not src_crs or _is_wgs84(src_crs)):
+        x0, y0, x1, y1 = shapely.total_bounds(np.array(present, dtype=object))
+        if max(abs(x0), abs(x1)) > 180 or max(abs(y0), abs(y1)) > 90:
+            raise HsimapError(
+                f"{path}: coordinates reach ({x1:.6g}, {y1:.6g}), which are not longitude and "
+                f"latitude, but the file's CRS is WGS84 (as a GeoJSON naming none is); give it "
+                "its real CRS (e.g. ogr2ogr -a_srs EPSG:32611 out.gpkg in.geojson)")
     shapes = []
     for g, i in zip(geoms, ids, strict=True):
         if g is None or i <= 0:
             continue
         gj = shapely.geometry.mapping(g)
         if src_crs and grid.crs is not None:
-            gj = transform_geom(src_crs, grid.crs, gj)
+            try:
+                gj = transform_geom(src_crs, grid.crs, gj)
+            except Exception as exc:  # PROJ errors come as several GDAL exception types
+                raise HsimapError(f"{path}: cannot reproject its geometries from {src_crs} to "
+                                  f"the scene's CRS ({exc})") from None
         shapes.append((gj, int(i)))
     if not shapes:
         raise HsimapError(f"{path}: no geometries with a class")
@@ -205,6 +217,15 @@ def split_labels(labels: np.ndarray, class_ids: list[int], *, train_per_class: i
         out[perm[n_train:n_train + n_val]] = Split.VALIDATION
         out[perm[n_train + n_val:]] = Split.TEST
     return split
+
+
+def _is_wgs84(crs: str) -> bool:
+    from rasterio.crs import CRS
+
+    try:
+        return CRS.from_user_input(crs).to_epsg() in (4326, 4979)
+    except Exception:
+        return False
 
 
 def combine_labels(tables: list[ClassTable], labels: list[np.ndarray]

@@ -10,6 +10,7 @@ h5py. Whatever the format, the result carries the same things: CRS and transform
 from __future__ import annotations
 
 import math
+import os
 import re
 import warnings
 from dataclasses import asdict, dataclass
@@ -54,6 +55,15 @@ def resolve_envi_path(path: Path) -> Path:
     )
 
 
+def _number(src: rasterio.DatasetReader, what: str, value: str) -> float:
+    """A metadata item that must be a number, refused in one line naming the file if not."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise HsimapError(f"{src.name}: {what} = {value!r} is not a number; fix the header or "
+                          "metadata") from None
+
+
 def _band_metadata(src: rasterio.DatasetReader) -> dict[str, Any]:
     """Wavelengths, FWHM, bad bands, ignore value and scale from GDAL metadata of any driver."""
     n = src.count
@@ -72,12 +82,15 @@ def _band_metadata(src: rasterio.DatasetReader) -> dict[str, Any]:
             imagery = src.tags(b, ns="IMAGERY") if "IMAGERY" in spaces else {}
             if "central_wavelength_um" in {k.lower() for k in imagery}:
                 vals = {k.lower(): v for k, v in imagery.items()}
-                per_band.append(float(vals["central_wavelength_um"]) * 1000.0)
-                fw.append(float(vals["fwhm_um"]) * 1000.0 if "fwhm_um" in vals else math.nan)
+                per_band.append(_number(src, "central_wavelength_um",
+                                        vals["central_wavelength_um"]) * 1000.0)
+                fw.append(_number(src, "fwhm_um", vals["fwhm_um"]) * 1000.0
+                          if "fwhm_um" in vals else math.nan)
                 unit_seen = "nanometers"
             elif "wavelength" in tags:
-                per_band.append(float(tags["wavelength"]))
-                fw.append(float(tags["fwhm"]) if "fwhm" in tags else math.nan)
+                per_band.append(_number(src, f"band {b} wavelength", tags["wavelength"]))
+                fw.append(_number(src, f"band {b} fwhm", tags["fwhm"]) if "fwhm" in tags
+                          else math.nan)
                 unit_seen = tags.get("wavelength_units", unit_seen)
             else:
                 break
@@ -104,9 +117,9 @@ def _band_metadata(src: rasterio.DatasetReader) -> dict[str, Any]:
     if bbl is not None and len(bbl) == n:
         out["bad_band"] = bbl == 0  # ENVI: 1 good, 0 bad
     if out["nodata"] is None and envi.get("data_ignore_value") is not None:
-        out["nodata"] = float(envi["data_ignore_value"])
+        out["nodata"] = _number(src, "data ignore value", envi["data_ignore_value"])
     if envi.get("reflectance_scale_factor"):
-        factor = float(envi["reflectance_scale_factor"])
+        factor = _number(src, "reflectance scale factor", envi["reflectance_scale_factor"])
         if factor not in (0.0, 1.0):
             out["scale_factor"] = 1.0 / factor
     elif src.scales and any(s != 1.0 for s in src.scales):
@@ -162,8 +175,10 @@ def _open_gdal(path: Path | str, chunks: int) -> xr.DataArray:
     if driver == "ENVI":
         # The header is the ENVI truth: a .aux.xml left beside it (GDAL writes them, and so
         # did hsimap synth) would otherwise override wavelengths edited in the .hdr.
-        with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(path) as src:
-            meta = _band_metadata(src)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(path) as src:
+                meta = _band_metadata(src)
     arr.attrs = {}
     if crs is not None:
         arr = arr.rio.write_crs(crs)
@@ -181,11 +196,44 @@ def load_mat(path: Path) -> dict[str, Any]:
         import h5py
 
         with h5py.File(path, "r") as f:
+            sets = {k: f[k] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+            _check_declared_sizes(path, {k: d.size * d.dtype.itemsize for k, d in sets.items()})
             # h5py reverses MATLAB's dimension order; transposing restores it.
-            data = {k: np.asarray(f[k]).T for k in f.keys() if isinstance(f[k], h5py.Dataset)}
+            data = {k: np.asarray(d).T for k, d in sets.items()}
     except Exception as exc:  # scipy raises a variety of errors for non-MAT files
         raise HsimapError(f"{path}: not a readable .mat file ({exc})") from None
     return data
+
+
+def available_memory() -> int:
+    """Bytes this process may still allocate: MemAvailable, or the cgroup limit if lower."""
+    avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            avail = min(avail, int(text))
+    return avail
+
+
+def _check_declared_sizes(path: Path, sizes: dict[str, int]) -> None:
+    """Refuse an HDF5 (.mat v7.3) file whose arrays declare more than memory can hold: a 2 KB
+    file can declare a 134 GiB array of fill values, and reading it would take the machine."""
+    total, avail = sum(sizes.values()), available_memory()
+    if total > avail:
+        big = max(sizes, key=sizes.get)
+        raise HsimapError(f"{path}: its arrays declare {total / 2**30:,.1f} GiB ({big!r} "
+                          f"{sizes[big] / 2**30:,.1f} GiB), more than the "
+                          f"{avail / 2**30:,.1f} GiB of memory available; the file is damaged "
+                          "or too large to load whole (convert it to GeoTIFF or ENVI)")
 
 
 def _cube_from_mat(path: Path, variable: str | None) -> np.ndarray:
@@ -219,6 +267,10 @@ def _cube_from_mat(path: Path, variable: str | None) -> np.ndarray:
                 raise HsimapError(f"{path}: {chosen!r} is a bands x pixels matrix but the file "
                                   "has no nRow/nCol to give the image shape")
             rows = cols = side
+        if rows * cols != n_pix:
+            raise HsimapError(f"{path}: declares {rows} rows x {cols} columns = {rows * cols:,} "
+                              f"px, but {chosen!r} holds {n_pix:,} pixels of {mat.shape[0]} "
+                              "bands")
         # Zhu's benchmark matrices list pixels in MATLAB column-major order.
         return mat.reshape(mat.shape[0], rows, cols, order="F")
     raise HsimapError(f"{path}: {chosen!r} is not a 2-D or 3-D numeric array")
@@ -300,6 +352,18 @@ def valid_mask(raw: np.ndarray, nodata: float | None) -> np.ndarray:
     return ~bad
 
 
+def read_block(scene: xr.DataArray, key: tuple) -> np.ndarray:
+    """``scene.data[key]`` as numpy, a damaged file refused in one line naming it."""
+    try:
+        return np.asarray(scene.data[key].compute(scheduler="synchronous"))
+    except RasterioIOError as exc:
+        cause = str(exc.__cause__ or exc).splitlines()[0]
+        rows, cols = key[-2], key[-1]
+        raise HsimapError(f"{scene.attrs.get('source', 'scene')}: cannot read rows "
+                          f"{rows.start or 0}-{rows.stop} x columns {cols.start or 0}-"
+                          f"{cols.stop} ({cause}); the file is truncated or damaged") from None
+
+
 def read_window(scene: xr.DataArray, rows: slice, cols: slice,
                 bands: np.ndarray | None = None, valid_bands: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -313,7 +377,7 @@ def read_window(scene: xr.DataArray, rows: slice, cols: slice,
         ``(values, valid)``: float32 array (bands, h, w) with the scale factor applied and
         invalid pixels set to 0, and the boolean valid mask (h, w).
     """
-    raw = np.asarray(scene.data[:, rows, cols].compute(scheduler="synchronous"))
+    raw = read_block(scene, (slice(None), rows, cols))
     if valid_bands is None:
         valid_bands = bands if bands is not None else usable_bands(scene)
     judged = raw[valid_bands] if len(valid_bands) else raw
