@@ -113,3 +113,14 @@ def command(scenes, labels, output, class_field, classes_csv, label_variable, tr
     if t is not None:
         click.echo(f"test OA {t.overall_accuracy:.4f}  AA {t.average_accuracy:.4f}  "
                    f"kappa {t.kappa:.4f}  ({t.pixels} px)")
+        table = result.model.class_table
+        width = max(len(n) for n in table.names)
+        click.echo(f"{'class':<{width}}  producer's  user's      F1  (test pixels)")
+        for c in t.class_ids:
+            if c in t.producers_accuracy:
+                ua = t.users_accuracy.get(c)
+                ua_text = "-" if ua is None or ua != ua else f"{ua:.4f}"
+                click.echo(f"{table.name_of(c):<{width}}  {t.producers_accuracy[c]:10.4f}  "
+                           f"{ua_text:>6}  {t.f1[c]:6.4f}")
+    names = result.model.card.endmember_names
+    click.echo(f"endmembers: {'; '.join(names)}")
