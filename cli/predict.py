@@ -36,12 +36,14 @@ from hsimap.cli.options import (
 @click.option("--mmu", type=int, default=0, metavar="PIXELS",
               help="Minimum mapping unit: class patches smaller than PIXELS (8-connected) "
                    "take the class of their largest neighbour.")
+@click.option("--stac", is_flag=True,
+              help="Also write SCENE_item.json, a STAC Item of the outputs (needs pystac).")
 @click.option("--no-quicklooks", is_flag=True, help="Skip the PNG quicklooks.")
 @variable_opt
 @overwrite_opt
 @quiet_opt
 def command(scene, model_dir, output, window, halo, workers, device, cog, creation_options,
-            ignore_wavelengths, ignore_scale, mmu, no_quicklooks, variable, overwrite,
+            ignore_wavelengths, ignore_scale, mmu, stac, no_quicklooks, variable, overwrite,
             quiet) -> None:
     """Classify and unmix SCENE with a trained model; write maps to the output folder.
 
@@ -61,7 +63,7 @@ def command(scene, model_dir, output, window, halo, workers, device, cog, creati
                            cog=cog, overwrite=overwrite, creation_options=creation_options,
                            progress=not quiet, quicklooks=not no_quicklooks,
                            ignore_wavelengths=ignore_wavelengths, ignore_scale=ignore_scale,
-                           mmu=mmu)
+                           mmu=mmu, stac=stac)
     rate = report.pixels / max(report.seconds, 1e-9)
     click.echo(f"{report.pixels} px in {report.seconds:.1f} s ({rate:,.0f} px/s, "
                f"{report.windows} windows)")

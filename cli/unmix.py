@@ -45,12 +45,14 @@ from hsimap.cli.options import (
 @device_opt
 @cog_opt
 @creation_opt
+@click.option("--stac", is_flag=True,
+              help="Also write SCENE_item.json, a STAC Item of the outputs (needs pystac).")
 @click.option("--no-quicklooks", is_flag=True, help="Skip the PNG quicklooks.")
 @overwrite_opt
 @quiet_opt
 def command(scene, output, endmembers, method, extraction, library, fixed_library, name_library,
             epochs, window, halo, variable, seed, workers, device, cog, creation_options,
-            no_quicklooks, overwrite, quiet) -> None:
+            stac, no_quicklooks, overwrite, quiet) -> None:
     """Unmix SCENE without labels: SCENE_abundances.tif, SCENE_error.tif and the endmember
     library SCENE_endmembers.sli/.hdr/.csv, on the scene's grid, plus quicklooks."""
     if fixed_library and not library:
@@ -61,7 +63,8 @@ def command(scene, output, endmembers, method, extraction, library, fixed_librar
     from hsimap.workflows.unmix import UnmixOptions, unmix
 
     out = OutputOptions(workers=workers, cog=cog, creation_options=creation_options,
-                        overwrite=overwrite, quicklooks=not no_quicklooks, progress=not quiet)
+                        overwrite=overwrite, quicklooks=not no_quicklooks, progress=not quiet,
+                        stac=stac)
     opts = UnmixOptions(endmembers=endmembers, method=method, extraction=extraction,
                         library=library, fixed_library=fixed_library,
                         name_library=name_library, epochs=epochs,

@@ -30,6 +30,7 @@ from hsimap.io.outputset import OutputSet
 from hsimap.io.qml import classes_qml, ramp_qml
 from hsimap.io.rasters import Grid, RasterSink, check_creation_options, gdal_messages
 from hsimap.io.speclib import write_library
+from hsimap.io.stac import require_pystac, write_item
 from hsimap.model.store import TrainedModel
 
 
@@ -59,10 +60,11 @@ QUICKLOOKS = {"classes_png": "_classes.png", "abundances_png": "_abundances.png"
 STYLES = {"classes_qml": ("classes", "_classes.qml"),
           "abundances_qml": ("abundances", "_abundances.qml")}
 AREAS = "_areas.csv"
+STAC_ITEM = "_item.json"       # with --stac: a STAC Item of the set
 
 
 def output_paths(out_dir: str | Path, stem: str, rasters: tuple[str, ...] = tuple(PRODUCTS),
-                 quicklooks: bool = True) -> dict[str, Path]:
+                 quicklooks: bool = True, stac: bool = False) -> dict[str, Path]:
     """Every file written for a scene named ``stem``: the rasters asked for, the library, and
     the quicklooks that go with those rasters."""
     d = Path(out_dir)
@@ -74,6 +76,8 @@ def output_paths(out_dir: str | Path, stem: str, rasters: tuple[str, ...] = tupl
             paths[k] = d / f"{stem}{suffix}"
     if "classes" in rasters:
         paths["areas_csv"] = d / f"{stem}{AREAS}"
+    if stac:
+        paths["stac_item"] = d / f"{stem}{STAC_ITEM}"
     if quicklooks:
         for k, suffix in QUICKLOOKS.items():
             if k == "endmembers_png" or k.removesuffix("_png") in rasters:
@@ -102,6 +106,7 @@ class OutputOptions:
     quicklooks: bool = True
     progress: bool = True
     mmu: int = 0               # minimum mapping unit of the class map, pixels (0: none)
+    stac: bool = False         # also a STAC Item of the set (needs pystac)
     provenance: dict[str, str] | None = None   # metadata items of every raster
 
     def check(self) -> None:
@@ -109,6 +114,8 @@ class OutputOptions:
         check_workers(self.workers)
         if self.mmu < 0:
             raise HsimapError(f"--mmu must be non-negative, got {self.mmu}")
+        if self.stac:
+            require_pystac()
         check_creation_options(self.creation_options or {}, "COG" if self.cog else "GTiff")
 
 
@@ -125,9 +132,10 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
     the rasters a set of this kind may hold (default: those in ``rasters``); the previous
     set's files that this one does not write are removed with it.
     """
-    paths = output_paths(out_dir, stem, tuple(rasters), opts.quicklooks)
+    paths = output_paths(out_dir, stem, tuple(rasters), opts.quicklooks, opts.stac)
     kinds = family or tuple(rasters)
-    outset = OutputSet(out_dir, stem, {p.name for p in output_paths(out_dir, stem, kinds).values()})
+    outset = OutputSet(out_dir, stem,
+                       {p.name for p in output_paths(out_dir, stem, kinds, stac=True).values()})
     staged = {k: outset.path(p.name) for k, p in paths.items()}
     workers = check_workers(opts.workers)
     grid = Grid.from_scene(scene)
@@ -151,6 +159,10 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
             write_library(outset.path(f"{stem}{LIBRARY}"), library.spectra, library.names,
                           library.wavelengths, overwrite=True, description=library.description)
             _write_styles_and_areas(staged, class_table)
+            if opts.stac:
+                write_item(staged["stac_item"], stem, grid,
+                           {k: p for k, p in staged.items() if k != "stac_item"},
+                           opts.provenance or {}, when=None)
             if opts.quicklooks:
                 from hsimap.quicklook import abundances_png, classes_png, endmembers_png
 
@@ -239,7 +251,7 @@ def write_outputs(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
                   workers: int | None = None, cog: bool = False, overwrite: bool = False,
                   creation_options: dict[str, str] | None = None, progress: bool = True,
                   quicklooks: bool = True, ignore_wavelengths: bool = False,
-                  ignore_scale: bool = False, mmu: int = 0,
+                  ignore_scale: bool = False, mmu: int = 0, stac: bool = False,
                   stem: str | None = None) -> PredictReport:
     """Predict ``scene`` and write every product, streaming window by window.
 
@@ -252,13 +264,13 @@ def write_outputs(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
     check_compatible(scene, model, ignore_wavelengths=ignore_wavelengths)
     opts = OutputOptions(workers=workers, cog=cog, creation_options=creation_options,
                          overwrite=overwrite, quicklooks=quicklooks, progress=progress,
-                         mmu=mmu,
+                         mmu=mmu, stac=stac,
                          provenance=provenance(scene, model_hash=model.card.model_hash,
                                                model_created=model.card.created,
                                                mmu_pixels=mmu or None))
     opts.check()
     stem = stem or output_stem(scene.attrs.get("source", "scene"))
-    paths = output_paths(out_dir, stem, tuple(PRODUCTS), quicklooks)
+    paths = output_paths(out_dir, stem, tuple(PRODUCTS), quicklooks, stac)
     refuse_existing(paths, overwrite)
     grid = scene_tiles(scene, model.window if window is None else window,
                        model.halo if halo is None else halo)

@@ -109,3 +109,32 @@ def test_vectorize_to_geopackage(maps, tmp_path):
     again = hsimap("vectorize", maps / "scene_classes.tif", "-o", out)
     assert again.returncode == 1 and "exists; use --overwrite" in again.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["classes.gpkg"]
+
+
+def test_a_stac_item_describes_the_set(trained: Trained, tmp_path):
+    pystac = pytest.importorskip("pystac")
+    from rasterio.warp import transform
+
+    r = hsimap("predict", trained.made.scene, "-m", trained.model_dir, "-o", tmp_path,
+               "--quiet", "--no-quicklooks", "--stac")
+    assert r.returncode == 0, r.stderr
+    item = pystac.Item.from_file(str(tmp_path / "scene_item.json"))
+    assert item.id == "scene"
+    files = {p.name for p in tmp_path.iterdir()} - {"scene_item.json"}
+    assert {Path(a.href).name for a in item.assets.values()} == files - {
+        n for n in files if n.endswith(".aux.xml")}
+    assert all(a.href.startswith("./") for a in item.assets.values())
+    assert item.assets["classes"].roles == ["data"]
+    with rasterio.open(trained.made.scene) as src:
+        cx, cy = src.xy(src.height // 2, src.width // 2)
+        (lon,), (lat,) = transform(src.crs, "EPSG:4326", [cx], [cy])
+        assert item.properties["proj:code"] == f"EPSG:{src.crs.to_epsg()}"
+        assert item.properties["proj:shape"] == [src.height, src.width]
+    w, s, e, n = item.bbox
+    assert w < lon < e and s < lat < n
+    assert item.properties["hsimap:datetime_source"] == "file modification time"
+    assert item.properties["hsimap:model_hash"] == trained.model.card.model_hash
+    # A rerun without --stac drops the Item with the rest of the old set.
+    r = hsimap("predict", trained.made.scene, "-m", trained.model_dir, "-o", tmp_path,
+               "--quiet", "--no-quicklooks", "--overwrite")
+    assert r.returncode == 0 and not (tmp_path / "scene_item.json").exists()

@@ -149,7 +149,7 @@ def unmix(scene: xr.DataArray, out_dir: str | Path, opts: UnmixOptions | None = 
     torch.manual_seed(opts.seed)
     stem = stem or output_stem(scene.attrs.get("source", "scene"))
     out = opts.output
-    paths = output_paths(out_dir, stem, RASTERS, out.quicklooks)
+    paths = output_paths(out_dir, stem, RASTERS, out.quicklooks, out.stac)
     refuse_existing(paths, out.overwrite)
     out.check()
     grid = scene_tiles(scene, opts.window, opts.halo)

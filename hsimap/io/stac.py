@@ -1,0 +1,72 @@
+"""A STAC Item describing one output set, for catalogues (pystac, optional: ``hsimap[stac]``).
+
+Asset links are relative (``./S_classes.tif``), so the set can be moved or uploaded as a whole.
+The Item's datetime is the source scene's acquisition time when its metadata gives one, else its
+file's modification time, and ``hsimap:datetime_source`` says which.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from hsimap.errors import HsimapError
+from hsimap.io.rasters import Grid
+
+MEDIA = {".tif": "image/tiff; application=geotiff", ".png": "image/png", ".csv": "text/csv",
+         ".qml": "application/xml", ".sli": "application/octet-stream",
+         ".hdr": "text/plain"}
+ROLES = {".tif": ["data"], ".png": ["overview"], ".csv": ["metadata"], ".qml": ["metadata"],
+         ".sli": ["data"], ".hdr": ["metadata"]}
+
+
+def require_pystac() -> None:
+    try:
+        import pystac  # noqa: F401
+    except ImportError:
+        raise HsimapError("--stac needs pystac: pip install 'hsimap[stac]'") from None
+
+
+def write_item(path: Path, item_id: str, grid: Grid, assets: dict[str, Path],
+               properties: dict[str, str], when: datetime | None) -> Path:
+    """Write ``path``: an Item with the grid's footprint in WGS84, its projection, and
+    ``assets`` (key -> file beside ``path``)."""
+    import pystac
+    from pystac.extensions.projection import ProjectionExtension
+    from rasterio.warp import transform_bounds
+
+    geometry, bbox = None, None
+    if grid.crs is not None:
+        left, top = grid.transform * (0, 0)
+        right, bottom = grid.transform * (grid.width, grid.height)
+        w, s, e, n = transform_bounds(grid.crs, "EPSG:4326", min(left, right),
+                                      min(top, bottom), max(left, right), max(top, bottom),
+                                      densify_pts=21)
+        bbox = [w, s, e, n]
+        geometry = {"type": "Polygon",
+                    "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}
+    source = "acquisition" if when is not None else "file modification time"
+    if when is None:
+        stamp = properties.get("HSIMAP_SOURCE_MODIFIED")
+        when = datetime.fromisoformat(stamp) if stamp else datetime.fromtimestamp(0, timezone.utc)
+    props = {f"hsimap:{k.removeprefix('HSIMAP_').lower()}": v for k, v in properties.items()}
+    props["hsimap:datetime_source"] = source
+    item = pystac.Item(id=item_id, geometry=geometry, bbox=bbox, datetime=when,
+                       properties=props)
+    if grid.crs is not None:
+        proj = ProjectionExtension.ext(item, add_if_missing=True)
+        proj.epsg = grid.crs.to_epsg()
+        if proj.epsg is None:
+            proj.wkt2 = grid.crs.to_wkt()
+        proj.shape = [grid.height, grid.width]
+        proj.transform = list(grid.transform)[:6]
+    for key, file in assets.items():
+        item.add_asset(key, pystac.Asset(href=f"./{file.name}",
+                                         media_type=MEDIA.get(file.suffix),
+                                         roles=ROLES.get(file.suffix)))
+    item.set_self_href(None)
+    import json
+
+    path.write_text(json.dumps(item.to_dict(include_self_link=False, transform_hrefs=False),
+                               indent=2))
+    return path
