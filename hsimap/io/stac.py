@@ -1,8 +1,8 @@
 """A STAC Item describing one output set, for catalogues (pystac, optional: ``hsimap[stac]``).
 
 Asset links are relative (``./S_classes.tif``), so the set can be moved or uploaded as a whole.
-The Item's datetime is the source scene's acquisition time when its metadata gives one, else its
-file's modification time, and ``hsimap:datetime_source`` says which.
+The Item's datetime is ``when`` (an acquisition time the caller trusts) or else the source
+scene file's modification time; ``hsimap:datetime_source`` says which.
 """
 
 from __future__ import annotations
