@@ -36,3 +36,18 @@ def test_synth_refuses_overwrite(tmp_path):
     assert hsimap("synth", tmp_path / "s.tif", "--width", 20, "--height", 20).returncode == 0
     r = hsimap("synth", tmp_path / "s.tif", "--width", 20, "--height", 20)
     assert r.returncode == 1 and "--overwrite" in r.stderr
+
+
+def test_quiet_and_verbose_on_the_group(trained, tmp_path):
+    """`hsimap -q CMD` silences every command's progress bar, as `CMD --quiet` does; `-vv`
+    shows the libraries' debug messages (rasterio's and GDAL's) as log lines."""
+    loud = hsimap("predict", trained.made.scene, "-m", trained.model_dir, "-o",
+                  tmp_path / "a", "--no-quicklooks")
+    quiet = hsimap("-q", "predict", trained.made.scene, "-m", trained.model_dir, "-o",
+                   tmp_path / "b", "--no-quicklooks")
+    assert loud.returncode == quiet.returncode == 0
+    assert "px/s" in loud.stderr and quiet.stderr == ""
+    plain = hsimap("info", trained.made.scene)
+    verbose = hsimap("-vv", "info", trained.made.scene)
+    assert plain.returncode == verbose.returncode == 0 and plain.stderr == ""
+    assert "DEBUG rasterio" in verbose.stderr and verbose.stdout == plain.stdout
