@@ -141,9 +141,13 @@ def _move_in(staging: Path, folder: Path, family: Iterable[str]) -> list[Path]:
 
 
 def _hold(d: Path):
-    f = open(d / LOCK, "w")  # noqa: SIM115 - held open for the life of the run
+    f = open(d / LOCK, "a")  # noqa: SIM115 - held open for the life of the run
     if fcntl is not None:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise
     return f
 
 
