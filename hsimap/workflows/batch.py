@@ -241,15 +241,15 @@ def run_batch(scenes: list[Path], model_dir: str | Path, out_dir: str | Path, *,
     return summary
 
 
-def _plan(scenes: list[Path], out: Path, model_hash: str, force: bool, summary: BatchSummary,
+def _plan(scenes: list[Path], out: Path, model_hash: str, overwrite: bool, summary: BatchSummary,
           options: dict[str, Any], echo) -> list[tuple[Path, dict[str, Any]]]:
     """The scenes to run: all but those the manifest records as done for this model, input
-    and options (unless ``force``), which are listed in ``summary.skipped``."""
+    and options (unless ``overwrite``), which are listed in ``summary.skipped``."""
     done_before = read_manifest(out, echo)
     todo = []
     for s in scenes:
         sig = input_signature(s) if s.exists() else {"size": None, "mtime": None}
-        if not force and is_complete(done_before.get(str(s)), sig, model_hash, options):
+        if not overwrite and is_complete(done_before.get(str(s)), sig, model_hash, options):
             summary.skipped.append(str(s))
         else:
             todo.append((s, sig))
