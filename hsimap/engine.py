@@ -9,6 +9,7 @@ parallelism, memory bound (window size x workers) and all-or-nothing files.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -120,9 +121,23 @@ class _Target:
         self.sink.write(value, rows.start or 0, cols.start or 0)
 
 
+def fewer_malloc_arenas(arenas: int = 2) -> None:
+    """Cap glibc's malloc arenas (``M_ARENA_MAX``) for threads started from now on.
+
+    glibc gives each new thread its own heap arena; windows allocated and freed on several
+    worker threads fragment them, and a streaming run's RSS crept up with the scene (2048 x 2048
+    x 200: peak 2,477 MiB, against 2,145 MiB with two arenas). No-op off glibc.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8: M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def store(arrays: Sequence[da.Array], sinks: Sequence[RasterSink], *, workers: int) -> None:
     """Compute ``arrays`` ((bands, y, x) or (y, x)) into ``sinks`` on ``workers`` threads, then
     commit every sink; on any error (or Ctrl-C) abort them all, leaving no file behind."""
+    fewer_malloc_arenas()
     threads = torch.get_num_threads()
     # Parallelism is across windows; one torch thread each keeps the cores from being
     # oversubscribed and makes results independent of the worker count.

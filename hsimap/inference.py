@@ -20,6 +20,7 @@ import xarray as xr
 from hsimap.classes import class_dtype
 from hsimap.engine import scene_tiles, tile_array
 from hsimap.errors import HsimapError
+from hsimap.io.rasters import bounded_write_cache
 from hsimap.io.scene import read_window
 from hsimap.model.store import TrainedModel
 from hsimap.windows import Tile, check_magnitude, fill_invalid
@@ -121,16 +122,18 @@ def check_values(scene: xr.DataArray, model: TrainedModel, grid: list[Tile], *,
     bands = model.band_indices
     step = max(1, len(grid) // windows)
     values = []
-    for t in grid[::step][:windows]:
-        v, valid = read_window(scene, t.rows, t.cols, bands, valid_bands=bands)
-        if valid.any():
-            values.append(v[:, valid].ravel())
-    if not values:  # the sample may have missed a small valid area: search every window
-        for t in grid:
+    # GDAL's default block cache (5% of RAM) would keep every block these reads touch.
+    with bounded_write_cache():
+        for t in grid[::step][:windows]:
             v, valid = read_window(scene, t.rows, t.cols, bands, valid_bands=bands)
             if valid.any():
                 values.append(v[:, valid].ravel())
-                break
+        if not values:  # the sample may have missed a small valid area: search every window
+            for t in grid:
+                v, valid = read_window(scene, t.rows, t.cols, bands, valid_bands=bands)
+                if valid.any():
+                    values.append(v[:, valid].ravel())
+                    break
     source = scene.attrs.get("source", "scene")
     if not values:
         raise HsimapError(f"{source}: no pixel has data in the {len(bands)} bands the model "
