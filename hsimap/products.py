@@ -28,7 +28,13 @@ from hsimap.inference import check_compatible, check_values, predict
 from hsimap.io.files import output_folder, output_stem
 from hsimap.io.outputset import OutputSet
 from hsimap.io.qml import classes_qml, ramp_qml
-from hsimap.io.rasters import Grid, RasterSink, check_creation_options, gdal_messages
+from hsimap.io.rasters import (
+    Grid,
+    RasterSink,
+    bounded_write_cache,
+    check_creation_options,
+    gdal_messages,
+)
 from hsimap.io.speclib import write_library
 from hsimap.io.stac import require_pystac, write_item
 from hsimap.model.store import TrainedModel
@@ -156,22 +162,25 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
                                         class_table=class_table if key == "classes" else None))
             store(list(rasters.values()), sinks, workers=workers)
             progress.close()
-            write_library(outset.path(f"{stem}{LIBRARY}"), library.spectra, library.names,
-                          library.wavelengths, overwrite=True, description=library.description)
-            _write_styles_and_areas(staged, class_table)
-            if opts.stac:
-                write_item(staged["stac_item"], stem, grid,
-                           {k: p for k, p in staged.items() if k != "stac_item"},
-                           opts.provenance or {}, when=None)
-            if opts.quicklooks:
-                from hsimap.quicklook import abundances_png, classes_png, endmembers_png
+            # The area table and quicklooks read whole rasters back: under the same bounded
+            # GDAL cache as the streaming, or its 5%-of-RAM default keeps what they read.
+            with bounded_write_cache():
+                write_library(outset.path(f"{stem}{LIBRARY}"), library.spectra, library.names,
+                              library.wavelengths, overwrite=True, description=library.description)
+                _write_styles_and_areas(staged, class_table)
+                if opts.stac:
+                    write_item(staged["stac_item"], stem, grid,
+                               {k: p for k, p in staged.items() if k != "stac_item"},
+                               opts.provenance or {}, when=None)
+                if opts.quicklooks:
+                    from hsimap.quicklook import abundances_png, classes_png, endmembers_png
 
-                if "classes_png" in staged:
-                    classes_png(staged["classes"], class_table, staged["classes_png"])
-                if "abundances_png" in staged:
-                    abundances_png(staged["abundances"], staged["abundances_png"])
-                endmembers_png(library.spectra, library.wavelengths, library.names,
-                               staged["endmembers_png"])
+                    if "classes_png" in staged:
+                        classes_png(staged["classes"], class_table, staged["classes_png"])
+                    if "abundances_png" in staged:
+                        abundances_png(staged["abundances"], staged["abundances_png"])
+                    endmembers_png(library.spectra, library.wavelengths, library.names,
+                                   staged["endmembers_png"])
             outset.commit()
         except BaseException as exc:
             for s in sinks:
