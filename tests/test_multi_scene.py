@@ -107,3 +107,14 @@ def test_labels_that_do_not_pair_with_the_scenes_are_refused(lines, args, messag
     r = hsimap("train", *args(a, b), "-o", d / "refused", *FAST)
     assert r.returncode == 2 and message in r.stderr, r.stderr
     assert not (d / "refused").exists()
+
+
+def test_scenes_with_other_bands_are_refused(lines, tmp_path):
+    d, a, _ = lines
+    other = make_scene(tmp_path / "other.tif", SynthSpec(width=40, height=30, bands=12,
+                                                        endmembers=4, classes=4, seed=6))
+    r = hsimap("train", a.scene, other.scene, "-l", a.labels, "-l", other.labels, "-o",
+               tmp_path / "model", *FAST)
+    assert r.returncode == 1, r.stderr
+    assert "other: 12 bands, line_a 16; scenes of one model need the same bands" in r.stderr
+    assert not (tmp_path / "model").exists()
