@@ -32,11 +32,11 @@ class Metrics:
         d = asdict(self)
         d["per_class_accuracy"] = {str(k): v for k, v in self.per_class_accuracy.items()}
         for key in ("per_class_iou", "producers_accuracy", "users_accuracy", "f1"):
-            d[key] = {str(k): _finite(v) for k, v in getattr(self, key).items()}
+            d[key] = {str(k): json_number(v) for k, v in getattr(self, key).items()}
         return d
 
 
-def _finite(v: float) -> float | None:
+def json_number(v: object) -> object:
     """JSON has no NaN: an undefined value (a class never predicted) is null."""
     return None if v != v else v
 

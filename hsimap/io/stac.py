@@ -7,6 +7,7 @@ scene file's modification time; ``hsimap:datetime_source`` says which.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -65,8 +66,6 @@ def write_item(path: Path, item_id: str, grid: Grid, assets: dict[str, Path],
                                          media_type=MEDIA.get(file.suffix),
                                          roles=ROLES.get(file.suffix)))
     item.set_self_href(None)
-    import json
-
     path.write_text(json.dumps(item.to_dict(include_self_link=False, transform_hrefs=False),
                                indent=2))
     return path

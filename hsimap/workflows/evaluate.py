@@ -22,7 +22,7 @@ from hsimap.io.files import temp_name
 from hsimap.io.labels import load_labels
 from hsimap.io.rasters import read_class_table
 from hsimap.io.scene import open_scene
-from hsimap.metrics import Metrics, classification_metrics
+from hsimap.metrics import Metrics, classification_metrics, json_number
 
 SUBSETS = {s.name.lower(): s for s in Split}
 
@@ -59,8 +59,7 @@ class Evaluation:
                             "adjusted_producers_accuracy": float(a.producers_accuracy[i]),
                             "adjusted_producers_accuracy_ci95":
                                 float(a.producers_accuracy_ci95[i])})
-            rows.append({k: (None if isinstance(v, float) and v != v else v)
-                         for k, v in row.items()})
+            rows.append({k: json_number(v) for k, v in row.items()})
         return rows
 
     def to_dict(self) -> dict:
