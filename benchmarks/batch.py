@@ -40,7 +40,7 @@ def main(argv=None) -> None:
         scene = open_scene(lines[0])
         labels, tbl = load_labels(d / "line0_labels.tif", scene)
         train(scene, labels, tbl, d / "model",
-              TrainOptions(epochs=3, hidden=args.hidden, progress=False))
+              TrainOptions(steps=3, hidden=args.hidden, progress=False))
         px = args.scenes * args.size**2
         model = load_model(d / "model")
         t = time.perf_counter()

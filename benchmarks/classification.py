@@ -7,7 +7,7 @@ validation pixels; RF: 500 trees, max_features tuned on the validation pixels.
 Houston 2018 crop: labels brought to the 128 x 128 scene grid as the majority of each 4 x 4
 block where at least 9 of the 16 sub-pixels agree.
 
-    python benchmarks/classification.py --seeds 0 1 2 3 4 --epochs 500
+    python benchmarks/classification.py --seeds 0 1 2 3 4 --steps 300
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", nargs="+", default=["salinas", "houston"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--epochs", type=int, default=500)
+    ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--ablation-seeds", type=int, nargs="*", default=None,
                     help="Seeds for the ablations (default: --seeds).")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
@@ -113,10 +113,10 @@ def main(argv=None) -> None:
                 with tempfile.TemporaryDirectory() as d:
                     t = time.perf_counter()
                     r = train(scene, labels, tbl, d,
-                              TrainOptions(epochs=args.epochs, seed=seed, progress=False,
+                              TrainOptions(steps=args.steps, seed=seed, progress=False,
                                            **VARIANTS[variant]))
                     results.setdefault(variant, []).append(r.test_metrics)
-                    timing.setdefault(variant, []).append((r.seconds_per_epoch,
+                    timing.setdefault(variant, []).append((r.seconds_per_step,
                                                            time.perf_counter() - t))
                 print(f"{name} {variant} seed {seed}: OA {r.test_metrics.overall_accuracy:.4f}",
                       file=sys.stderr, flush=True)
@@ -131,13 +131,13 @@ def main(argv=None) -> None:
             per_class.append([name, method] + [
                 mean_std([m.per_class_accuracy.get(c, np.nan) for m in ms], "{:.3f}")
                 for c in tbl.ids])
-    print(table(["scene", "method", "seeds", "test OA", "AA", "kappa", "s/epoch",
+    print(table(["scene", "method", "seeds", "test OA", "AA", "kappa", "s/step",
                  "s/run"], rows))
     print("\nPer-class test accuracy (classes in id order; scenes' class counts differ):\n")
     width = max(len(r) for r in per_class) - 2
     print(table(["scene", "method"] + [f"class {i + 1}" for i in range(width)],
                 [r + [""] * (width + 2 - len(r)) for r in per_class]))
-    print(f"\nEpochs {args.epochs}; peak RSS {peak_rss_mb():.0f} MiB. "
+    print(f"\nSteps {args.steps}; peak RSS {peak_rss_mb():.0f} MiB. "
           + stamp("python benchmarks/classification.py " + " ".join(argv or sys.argv[1:])))
 
 

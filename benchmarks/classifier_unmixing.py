@@ -54,7 +54,7 @@ def run_seed(seed: int, args, work: Path) -> dict[str, tuple]:
     t = time.perf_counter()
     labels, classes = load_labels(made.labels, scene)
     result = train(scene, labels, classes, work / "model",
-                   TrainOptions(epochs=args.epochs, endmembers=args.endmembers,
+                   TrainOptions(steps=args.epochs, endmembers=args.endmembers,
                                 hidden=args.hidden, window=args.window, halo=args.halo,
                                 seed=seed, progress=False))
     model = load_model(work / "model")

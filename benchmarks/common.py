@@ -18,10 +18,34 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_name() -> str:
+    """The CPU's model name (lscpu's), else the platform's."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def vector_width() -> str:
+    """What the kernels run with: torch's CPU capability and numba's (LLVM's) target CPU."""
+    import torch
+
+    try:
+        from llvmlite import binding
+
+        target = binding.get_host_cpu_name()
+    except Exception:  # noqa: BLE001 - a label only
+        target = "?"
+    return f"torch {torch.backends.cpu.get_cpu_capability()}, numba {target}"
+
+
 def machine() -> str:
     import os
 
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
+    return f"{cpu_name()} ({vector_width()}), {os.cpu_count()} cores, " \
            f"Python {platform.python_version()}"
 
 

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
         scene = open_scene(base.scene)
         labels, tbl = load_labels(base.labels, scene)
         train(scene, labels, tbl, d / "model",
-              TrainOptions(epochs=3, hidden=args.hidden, progress=False))
+              TrainOptions(steps=3, hidden=args.hidden, progress=False))
         for side in args.sizes:
             made = make_scene(d / f"s{side}.tif",
                               SynthSpec(width=side, height=side, bands=args.bands, seed=1))

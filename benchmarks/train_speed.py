@@ -1,10 +1,10 @@
-"""Training speed: seconds per epoch with hsimap's fused scan and with mambapy's parallel scan.
+"""Training speed: seconds per step with hsimap's fused scan and with mambapy's parallel scan.
 
-Each (scene, scan) pair trains with the default options for a few epochs in a fresh process
-(``HSIMAP_SCAN`` selects the scan); the first epoch (numba compilation, allocator warm-up) is
+Each (scene, scan) pair trains with the default options for a few steps in a fresh process
+(``HSIMAP_SCAN`` selects the scan); the first step (numba compilation, allocator warm-up) is
 left out of the mean. Ratios are measured in one run on one machine.
 
-    python benchmarks/train_speed.py --scenes salinas houston --epochs 12
+    python benchmarks/train_speed.py --scenes salinas houston --steps 12
 """
 
 from __future__ import annotations
@@ -26,16 +26,16 @@ from classification import load
 from hsimap.workflows.train import TrainOptions, train
 scene, labels, tbl = load(sys.argv[1])
 with tempfile.TemporaryDirectory() as d:
-    train(scene, labels, tbl, d, TrainOptions(epochs=int(sys.argv[2]), progress=False))
+    train(scene, labels, tbl, d, TrainOptions(steps=int(sys.argv[2]), progress=False))
     rows = list(csv.DictReader(open(d + "/history.csv")))
 secs = [float(r["seconds"]) for r in rows[1:]]
-print(json.dumps({"s_per_epoch": sum(secs) / len(secs)}))
+print(json.dumps({"s_per_step": sum(secs) / len(secs)}))
 """
 
 
-def run(scene: str, scan: str, epochs: int) -> dict:
+def run(scene: str, scan: str, steps: int) -> dict:
     env = dict(os.environ, HSIMAP_SCAN=scan)
-    r = subprocess.run([sys.executable, "-c", CHILD, scene, str(epochs),
+    r = subprocess.run([sys.executable, "-c", CHILD, scene, str(steps),
                         str(Path(__file__).resolve().parent)],
                        capture_output=True, text=True, env=env)
     if r.returncode != 0:
@@ -46,21 +46,21 @@ def run(scene: str, scan: str, epochs: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", nargs="+", default=["salinas", "houston"])
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=12)
     args = ap.parse_args(argv)
-    if args.epochs < 2:
-        ap.error("--epochs must be at least 2 (the first epoch is left out)")
+    if args.steps < 2:
+        ap.error("--steps must be at least 2 (the first step is left out)")
     rows = []
     for scene in args.scenes:
-        fused, pscan = run(scene, "fused", args.epochs), run(scene, "pscan", args.epochs)
-        ok = "s_per_epoch" in fused and "s_per_epoch" in pscan
-        rows.append([scene, f"{pscan.get('s_per_epoch', 0):.3f}" if ok else pscan.get("error"),
-                     f"{fused.get('s_per_epoch', 0):.3f}" if ok else fused.get("error"),
-                     f"{pscan['s_per_epoch'] / fused['s_per_epoch']:.2f}x" if ok else "-",
-                     f"{500 * fused['s_per_epoch'] / 60:.1f}" if ok else "-"])
-    print(table(["scene", "s/epoch, pscan (before)", "s/epoch, fused", "speed-up",
-                 "500 epochs, fused (min, no validation)"], rows))
-    print("\nDefault options (hidden 128, window 128), epochs 2.." + str(args.epochs) + ". "
+        fused, pscan = run(scene, "fused", args.steps), run(scene, "pscan", args.steps)
+        ok = "s_per_step" in fused and "s_per_step" in pscan
+        rows.append([scene, f"{pscan.get('s_per_step', 0):.3f}" if ok else pscan.get("error"),
+                     f"{fused.get('s_per_step', 0):.3f}" if ok else fused.get("error"),
+                     f"{pscan['s_per_step'] / fused['s_per_step']:.2f}x" if ok else "-",
+                     f"{300 * fused['s_per_step'] / 60:.1f}" if ok else "-"])
+    print(table(["scene", "s/step, pscan (before)", "s/step, fused", "speed-up",
+                 "300 steps, fused (min, no validation)"], rows))
+    print("\nDefault options (hidden 128, window 64, batch 4), steps 2.." + str(args.steps) + ". "
           + stamp("python benchmarks/train_speed.py " + " ".join(argv or sys.argv[1:])))
 
 

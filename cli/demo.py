@@ -12,15 +12,17 @@ from hsimap.cli.options import quiet_opt
               help="Folder for the demo's files (replaced on every run).")
 @click.option("--overwrite", is_flag=True, hidden=True,
               help="Accepted for symmetry; the demo always replaces its own files.")
-@click.option("--quick", is_flag=True, help="A smaller scene and fewer epochs (tests).")
+@click.option("--quick", is_flag=True, help="A smaller scene and fewer steps (tests).")
 @quiet_opt
 def command(output, overwrite, quick, quiet) -> None:
     """Synthesize a georeferenced scene from embedded USGS spectra, train a model on a few
     labelled pixels per class, predict the whole scene in streaming windows, evaluate."""
     from hsimap.workflows.demo import DemoSettings, run_demo
 
-    settings = DemoSettings(width=128, height=96, bands=24, epochs=20, hidden=32, window=64,
-                            halo=8, train_per_class=10, region_size=20) if quick else DemoSettings()
+    settings = DemoSettings()
+    if quick:
+        settings = DemoSettings(width=128, height=96, bands=24, steps=20, hidden=32, window=32,
+                                halo=4, crop=64, train_per_class=10, region_size=20)
     r = run_demo(output, settings, progress=not quiet)
     m = r.metrics
     click.echo("")

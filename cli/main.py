@@ -34,6 +34,11 @@ class HsimapGroup(click.Group):
             raise click.ClickException(f"{name}: {exc} (run with --debug for details)") from None
 
 
+def _one_line(message, category, filename, lineno, file=None, line=None) -> str:
+    """Warnings as one line in hsimap's voice, without the source path and code line."""
+    return f"Warning: {message}\n"
+
+
 @click.group(cls=HsimapGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hsimap")
 @click.option("-q", "--quiet", is_flag=True,
@@ -46,6 +51,8 @@ def cli(ctx: click.Context, quiet: bool, verbose: int, debug: bool) -> None:
     """Classify and unmix hyperspectral scenes: GIS-ready maps in the scene's coordinates."""
     ctx.meta["hsimap.debug"] = debug
     ctx.meta["hsimap.quiet"] = quiet
+    if verbose < 2:
+        warnings.formatwarning = _one_line
     if verbose:
         logging.basicConfig(level=logging.INFO if verbose == 1 else logging.DEBUG,
                             format="%(levelname)s %(name)s: %(message)s")

@@ -28,14 +28,23 @@ from hsimap.cli.options import (
 @click.option("--val-per-class", type=int, default=10, show_default=True)
 @click.option("--train-fraction", type=float, default=None,
               help="Train on this fraction of each class instead of a fixed count.")
-@click.option("--epochs", type=int, default=500, show_default=True)
+@click.option("--steps", type=int, default=300, show_default=True,
+              help="Optimiser steps, each on a mini-batch of --batch chips.")
+@click.option("--epochs", type=int, default=None, hidden=True,
+              help="Before 0.2: passes over the windows; now read as --steps.")
+@click.option("--batch", type=int, default=4, show_default=True,
+              help="Chips (training windows holding labels) per step.")
 @click.option("--endmembers", type=int, default=None, help="P (default: classes + 2, >= 4).")
 @click.option("--variants", type=int, default=10, show_default=True, help="R per endmember.")
 @click.option("--hidden", type=int, default=128, show_default=True, help="D.")
-@click.option("--window", type=int, default=128, show_default=True, help="Window size, px.")
-@click.option("--halo", type=int, default=16, show_default=True,
-              help="Context around each window's core at prediction, px.")
-@click.option("--val-every", type=int, default=10, show_default=True)
+@click.option("--window", type=int, default=64, show_default=True,
+              help="Window size, px: the training chip and the prediction window.")
+@click.option("--halo", type=int, default=8, show_default=True,
+              help="Context around each window's core, px.")
+@click.option("--val-every", type=int, default=25, show_default=True, help="Steps.")
+@click.option("--test-all", is_flag=True,
+              help="Score every test pixel (default: a class-stratified sample of at most "
+                   "50,000 px in at most 256 windows).")
 @click.option("--tokens", type=click.Choice(["cluster", "raster"]), default="cluster",
               show_default=True, help="Ablation: raster order instead of cluster tokens.")
 @click.option("--no-unmixing", is_flag=True,
@@ -43,16 +52,17 @@ from hsimap.cli.options import (
 @click.option("--name-library", type=click.Path(exists=True), default=None,
               help="Spectral library (.sli or .csv, with wavelengths) whose nearest spectrum "
                    "by spectral angle names each endmember (default: the embedded USGS one).")
-@click.option("--threads", type=int, default=None, help="Torch threads.")
+@click.option("--threads", type=int, default=None,
+              help="Threads for torch, the scan and BLAS together (default: the cores).")
 @variable_opt
 @device_opt
 @seed_opt
 @overwrite_opt
 @quiet_opt
 def command(scenes, labels, output, class_field, classes_csv, label_variable, train_per_class,
-            val_per_class, train_fraction, epochs, endmembers, variants, hidden, window, halo,
-            val_every, tokens, no_unmixing, name_library, threads, variable, device, seed,
-            overwrite, quiet) -> None:
+            val_per_class, train_fraction, steps, epochs, batch, endmembers, variants, hidden,
+            window, halo, val_every, test_all, tokens, no_unmixing, name_library, threads,
+            variable, device, seed, overwrite, quiet) -> None:
     """Train a model on one or more SCENEs with their LABELS; write it to a folder.
 
     Several scenes (flight lines of one sensor) train one model: give one -l per scene, in
@@ -72,8 +82,13 @@ def command(scenes, labels, output, class_field, classes_csv, label_variable, tr
     from hsimap.workflows.train import TrainOptions, train
 
     out = Path(output)
-    opts = TrainOptions(epochs=epochs, endmembers=endmembers, variants=variants, hidden=hidden,
-                        window=window, halo=halo, val_every=val_every,
+    if epochs is not None:
+        click.echo(f"--epochs is read as --steps {epochs} (training counts steps of --batch "
+                   "chips since 0.2)", err=True)
+        steps = epochs
+    opts = TrainOptions(steps=steps, batch=batch, test_all=test_all, endmembers=endmembers,
+                        variants=variants, hidden=hidden, window=window, halo=halo,
+                        val_every=val_every,
                         train_per_class=train_per_class, val_per_class=val_per_class,
                         train_fraction=train_fraction, tokens=tokens, unmixing=not no_unmixing,
                         seed=seed, device=str(resolve_device(device)), threads=threads,
@@ -107,12 +122,13 @@ def command(scenes, labels, output, class_field, classes_csv, label_variable, tr
         click.echo(f"excluded {len(excluded)} band(s) with no data, or one value, over the "
                    f"scene: {', '.join(str(b + 1) for b in excluded)} (1-based)")
     v, t = result.val_metrics, result.test_metrics
-    click.echo(f"model: {out} (best epoch {result.best_epoch}, "
-               f"{result.seconds:.0f} s, {result.seconds_per_epoch:.2f} s/epoch)")
+    click.echo(f"model: {out} (best step {result.best_step}, "
+               f"{result.seconds:.0f} s, {result.seconds_per_step:.2f} s/step)")
     click.echo(f"validation OA {v.overall_accuracy:.4f}")
     if t is not None:
         click.echo(f"test OA {t.overall_accuracy:.4f}  AA {t.average_accuracy:.4f}  "
-                   f"kappa {t.kappa:.4f}  ({t.pixels} px)")
+                   f"kappa {t.kappa:.4f}  ({t.pixels} px"
+                   + (")" if opts.test_all else ", a stratified sample; --test-all for all)"))
         table = result.model.class_table
         width = max(len(n) for n in table.names)
         click.echo(f"{'class':<{width}}  producer's  user's      F1  (test pixels)")

@@ -25,7 +25,7 @@ def main(argv=None) -> None:
     ap.add_argument("-o", "--output", default="batch-output")
     ap.add_argument("--lines", type=int, default=4)
     ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--scheduler", default=None)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
@@ -37,7 +37,7 @@ def main(argv=None) -> None:
     scene = open_scene(lines[0].scene)
     labels, table = load_labels(lines[0].labels, scene)
     train(scene, labels, table, out / "model",
-          TrainOptions(epochs=args.epochs, hidden=32, window=64, halo=8))
+          TrainOptions(steps=args.steps, hidden=32, window=64, halo=8))
     summary = run_batch([m.scene for m in lines], out / "model", out / "maps",
                         jobs=args.workers, scheduler=args.scheduler)
     print(f"{len(summary.records)} done, {len(summary.failed)} failed, "

@@ -56,7 +56,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-o", "--output", default="enmap-output")
     ap.add_argument("--size", type=int, default=200)
-    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=60)
     args = ap.parse_args(argv)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     labels, table = load_labels(out / "fields.gpkg", scene, class_field="crop")
     print("classes from the polygons:", table.names)
     result = train(scene, labels, table, out / "model",
-                   TrainOptions(epochs=args.epochs, hidden=64, train_fraction=0.5))
+                   TrainOptions(steps=args.steps, hidden=64, train_fraction=0.5))
     report = write_outputs(scene, load_model(out / "model"), out / "maps", overwrite=True)
     print(f"validation OA {result.val_metrics.overall_accuracy:.3f}; maps in {out / 'maps'}")
     for p in report.paths.values():

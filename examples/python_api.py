@@ -23,7 +23,7 @@ from hsimap.workflows.train import TrainOptions, train  # noqa: E402
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-o", "--output", default="api-output")
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=20)
     args = ap.parse_args(argv)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -34,7 +34,7 @@ def main(argv=None) -> None:
     print(scene.rio.crs, scene.rio.transform(), scene.wavelength.values[:3])
     labels, table = load_labels(made.labels, scene)
     train(scene, labels, table, out / "model",
-          TrainOptions(epochs=args.epochs, hidden=32, window=64, halo=8, progress=False))
+          TrainOptions(steps=args.steps, hidden=32, window=64, halo=8, progress=False))
     model = load_model(out / "model")
 
     ds = hsimap.predict(scene, model)              # lazy: nothing computed yet

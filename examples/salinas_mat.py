@@ -4,7 +4,7 @@ The .mat cube has no map coordinates, so it is first written as a GeoTIFF with a
 transform you choose (here UTM 10N, 3.7 m, roughly where the Salinas Valley is): from then on it
 is a scene like any flight line.
 
-    python examples/salinas_mat.py --epochs 200 -o salinas-output
+    python examples/salinas_mat.py --steps 200 -o salinas-output
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "salinasA"
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-o", "--output", default="salinas-output")
-    ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--data", default=str(DATA))
     args = ap.parse_args(argv)
     out = Path(args.output)
@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     write_raster(out / "salinasA_truth.tif", labels.astype("uint8"), Grid.from_scene(scene),
                  class_table=table, overwrite=True)
 
-    result = train(scene, labels, table, out / "model", TrainOptions(epochs=args.epochs))
+    result = train(scene, labels, table, out / "model", TrainOptions(steps=args.steps))
     print(f"test OA {result.test_metrics.overall_accuracy:.4f} (model.json has the rest)")
     report = write_outputs(scene, load_model(out / "model"), out / "maps", overwrite=True)
     with rasterio.open(report.paths["classes"]) as src:

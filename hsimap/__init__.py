@@ -1,6 +1,6 @@
 """hsimap: unmixing-guided spatial-spectral Mamba for whole hyperspectral scenes."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from hsimap.errors import HsimapError  # noqa: E402
 from hsimap.io.scene import open_scene  # noqa: E402

@@ -10,20 +10,20 @@ parallelism, memory bound (window size x workers) and all-or-nothing files.
 from __future__ import annotations
 
 import ctypes
-import os
+import operator
 import threading
 from collections.abc import Callable, Sequence
 
 import dask
 import dask.array as da
 import numpy as np
-import torch
 import xarray as xr
 from tqdm import tqdm
 
 from hsimap.errors import HsimapError
 from hsimap.io.rasters import RasterSink, bounded_write_cache
 from hsimap.io.scene import read_window
+from hsimap.runtime import available_cores
 from hsimap.windows import Tile, tiles
 
 # values (bands, h, w) in physical units, valid (h, w), origin (row, col) of the read window
@@ -33,9 +33,7 @@ WindowFunction = Callable[[np.ndarray, np.ndarray, tuple[int, int]], np.ndarray]
 
 def default_workers() -> int:
     """Windows in flight by default: one per core this process may use."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+    return available_cores()
 
 
 def check_workers(workers: int | None) -> int:
@@ -55,38 +53,107 @@ def scene_tiles(scene: xr.DataArray, window: int, halo: int) -> list[Tile]:
         raise HsimapError(f"window {window}, halo {halo}: {exc}") from None
 
 
-def tile_array(scene: xr.DataArray, grid: list[Tile], fn: WindowFunction, planes: int, *,
+# windows [(values, valid, origin), ...] of one size -> one (planes, h, w) result each.
+BatchFunction = Callable[[list[tuple[np.ndarray, np.ndarray, tuple[int, int]]]],
+                         list[np.ndarray]]
+
+
+def tile_array(scene: xr.DataArray, grid: list[Tile], fn: WindowFunction | None,
+               planes: int, *,
                name: str, on_tile: Callable[[Tile], None] | None = None,
-               serialize: bool = False, valid_bands: np.ndarray | None = None) -> da.Array:
+               serialize: bool = False, valid_bands: np.ndarray | None = None,
+               batch_fn: BatchFunction | None = None, batch: int = 1) -> da.Array:
     """A lazy (planes, y, x) float32 array: ``fn`` on every tile's read window, cores kept.
 
     Args:
         name: a token unique to the inputs (scene, model, window, halo): dask keys.
         on_tile: called after each tile is computed (progress).
-        serialize: one window at a time (a GPU: windows would only queue for it).
+        serialize: one call at a time (a GPU: calls would only queue for it).
         valid_bands: the bands a pixel needs data in to be valid (the ones ``fn`` uses).
+        batch_fn, batch: with ``batch`` > 1, ``batch_fn`` runs up to ``batch`` tiles of one
+            size (neighbours in raster order) in one call, one dask task per call: a GPU
+            takes several windows in one forward pass.
     """
     lock = threading.Lock() if serialize else None
+    if (batch > 1 or fn is None) and batch_fn is None:
+        raise ValueError("tile_array needs fn, or batch_fn for batches")
 
-    def run(tile: Tile) -> np.ndarray:
-        values, valid = read_window(scene, tile.rows, tile.cols, valid_bands=valid_bands)
+    def call(windows: list) -> list[np.ndarray]:
+        if batch > 1 or fn is None:
+            return batch_fn(windows)
+        return [fn(*windows[0])]
+
+    def run_group(group: list[Tile]) -> list[np.ndarray]:
+        windows = []
+        for t in group:
+            values, valid = read_window(scene, t.rows, t.cols, valid_bands=valid_bands)
+            windows.append((values, valid, (t.row, t.col)))
         if lock is not None:
             with lock:
-                result = fn(values, valid, (tile.row, tile.col))
+                results = call(windows)
         else:
-            result = fn(values, valid, (tile.row, tile.col))
-        rs, cs = tile.core_in_read
-        core = np.ascontiguousarray(result[:, rs, cs], dtype=np.float32)
-        if on_tile is not None:
-            on_tile(tile)
-        return core
+            results = call(windows)
+        cores = []
+        for t, result in zip(group, results, strict=True):
+            rs, cs = t.core_in_read
+            cores.append(np.ascontiguousarray(result[:, rs, cs], dtype=np.float32))
+            if on_tile is not None:
+                on_tile(t)
+        return cores
 
-    rows: dict[int, list[da.Array]] = {}
+    groups: list[list[int]] = []
     for i, t in enumerate(grid):
-        d = dask.delayed(run, pure=True)(t, dask_key_name=f"hsimap-{name}-{i}")
-        block = da.from_delayed(d, shape=(planes, t.core_height, t.core_width), dtype=np.float32)
-        rows.setdefault(t.core_row, []).append(block)
+        last = groups[-1] if groups else None
+        if last is not None and len(last) < max(1, batch) and \
+                (grid[last[0]].height, grid[last[0]].width) == (t.height, t.width):
+            last.append(i)
+        else:
+            groups.append([i])
+    rows: dict[int, list[da.Array]] = {}
+    for g, members in enumerate(groups):
+        d = dask.delayed(run_group, pure=True)([grid[i] for i in members],
+                                               dask_key_name=f"hsimap-{name}-{g}")
+        for j, i in enumerate(members):
+            t = grid[i]
+            part = dask.delayed(operator.getitem, pure=True)(
+                d, j, dask_key_name=f"hsimap-{name}-{g}-{j}")
+            block = da.from_delayed(part, shape=(planes, t.core_height, t.core_width),
+                                    dtype=np.float32)
+            rows.setdefault(t.core_row, []).append(block)
     return da.block([rows[r] for r in sorted(rows)])
+
+
+def map_tiles(scene: xr.DataArray, grid: list[Tile],
+              fn: Callable[[list[tuple[np.ndarray, np.ndarray, tuple[int, int]]]],
+                           list[np.ndarray]], *,
+              workers: int, batch: int = 1, on_tile: Callable[[Tile], None] | None = None,
+              valid_bands: np.ndarray | None = None) -> list[np.ndarray]:
+    """``fn`` on the read windows of ``grid``'s tiles, ``batch`` tiles to a call, on
+    ``workers`` threads of dask's threaded scheduler (one torch thread each); the results in
+    the order of ``grid``. For a chosen set of tiles (a test sample) rather than a scene."""
+    def run(group: list[Tile]) -> list[np.ndarray]:
+        windows = []
+        for t in group:
+            values, valid = read_window(scene, t.rows, t.cols, valid_bands=valid_bands)
+            windows.append((values, valid, (t.row, t.col)))
+        results = fn(windows)
+        if on_tile is not None:
+            for t in group:
+                on_tile(t)
+        return results
+
+    groups = [grid[i:i + batch] for i in range(0, len(grid), max(1, batch))]
+    tasks = [dask.delayed(run, pure=False)(g) for g in groups]
+    import torch  # here, not at the top: commands that never run a model start without it
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with bounded_write_cache():
+            done = dask.compute(*tasks, scheduler="threads", num_workers=workers)
+    finally:
+        torch.set_num_threads(threads)
+    return [r for group in done for r in group]
 
 
 class TileProgress:
@@ -137,6 +204,8 @@ def fewer_malloc_arenas(arenas: int = 2) -> None:
 def store(arrays: Sequence[da.Array], sinks: Sequence[RasterSink], *, workers: int) -> None:
     """Compute ``arrays`` ((bands, y, x) or (y, x)) into ``sinks`` on ``workers`` threads, then
     commit every sink; on any error (or Ctrl-C) abort them all, leaving no file behind."""
+    import torch
+
     fewer_malloc_arenas()
     threads = torch.get_num_threads()
     # Parallelism is across windows; one torch thread each keeps the cores from being

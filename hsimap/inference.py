@@ -9,7 +9,8 @@ discarded, one dask task per tile); :func:`hsimap.products.write_outputs` stream
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import dask
@@ -57,38 +58,66 @@ def model_input(model: TrainedModel, values: np.ndarray, valid: np.ndarray) -> n
                                 dtype=np.float32)
 
 
-@torch.no_grad()
 def window_products(model: TrainedModel, values: np.ndarray, valid: np.ndarray,
                     origin: tuple[int, int]) -> WindowProducts:
     """Run the model on one window of physical values (bands, h, w) with its valid mask."""
+    return batch_products(model, [(values, valid, origin)])[0]
+
+
+@torch.no_grad()
+def batch_products(model: TrainedModel,
+                   windows: Sequence[tuple[np.ndarray, np.ndarray, tuple[int, int]]]
+                   ) -> list[WindowProducts]:
+    """Run the model on windows of one size, ``(values, valid, origin)`` each, in one batch.
+
+    Each window's products equal what :func:`window_products` gives it alone (the network
+    keeps windows of a batch apart), up to float rounding."""
+    shapes = {w[1].shape for w in windows}
+    if len(shapes) > 1:  # windows of several sizes: one batch per size
+        out: list[WindowProducts | None] = [None] * len(windows)
+        for shape in shapes:
+            ks = [k for k, w in enumerate(windows) if w[1].shape == shape]
+            for k, p in zip(ks, batch_products(model, [windows[k] for k in ks]), strict=True):
+                out[k] = p
+        return out
     net = model.network
     dev = model.device
-    xt = torch.from_numpy(model_input(model, values, valid))[None].to(dev)
-    vt = torch.from_numpy(valid).to(dev)
-    if not valid.any():
-        h, w = valid.shape
-        nan = np.full((h, w), np.nan, np.float32)
-        return WindowProducts(np.zeros((h, w), np.int32), nan, nan.copy(),
-                              np.full((net.cfg.endmembers, h, w), np.nan, np.float32))
-    out = net(xt, vt, origin)
-    prob = torch.softmax(out.logits[0], dim=0)
-    conf, idx = prob.max(dim=0)
+    out = [None] * len(windows)
+    live = [k for k, (_, valid, _) in enumerate(windows) if valid.any()]
+    for k, (_, valid, _) in enumerate(windows):
+        if k not in live:
+            h, w = valid.shape
+            nan = np.full((h, w), np.nan, np.float32)
+            out[k] = WindowProducts(np.zeros((h, w), np.int32), nan, nan.copy(),
+                                    np.full((net.cfg.endmembers, h, w), np.nan, np.float32))
+    if not live:
+        return out
+    xs = np.stack([model_input(model, windows[k][0], windows[k][1]) for k in live])
+    valid = np.stack([windows[k][1] for k in live])
+    xt = torch.from_numpy(xs).to(dev)
+    res = net(xt, torch.from_numpy(valid).to(dev), [windows[k][2] for k in live])
+    prob = torch.softmax(res.logits, dim=1)
+    conf, idx = prob.max(dim=1)
     ids = torch.as_tensor(model.class_table.ids, device=dev)
-    classes = ids[idx].cpu().numpy().astype(np.int32)
     # The angle in physical units, as hsimap unmix computes it: min-max scaling adds an offset
     # to every band, which changes angles.
     lo, hi = model.scale
-    recon = out.reconstruction[0] * (hi - lo) + lo
-    x = xt[0] * (hi - lo) + lo
-    cos = (recon * x).sum(0) / (recon.norm(dim=0) * x.norm(dim=0)).clamp_min(1e-12)
+    recon = res.reconstruction * (hi - lo) + lo
+    x = xt * (hi - lo) + lo
+    cos = (recon * x).sum(1) / (recon.norm(dim=1) * x.norm(dim=1)).clamp_min(1e-12)
     err = torch.arccos(cos.clamp(-1, 1)).cpu().numpy().astype(np.float32)
-    ab = out.abundances[0].cpu().numpy().astype(np.float32)
+    classes = ids[idx].cpu().numpy().astype(np.int32)
     conf_np = conf.cpu().numpy().astype(np.float32)
-    classes[~valid] = 0
-    for a in (conf_np, err):
-        a[~valid] = np.nan
-    ab[:, ~valid] = np.nan
-    return WindowProducts(classes, conf_np, err, ab)
+    ab = res.abundances.cpu().numpy().astype(np.float32)
+    for j, k in enumerate(live):
+        v = valid[j]
+        c, cf, e, a = classes[j], conf_np[j], err[j], ab[j]
+        c[~v] = 0
+        cf[~v] = np.nan
+        e[~v] = np.nan
+        a[:, ~v] = np.nan
+        out[k] = WindowProducts(c, cf, e, a)
+    return out
 
 
 def check_compatible(scene: xr.DataArray, model: TrainedModel, *,
@@ -101,7 +130,12 @@ def check_compatible(scene: xr.DataArray, model: TrainedModel, *,
         raise HsimapError(f"scene has {n_scene} bands, the model was trained on {n_model}; "
                           "use a scene from the same sensor and processing")
     wl_scene = scene.coords["wavelength"].values
-    if wl_model and not ignore_wavelengths and np.all(np.isfinite(wl_scene)):
+    known = bool(wl_model) and bool(np.all(np.isfinite(wl_scene)))
+    if not known and not ignore_wavelengths:
+        which = "the scene has" if wl_model else "the model's training scene had"
+        warnings.warn(f"{which} no wavelengths: only the band count ({n_scene}) was checked, "
+                      "not that the bands are the same or in the same order", stacklevel=2)
+    if known and not ignore_wavelengths:
         diff = float(np.max(np.abs(np.asarray(wl_model) - wl_scene)))
         if diff > tolerance_nm:
             raise HsimapError(f"scene wavelengths differ from the model's by up to {diff:.1f} nm "
@@ -150,9 +184,15 @@ def check_values(scene: xr.DataArray, model: TrainedModel, grid: list[Tile], *,
                           "--ignore-scale to proceed")
 
 
+# Windows per forward pass on a GPU: enough to fill it at the default window (8 x 64 x 64 px
+# = 32,768 tokens); one window at a time left it idle between small kernels.
+GPU_BATCH = 8
+
+
 def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = None,
             halo: int | None = None, on_tile: Callable[[Tile], None] | None = None,
-            ignore_wavelengths: bool = False, check: bool = True) -> xr.Dataset:
+            ignore_wavelengths: bool = False, check: bool = True,
+            batch: int | None = None) -> xr.Dataset:
     """Lazy predictions over a whole scene.
 
     Args:
@@ -162,6 +202,8 @@ def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = No
         on_tile: called after each tile is computed (progress).
         check: refuse a scene the model was not trained for (callers that checked already
             pass False).
+        batch: windows per forward pass (default: :data:`GPU_BATCH` on CUDA, 1 on the CPU,
+            where windows run in parallel on the engine's threads instead).
 
     Returns:
         Dataset with ``classes`` (y, x), ``confidence``, ``error`` and ``abundances``
@@ -180,10 +222,16 @@ def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = No
     def run(values: np.ndarray, valid: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         return window_products(model, values, valid, origin).stack()
 
+    def run_batch(windows) -> list[np.ndarray]:
+        return [p.stack() for p in batch_products(model, windows)]
+
+    cuda = model.device.type == "cuda"
+    if batch is None:
+        batch = GPU_BATCH if cuda else 1
     token = dask.base.tokenize(scene.attrs.get("source"), model.card.model_hash, window, halo)
     stack = tile_array(scene, grid, run, len(FIXED) + model.config.endmembers,
-                       name=f"tile-{token}", on_tile=on_tile,
-                       serialize=model.device.type == "cuda", valid_bands=model.band_indices)
+                       name=f"tile-{token}", on_tile=on_tile, serialize=cuda,
+                       valid_bands=model.band_indices, batch_fn=run_batch, batch=batch)
     table = model.class_table
     class_attrs = {
         "_FillValue": 0, "long_name": "class",

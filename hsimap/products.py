@@ -36,7 +36,7 @@ from hsimap.io.rasters import (
     gdal_messages,
 )
 from hsimap.io.speclib import write_library
-from hsimap.io.stac import require_pystac, write_item
+from hsimap.io.stac import acquisition_time, require_pystac, write_item
 from hsimap.model.store import TrainedModel
 
 
@@ -135,11 +135,13 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
 
     The files appear together or not at all (:class:`~hsimap.io.outputset.OutputSet`): until
     every one is complete, the previous set in ``out_dir`` stays as it was. ``family`` names
-    the rasters a set of this kind may hold (default: those in ``rasters``); the previous
-    set's files that this one does not write are removed with it.
+    the rasters a set may hold (default: every product, whichever command writes it); the
+    previous set's files that this one does not write are removed with it.
     """
     paths = output_paths(out_dir, stem, tuple(rasters), opts.quicklooks, opts.stac)
-    kinds = family or tuple(rasters)
+    # A set is every product of its stem, whichever command wrote it: unmix over a predict
+    # set replaces the class map too, rather than leaving it beside abundances of another run.
+    kinds = family or tuple(PRODUCTS)
     outset = OutputSet(out_dir, stem,
                        {p.name for p in output_paths(out_dir, stem, kinds, stac=True).values()})
     staged = {k: outset.path(p.name) for k, p in paths.items()}
@@ -169,9 +171,14 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
                               library.wavelengths, overwrite=True, description=library.description)
                 _write_styles_and_areas(staged, class_table)
                 if opts.stac:
-                    write_item(staged["stac_item"], stem, grid,
-                               {k: p for k, p in staged.items() if k != "stac_item"},
-                               opts.provenance or {}, when=None)
+                    assets = {k: p for k, p in staged.items() if k != "stac_item"}
+                    for k in list(assets):   # the class names and attribute table
+                        aux = Path(str(assets[k]) + ".aux.xml")
+                        if aux.exists():
+                            assets[f"{k}_aux"] = aux
+                    write_item(staged["stac_item"], stem, grid, assets,
+                               opts.provenance or {}, when=acquisition_time(scene),
+                               cog=opts.cog)
                 if opts.quicklooks:
                     from hsimap.quicklook import abundances_png, classes_png, endmembers_png
 
@@ -240,10 +247,18 @@ def provenance(scene: xr.DataArray, **items: object) -> dict[str, str]:
     return out
 
 
-def refuse_existing(paths: dict[str, Path], overwrite: bool) -> None:
-    """Refuse outputs that exist already (unless ``overwrite``), before any computation."""
-    for p in paths.values():
-        if p.exists() and not overwrite:
+def set_files(out_dir: str | Path, stem: str) -> dict[str, Path]:
+    """Every file an output set of ``stem`` may hold, whichever command wrote it."""
+    return output_paths(out_dir, stem, tuple(PRODUCTS), quicklooks=True, stac=True)
+
+
+def refuse_existing(out_dir: str | Path, stem: str, overwrite: bool) -> None:
+    """Refuse a set whose files exist already (unless ``overwrite``), before any computation:
+    any file of the set, so that no run writes beside another run's outputs."""
+    if overwrite:
+        return
+    for p in set_files(out_dir, stem).values():
+        if p.exists():
             raise HsimapError(f"{p}: exists; use --overwrite to replace it")
 
 
@@ -279,8 +294,7 @@ def write_outputs(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
                                                mmu_pixels=mmu or None))
     opts.check()
     stem = stem or output_stem(scene.attrs.get("source", "scene"))
-    paths = output_paths(out_dir, stem, tuple(PRODUCTS), quicklooks, stac)
-    refuse_existing(paths, overwrite)
+    refuse_existing(out_dir, stem, overwrite)
     grid = scene_tiles(scene, model.window if window is None else window,
                        model.halo if halo is None else halo)
     check_values(scene, model, grid, ignore_scale=ignore_scale)

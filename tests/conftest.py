@@ -75,6 +75,6 @@ def trained(tmp_path_factory) -> Trained:
     scene = open_scene(made.scene)
     labels, table = load_labels(made.labels, scene)
     result = train(scene, labels, table, d / "model",
-                   TrainOptions(epochs=12, hidden=32, window=64, halo=8, val_every=4,
+                   TrainOptions(steps=30, hidden=32, window=64, halo=8, val_every=5,
                                 progress=False, threads=2, seed=0))
     return Trained(made, d / "model", result, load_model(d / "model"))

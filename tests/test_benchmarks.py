@@ -35,7 +35,7 @@ def test_unmixing_benchmark(capsys):
 
 def test_classification_benchmark(capsys):
     shared("salinasA", "SalinasA_corrected.mat")
-    out = _run("classification", ["--scenes", "salinas", "--seeds", "0", "--epochs", "1",
+    out = _run("classification", ["--scenes", "salinas", "--seeds", "0", "--steps", "1",
                                   "--variants", "hsimap"], capsys)
     rows = {r[1]: r for r in _rows(out) if len(r) == 8 and r[0] == "salinas"}
     assert set(rows) == {"SVM (RBF)", "random forest", "hsimap"}
@@ -50,13 +50,15 @@ def test_classifier_unmixing_benchmark(capsys):
     assert [r[0] for r in _rows(out)[1:]] == ["hsimap predict", "hsimap unmix", "vca-fcls"]
 
 
+@pytest.mark.slow  # a benchmark's smoke run (30-45 s); run by hand with -m slow
 def test_train_speed_benchmark(capsys):
     shared("salinasA", "SalinasA_corrected.mat")
-    out = _run("train_speed", ["--scenes", "salinas", "--epochs", "2"], capsys)
+    out = _run("train_speed", ["--scenes", "salinas", "--steps", "2"], capsys)
     row = _rows(out)[1]
     assert row[0] == "salinas" and row[3].endswith("x") and float(row[2]) > 0
 
 
+@pytest.mark.slow  # a benchmark's smoke run (30-45 s); run by hand with -m slow
 def test_predict_benchmark(capsys):
     out = _run("predict", ["--sizes", "48", "--bands", "16", "--hidden", "16", "--workers",
                            "1", "--memory-sizes", "40"], capsys)
@@ -67,6 +69,7 @@ def test_predict_benchmark(capsys):
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.slow  # a benchmark's smoke run (30-45 s); run by hand with -m slow
 def test_batch_benchmark(capsys):
     out = _run("batch", ["--scenes", "2", "--size", "48", "--bands", "16", "--hidden", "16"],
                capsys)

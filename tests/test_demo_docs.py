@@ -44,7 +44,7 @@ def test_example_salinas(tmp_path):
     from tests.conftest import shared
 
     shared("salinasA")
-    out = _run_example("salinas_mat.py", "-o", tmp_path, "--epochs", 3)
+    out = _run_example("salinas_mat.py", "-o", tmp_path, "--steps", 3)
     assert "from the written map" in out
     import rasterio
 
@@ -54,18 +54,18 @@ def test_example_salinas(tmp_path):
 
 def test_example_enmap_polygons(tmp_path):
     out = _run_example("enmap_geotiff_polygons.py", "-o", tmp_path, "--size", 96,
-                       "--epochs", 3)
+                       "--steps", 3)
     assert "['fallow', 'maize', 'orchard', 'wheat']" in out
     assert (tmp_path / "maps" / "product_classes.tif").exists()
 
 
 def test_example_python_api(tmp_path):
-    _run_example("python_api.py", "-o", tmp_path, "--epochs", 2)
+    _run_example("python_api.py", "-o", tmp_path, "--steps", 2)
     assert (tmp_path / "window.png").exists() and (tmp_path / "endmembers.png").exists()
 
 
 @pytest.mark.slow
 def test_example_batch(tmp_path):
     out = _run_example("batch_cluster.py", "-o", tmp_path, "--lines", 2, "--size", 48,
-                       "--epochs", 2, "--workers", 1)
+                       "--steps", 2, "--workers", 1)
     assert "2 done, 0 failed" in out and "rerun: 2 skipped" in out

@@ -70,11 +70,11 @@ def test_training_errors(small_scene, tmp_path):
     labels = np.zeros((80, 96), np.int32)
     labels[:10, :10] = 1
     with pytest.raises(HsimapError, match="single class"):
-        train(scene, labels, ClassTable([1], ["a"]), tmp_path / "m", TrainOptions(epochs=1))
+        train(scene, labels, ClassTable([1], ["a"]), tmp_path / "m", TrainOptions(steps=1))
     labels[20:30, 20:30] = 2
     with pytest.raises(HsimapError, match="fewer than the"):
         train(scene, labels, ClassTable([1, 2], ["a", "b"]), tmp_path / "m",
-              TrainOptions(epochs=1, endmembers=40))
+              TrainOptions(steps=1, endmembers=40))
     assert not (tmp_path / "m").exists()
 
 

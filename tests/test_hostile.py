@@ -166,7 +166,7 @@ def envi_byte_swapped(d, _):
     data = _envi(d)
     hdr = data.with_suffix(".hdr")
     hdr.write_text(hdr.read_text().replace("byte order = 0", "byte order = 1"))
-    return ["train", hdr, "-l", d / "line_labels.tif", "-o", d / "out", "--epochs", 1,
+    return ["train", hdr, "-l", d / "line_labels.tif", "-o", d / "out", "--steps", 1,
             "--endmembers", 3]
 
 

@@ -1,6 +1,7 @@
 """The package's layers: each module imports only its own layer or the layers below it.
 
-errors, classes, metrics, accuracy -> io, synth -> windows -> model -> engine -> inference ->
+errors, classes, metrics, accuracy, runtime -> io, synth -> windows, sampling -> model ->
+engine -> inference ->
 products, quicklook -> workflows -> cli. Imports inside functions count too.
 """
 
@@ -11,9 +12,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
-    ("hsimap.errors", "hsimap.classes", "hsimap.metrics", "hsimap.accuracy"),
+    ("hsimap.errors", "hsimap.classes", "hsimap.metrics", "hsimap.accuracy", "hsimap.runtime"),
     ("hsimap.io", "hsimap.synth"),
-    ("hsimap.windows",),
+    ("hsimap.windows", "hsimap.sampling"),
     ("hsimap.model",),
     ("hsimap.engine",),
     ("hsimap.inference",),

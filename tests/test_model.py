@@ -150,6 +150,36 @@ def test_spectral_restriction_is_exact_for_needed_pixels():
     torch.testing.assert_close(part, full)
 
 
+@pytest.mark.parametrize("kw", [{}, {"tokens": "raster"}])
+def test_a_batch_equals_its_windows_one_at_a_time(kw):
+    """B windows in one forward give each window what it gets alone: logits, abundances and
+    the token sequences (different valid masks, so different sequence lengths, padded)."""
+    net = _tiny_net(min_tokens=5, **kw).eval()
+    torch.manual_seed(1)
+    x = torch.rand(3, 12, 24, 24)
+    valid = torch.ones(3, 24, 24, dtype=torch.bool)
+    valid[1, :10] = False
+    valid[2, 5:9, 3:20] = False
+    origins = [(0, 0), (24, 8), (100, 37)]
+    picked = []
+    real = net.select_tokens
+    net.select_tokens = lambda a: picked.append(real(a)) or picked[-1]
+    with torch.no_grad():
+        batch = net(x, valid, origins)
+        alone = [net(x[k:k + 1], valid[k], origins[k]) for k in range(3)]
+    batched_picks, single_picks = picked[:3], picked[3:]
+    for k in range(3):
+        torch.testing.assert_close(batch.logits[k], alone[k].logits[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(batch.abundances[k], alone[k].abundances[0])
+        torch.testing.assert_close(batch.reconstruction[k], alone[k].reconstruction[0])
+        (seq_b, rest_b), (seq_s, rest_s) = batched_picks[k], single_picks[k]
+        assert all(torch.equal(a, b) for a, b in zip(seq_b, seq_s, strict=True))
+        assert torch.equal(rest_b, rest_s)
+    if not kw:
+        lengths = {len(s) for seqs, _ in batched_picks for s in seqs}
+        assert len(lengths) > 1  # the padding was exercised
+
+
 def test_ablations_build_and_run():
     for kw in ({"tokens": "raster"}, {"unmixing": False}):
         net = _tiny_net(**kw).eval()
@@ -217,7 +247,7 @@ def test_model_file_roundtrip(trained):
     assert on_disk["model_hash"] == again.card.model_hash and len(on_disk["model_hash"]) == 16
     assert on_disk["test_metrics"]["pixels"] > 0 and on_disk["format"] == "hsimap-model/1"
     assert (trained.model_dir / "split.tif").exists()
-    assert (trained.model_dir / "history.csv").read_text().startswith("epoch,")
+    assert (trained.model_dir / "history.csv").read_text().startswith("step,")
 
 
 def test_pickle_is_refused(tmp_path, trained):

@@ -15,7 +15,7 @@ from hsimap.io.rasters import read_class_table
 from hsimap.synth import SynthSpec, make_scene
 from tests.conftest import hsimap
 
-FAST = ["--epochs", 3, "--hidden", 16, "--window", 32, "--halo", 4, "--val-every", 3,
+FAST = ["--steps", 3, "--hidden", 16, "--window", 32, "--halo", 4, "--val-every", 3,
         "--train-per-class", 10, "--val-per-class", 4, "--quiet"]
 
 

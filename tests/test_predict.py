@@ -109,6 +109,18 @@ def test_deterministic_across_runs_and_workers(trained, tmp_path):
     assert one == two == again
 
 
+def test_batched_windows_give_the_maps_of_one_window_at_a_time(trained):
+    """The GPU path (several windows per forward pass), run on the CPU."""
+    scene = open_scene(trained.made.scene)
+    one = hsimap.predict(scene, trained.model).compute(scheduler="synchronous")
+    many = hsimap.predict(scene, trained.model, batch=3).compute(scheduler="synchronous")
+    assert (one.classes.values == many.classes.values).mean() > 0.999
+    np.testing.assert_allclose(many.abundances.values, one.abundances.values, atol=1e-5,
+                               equal_nan=True)
+    np.testing.assert_allclose(many.confidence.values, one.confidence.values, atol=1e-5,
+                               equal_nan=True)
+
+
 def test_python_api_is_lazy(trained):
     scene = open_scene(trained.made.scene)
     ds = hsimap.predict(scene, trained.model)

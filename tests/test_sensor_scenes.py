@@ -50,7 +50,7 @@ def test_enmap_bad_bands_are_read_and_dead_bands_excluded(tmp_path):
 
     labels, table = load_labels(made.labels, scene)
     result = train(scene, labels, table, tmp_path / "model",
-                   TrainOptions(epochs=15, hidden=16, window=64, halo=8, val_every=5,
+                   TrainOptions(steps=15, hidden=16, window=64, halo=8, val_every=5,
                                 progress=False, threads=2))
     card = result.model.card
     assert card.excluded_bands == UNFLAGGED_DEAD

@@ -17,6 +17,8 @@ from hsimap.errors import HsimapError
 
 def check_output(path: Path, overwrite: bool) -> None:
     """Refuse to replace an existing output unless asked to; check the folder is writable."""
+    if path.is_dir():
+        raise HsimapError(f"{path}: is a folder; name the output file")
     if path.exists() and not overwrite:
         raise HsimapError(f"{path}: exists; use --overwrite to replace it")
     parent = path.parent if str(path.parent) else Path(".")

@@ -54,10 +54,8 @@ def load_labels(path: str | Path, scene: xr.DataArray, *, class_field: str | Non
         raise HsimapError(f"{path}: class id {bad} is outside 1-{MAX_CLASS_ID:,} (class maps are "
                           "paletted UInt16 GeoTIFFs); renumber the classes")
     if classes_csv is not None:
-        table = ClassTable.from_csv(classes_csv)
-        missing = [i for i in ids if i not in table.ids]
-        if missing:
-            raise HsimapError(f"{classes_csv}: no entry for class ids {missing}")
+        labels, table = _apply_class_csv(labels, ids, table, classes_csv)
+        ids = sorted(int(v) for v in np.unique(labels) if v != 0)
     if table is None:
         table = ClassTable.default(ids)
     # Keep only classes that have pixels; a class listed but absent cannot be learnt.
@@ -69,6 +67,38 @@ def load_labels(path: str | Path, scene: xr.DataArray, *, class_field: str | Non
     table = ClassTable(keep, [table.name_of(i) for i in keep],
                        [table.colors[table.ids.index(i)] for i in keep])
     return labels.astype(np.int32), table
+
+
+def _apply_class_csv(labels: np.ndarray, ids: list[int], table: ClassTable | None,
+                     classes_csv: str | Path) -> tuple[np.ndarray, ClassTable]:
+    """The CSV's ids, names and colours for the labels' classes.
+
+    Labels whose classes have names (text classes of a vector file, a class map's names) are
+    matched to the CSV by name, and take the CSV's ids; numbered labels by id. A class on one
+    side and not on the other is refused, so that no class is silently renamed."""
+    csv_table = ClassTable.from_csv(classes_csv)
+    if table is not None and table.named:
+        by_name = {n.strip().casefold(): i for i, n in zip(csv_table.ids, csv_table.names,
+                                                           strict=True)}
+        names = {i: table.name_of(i) for i in ids}
+        missing = [n for n in names.values() if n.strip().casefold() not in by_name]
+        if missing:
+            raise HsimapError(f"{classes_csv}: no entry named {', '.join(map(repr, missing))} "
+                              "(the labels' classes are matched to the CSV by name)")
+        extra = sorted(set(csv_table.names) - {n for n in csv_table.names
+                                              if n.strip().casefold() in
+                                              {v.strip().casefold() for v in names.values()}})
+        if extra:
+            raise HsimapError(f"{classes_csv}: names {', '.join(map(repr, extra))}, which the "
+                              "labels do not have; remove them")
+        lut = np.zeros(max(ids) + 1, dtype=np.int64)
+        for i, n in names.items():
+            lut[i] = by_name[n.strip().casefold()]
+        return lut[labels].astype(labels.dtype), csv_table
+    missing = [i for i in ids if i not in csv_table.ids]
+    if missing:
+        raise HsimapError(f"{classes_csv}: no entry for class ids {missing}")
+    return labels, csv_table
 
 
 def _mat_labels(path: Path, grid: Grid, variable: str | None) -> np.ndarray:
@@ -96,29 +126,48 @@ def _raster_labels(path: Path, grid: Grid) -> tuple[np.ndarray, ClassTable | Non
             src.transform.almost_equals(grid.transform) and \
             (src.crs == grid.crs or src.crs is None or grid.crs is None)
         table = read_class_table(path)
+        values = _class_values(src.read(1), src.nodata, path)
         if table is None:
             try:
                 cmap = src.colormap(1)
             except ValueError:
                 cmap = None
             if cmap:
-                vals = sorted(int(v) for v in np.unique(src.read(1)) if v != 0)
+                vals = sorted(int(v) for v in np.unique(values) if v != 0)
                 table = ClassTable(vals, [f"class {v}" for v in vals],
-                                   [tuple(cmap[v][:3]) for v in vals])
+                                   [tuple(cmap.get(v, (0, 0, 0))[:3]) for v in vals])
         if same:
-            return src.read(1), table
+            return values, table
         if src.crs is not None and grid.crs is not None and src.crs != grid.crs:
             raise HsimapError(f"{path}: label raster CRS differs from the scene's; "
                               "reproject it first (or give polygons, which hsimap reprojects)")
         warnings.warn(f"{path.name}: label grid differs from the scene grid; resampled with "
                       "nearest neighbour", stacklevel=2)
         out = np.zeros((grid.height, grid.width), dtype=np.int32)
-        reproject(rasterio.band(src, 1), out, dst_transform=grid.transform,
-                  dst_crs=grid.crs or src.crs, resampling=Resampling.nearest, src_nodata=0,
-                  dst_nodata=0)
+        reproject(values, out, src_transform=src.transform, src_crs=src.crs or grid.crs,
+                  dst_transform=grid.transform, dst_crs=grid.crs or src.crs,
+                  resampling=Resampling.nearest, src_nodata=0, dst_nodata=0)
         if not out.any():
             raise HsimapError(f"{path}: labels do not overlap the scene")
         return out, table
+
+
+def _class_values(raw: np.ndarray, nodata: float | None, path: Path) -> np.ndarray:
+    """A label band as int32 class ids: the declared nodata (and NaN) become 0, unlabelled;
+    values that are not whole numbers are refused rather than truncated into other classes."""
+    bad = np.zeros(raw.shape, bool)
+    if nodata is not None:
+        bad |= np.isnan(raw) if np.isnan(nodata) else raw == nodata
+    if raw.dtype.kind == "f":
+        bad |= ~np.isfinite(raw)
+        frac = ~bad & (np.mod(raw, 1) != 0)
+        if frac.any():
+            v = raw[frac][0]
+            raise HsimapError(f"{path}: class values must be whole numbers, but it holds "
+                              f"{v:g} ({int(frac.sum()):,} px); is it a class map?")
+    out = np.where(bad, 0, raw)
+    return out.astype(np.int64).astype(np.int32) if raw.dtype.kind == "f" else \
+        out.astype(np.int32)
 
 
 def _vector_labels(path: Path, grid: Grid, class_field: str | None
@@ -126,6 +175,10 @@ def _vector_labels(path: Path, grid: Grid, class_field: str | None
     import pyogrio
     import shapely
 
+    if not grid.has_transform:
+        how = "ground control points only" if grid.gcps else "no georeferencing"
+        raise HsimapError(f"{path}: the scene has {how}, so polygons cannot be placed on its "
+                          "pixels; give the labels as a raster on the scene's grid")
     try:
         info = pyogrio.read_info(path)
     except Exception as exc:

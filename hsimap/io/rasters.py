@@ -37,16 +37,27 @@ from hsimap.io.files import check_output, remove, temp_name
 
 @dataclass(frozen=True)
 class Grid:
-    """A raster grid: size, CRS and affine transform (GDAL's names)."""
+    """A raster grid: size, CRS and affine transform (GDAL's names).
+
+    ``has_transform`` is False where the source has no geotransform (a .mat cube, an ENVI
+    file without map info): the transform is then the identity of pixel coordinates and is
+    not written, so that outputs are as unreferenced as their source rather than flipped
+    onto made-up coordinates. ``gcps`` (rasterio's ``(points, crs)``) carries a source
+    georeferenced by ground control points, written into every output as they were."""
 
     width: int
     height: int
     crs: CRS | None
     transform: Affine
+    has_transform: bool = True
+    gcps: tuple | None = None
 
     @classmethod
     def from_scene(cls, scene: Any) -> Grid:
-        return cls(scene.sizes["x"], scene.sizes["y"], scene.rio.crs, scene.rio.transform())
+        gcps = scene.attrs.get("gcps")
+        has = bool(scene.attrs.get("georeferenced", True)) and gcps is None
+        return cls(scene.sizes["x"], scene.sizes["y"], scene.rio.crs if has else None,
+                   scene.rio.transform(), has, gcps)
 
 
 def parse_creation_options(items: Sequence[str]) -> dict[str, str]:
@@ -172,8 +183,9 @@ class RasterSink:
         self._tmp = temp_name(self.path)
         self._lock = threading.Lock()
         profile = dict(driver="GTiff", width=grid.width, height=grid.height, count=count,
-                       dtype=dtype, crs=grid.crs, transform=grid.transform, nodata=nodata,
-                       BIGTIFF="IF_SAFER")
+                       dtype=dtype, nodata=nodata, BIGTIFF="IF_SAFER")
+        if grid.has_transform:
+            profile.update(crs=grid.crs, transform=grid.transform)
         if min(grid.width, grid.height) >= 256:
             profile.update(tiled=True, blockxsize=256, blockysize=256)
         if class_table is not None:
@@ -182,6 +194,8 @@ class RasterSink:
             # Scenes without georeferencing (.mat) give outputs without it too; that is fine.
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             self._dst = rasterio.open(self._tmp, "w", **profile)
+        if grid.gcps is not None:
+            self._dst.gcps = grid.gcps
         if class_table is not None:
             # GDAL fixes the photometric interpretation at the first write: colours come first.
             cmap = {0: (0, 0, 0, 0)}
@@ -370,16 +384,21 @@ def write_vrt(class_maps: list[Path], path: Path) -> Path:
     bottom = min(t.f + h * t.e for _, _, t, _, h, _, _ in infos)
     width, height = round((right - left) / t0.a), round((bottom - top) / t0.e)
     gdt = {"uint8": "Byte", "uint16": "UInt16"}[dtype]
-    colors = "".join(f'<Entry c1="{r}" c2="{g}" c3="{b}" c4="{a}"/>'
-                     for _, (r, g, b, a) in sorted(cmap.items()))
     table = read_class_table(infos[0][0])
+    # The colour table up to the largest class only: GDAL pads a Byte palette to 256 entries,
+    # and QGIS shows every entry of the table as a legend item.
+    last = max(table.ids) if table is not None else max(cmap)
+    colors = "".join(f'<Entry c1="{r}" c2="{g}" c3="{b}" c4="{a}"/>'
+                     for i, (r, g, b, a) in sorted(cmap.items()) if i <= last)
     names = ""
     if table is not None:
         cats = ["unclassified"] + [""] * max(table.ids)
         for i, n in zip(table.ids, table.names, strict=True):
             cats[i] = n
-        names = "<CategoryNames>" + "".join(f"<Category>{escape(n)}</Category>"
-                                            for n in cats) + "</CategoryNames>"
+        ids_names = json.dumps(dict(zip(map(str, table.ids), table.names, strict=True)))
+        names = ("<CategoryNames>" + "".join(f"<Category>{escape(n)}</Category>"
+                                             for n in cats) + "</CategoryNames>"
+                 f'<Metadata><MDI key="CLASS_NAMES">{escape(ids_names)}</MDI></Metadata>')
     sources = []
     # GDAL draws sources in order, each over the last: the first map is drawn last to win.
     for p, _, t, w, h, _, _ in reversed(infos):
@@ -398,5 +417,12 @@ def write_vrt(class_maps: list[Path], path: Path) -> Path:
            f"{''.join(sources)}</VRTRasterBand></VRTDataset>\n")
     tmp = temp_name(path)
     tmp.write_text(xml)
+    if table is not None:  # the style QGIS loads with the mosaic, as beside every class map
+        from hsimap.io.qml import classes_qml
+
+        qml = path.with_suffix(".qml")
+        qml_tmp = temp_name(qml)
+        qml_tmp.write_text(classes_qml(table))
+        os.replace(qml_tmp, qml)
     os.replace(tmp, path)
     return path

@@ -102,10 +102,12 @@ def _band_metadata(src: rasterio.DatasetReader) -> dict[str, Any]:
             wl = _floats(parse_list(default.get("wavelength")))
             fwhm = fwhm if fwhm is not None else _floats(parse_list(default.get("fwhm")))
             units = default.get("wavelength_units", units)
-    if wl is not None and len(wl) != n:
-        wl = None
-    if fwhm is not None and len(fwhm) != n:
-        fwhm = None
+    # A list that does not match the bands cannot say which band is which: refused, not
+    # dropped (dropping it silently skipped the wavelength check against a model).
+    for what, values in (("wavelength", wl), ("fwhm", fwhm)):
+        if values is not None and len(values) != n:
+            raise HsimapError(f"{src.name}: its {what} list has {len(values)} entries for "
+                              f"{n} bands; fix the header so that there is one per band")
     out["wavelength"] = to_nm(wl, units)
     out["fwhm"] = to_nm(fwhm, units) if fwhm is not None and wl is not None else fwhm
     bbl = _floats(parse_list(envi.get("bbl")))
@@ -116,6 +118,9 @@ def _band_metadata(src: rasterio.DatasetReader) -> dict[str, Any]:
         bbl = _floats([v for v in per_band if v is not None])
     if bbl is not None and len(bbl) == n:
         out["bad_band"] = bbl == 0  # ENVI: 1 good, 0 bad
+    elif bbl is not None and envi.get("bbl") is not None:
+        raise HsimapError(f"{src.name}: its bbl list has {len(bbl)} entries for {n} bands; fix "
+                          "the header so that there is one per band")
     if out["nodata"] is None and envi.get("data_ignore_value") is not None:
         out["nodata"] = _number(src, "data ignore value", envi["data_ignore_value"])
     if envi.get("reflectance_scale_factor"):
@@ -126,6 +131,21 @@ def _band_metadata(src: rasterio.DatasetReader) -> dict[str, Any]:
         out["scale_factor"] = float(src.scales[0])
         out["add_offset"] = float(src.offsets[0])
     return out
+
+
+ACQUISITION_KEYS = ("acquisition_time", "start_time", "acquisition_start_time",
+                    "datetime_start", "acquisitiondate")
+
+
+def _acquisition_time(src: rasterio.DatasetReader) -> str | None:
+    """The acquisition time a sensor's metadata names (ENVI header, GeoTIFF tags), as text."""
+    spaces = ["ENVI"] if "ENVI" in (src.tag_namespaces() or []) else []
+    for ns in [*spaces, None]:
+        tags = {k.lower(): v for k, v in (src.tags(ns=ns) if ns else src.tags()).items()}
+        for key in ACQUISITION_KEYS:
+            if tags.get(key):
+                return str(tags[key]).strip("{} ")
+    return None
 
 
 def _check_envi_size(path: Path, src: rasterio.DatasetReader) -> None:
@@ -163,8 +183,11 @@ def _open_gdal(path: Path | str, chunks: int) -> xr.DataArray:
                 if driver == "ENVI" and not virtual:
                     _check_envi_size(path, src)
                 interleave = (src.tags(ns="IMAGE_STRUCTURE").get("INTERLEAVE") or "").lower()
-                georef = src.crs is not None or src.transform != Affine.identity()
+                gcps = src.gcps if src.gcps[0] else None
+                georef = src.crs is not None or src.transform != Affine.identity() or \
+                    gcps is not None
                 crs, transform = src.crs, src.transform
+                acquired = _acquisition_time(src)
             arr = rioxarray.open_rasterio(
                 path, chunks={"band": -1, "y": chunks, "x": chunks}, lock=False, cache=False,
                 mask_and_scale=False,
@@ -183,7 +206,12 @@ def _open_gdal(path: Path | str, chunks: int) -> xr.DataArray:
     if crs is not None:
         arr = arr.rio.write_crs(crs)
     arr = arr.rio.write_transform(transform)
-    return _finish(arr, meta, driver=driver, interleave=interleave, source=path, georef=georef)
+    arr = _finish(arr, meta, driver=driver, interleave=interleave, source=path, georef=georef)
+    if acquired:
+        arr.attrs["acquisition_time"] = acquired
+    if gcps is not None and transform == Affine.identity():
+        arr.attrs["gcps"] = gcps  # georeferenced by ground control points only
+    return arr
 
 
 def load_mat(path: Path) -> dict[str, Any]:

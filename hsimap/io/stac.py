@@ -16,9 +16,24 @@ from hsimap.io.rasters import Grid
 
 MEDIA = {".tif": "image/tiff; application=geotiff", ".png": "image/png", ".csv": "text/csv",
          ".qml": "application/xml", ".sli": "application/octet-stream",
-         ".hdr": "text/plain"}
+         ".hdr": "text/plain", ".xml": "application/xml"}
+COG = "image/tiff; application=geotiff; profile=cloud-optimized"
 ROLES = {".tif": ["data"], ".png": ["overview"], ".csv": ["metadata"], ".qml": ["metadata"],
-         ".sli": ["data"], ".hdr": ["metadata"]}
+         ".sli": ["data"], ".hdr": ["metadata"], ".xml": ["metadata"]}
+
+
+def acquisition_time(scene) -> datetime | None:
+    """When the scene was acquired, from the sensor's metadata (ENVI ``acquisition time``,
+    EnMAP's ``start_time``, ...), as read by :func:`hsimap.io.scene.open_scene`; None when
+    it names none or names it in a form ISO 8601 cannot read."""
+    text = scene.attrs.get("acquisition_time")
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 def require_pystac() -> None:
@@ -29,7 +44,7 @@ def require_pystac() -> None:
 
 
 def write_item(path: Path, item_id: str, grid: Grid, assets: dict[str, Path],
-               properties: dict[str, str], when: datetime | None) -> Path:
+               properties: dict[str, str], when: datetime | None, cog: bool = False) -> Path:
     """Write ``path``: an Item with the grid's footprint in WGS84, its projection, and
     ``assets`` (key -> file beside ``path``)."""
     import pystac
@@ -37,7 +52,7 @@ def write_item(path: Path, item_id: str, grid: Grid, assets: dict[str, Path],
     from rasterio.warp import transform_bounds
 
     geometry, bbox = None, None
-    if grid.crs is not None:
+    if grid.crs is not None and grid.has_transform:
         left, top = grid.transform * (0, 0)
         right, bottom = grid.transform * (grid.width, grid.height)
         w, s, e, n = transform_bounds(grid.crs, "EPSG:4326", min(left, right),
@@ -54,7 +69,7 @@ def write_item(path: Path, item_id: str, grid: Grid, assets: dict[str, Path],
     props["hsimap:datetime_source"] = source
     item = pystac.Item(id=item_id, geometry=geometry, bbox=bbox, datetime=when,
                        properties=props)
-    if grid.crs is not None:
+    if grid.crs is not None and grid.has_transform:
         proj = ProjectionExtension.ext(item, add_if_missing=True)
         proj.epsg = grid.crs.to_epsg()
         if proj.epsg is None:
@@ -63,7 +78,8 @@ def write_item(path: Path, item_id: str, grid: Grid, assets: dict[str, Path],
         proj.transform = list(grid.transform)[:6]
     for key, file in assets.items():
         item.add_asset(key, pystac.Asset(href=f"./{file.name}",
-                                         media_type=MEDIA.get(file.suffix),
+                                         media_type=COG if cog and file.suffix == ".tif"
+                                         else MEDIA.get(file.suffix),
                                          roles=ROLES.get(file.suffix)))
     item.set_self_href(None)
     path.write_text(json.dumps(item.to_dict(include_self_link=False, transform_hrefs=False),

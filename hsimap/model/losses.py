@@ -13,25 +13,33 @@ from torch import nn
 ENDMEMBERS = "unmixing.endmembers"
 
 
+def _valid_pixels(t: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) at the valid pixels of a (B, h, w) mask ((h, w) for B = 1) -> (C, N)."""
+    if valid.dim() == 2:
+        return t[0][:, valid]
+    return t.transpose(0, 1)[:, valid]
+
+
 def sad_loss(recon: torch.Tensor, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Mean spectral angle between reconstruction and input over valid pixels."""
-    r = recon[0][:, valid]
-    y = x[0][:, valid]
+    r = _valid_pixels(recon, valid)
+    y = _valid_pixels(x, valid)
     cos = (r * y).sum(0) / (r.norm(dim=0) * y.norm(dim=0) + 1e-7)
     return torch.arccos(cos.clamp(-1 + 1e-7, 1 - 1e-7)).mean()
 
 
 def sparsity_loss(a: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Mean L_1/2 quasi-norm of the abundance vectors, (sum_p |a_p|^1/2)^2."""
-    v = a[0][:, valid]
+    v = _valid_pixels(a, valid)
     return (v.abs() + 1e-12).sqrt().sum(0).pow(2).mean()
 
 
-def make_optimizer(net: nn.Module, *, lr: float, endmember_lr: float | None, epochs: int,
+def make_optimizer(net: nn.Module, *, lr: float, endmember_lr: float | None, steps: int,
                    decay: float = 0.9, fused: bool = True
                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.StepLR]:
     """Adam over ``net``'s parameters, the endmember bank at ``endmember_lr`` (None: frozen,
-    left out), and a step decay by ``decay`` every ``epochs // 10`` epochs.
+    left out), and a step decay by ``decay`` every ``steps // 10`` scheduler steps (training
+    steps for the classifier, epochs for the unmixing fit).
 
     ``fused`` updates every parameter in one kernel instead of a dozen ops per tensor.
     """
@@ -40,5 +48,5 @@ def make_optimizer(net: nn.Module, *, lr: float, endmember_lr: float | None, epo
     if endmember_lr is not None:
         groups.append({"params": [net.get_parameter(ENDMEMBERS)], "lr": endmember_lr})
     optim = torch.optim.Adam(groups, fused=fused)
-    sched = torch.optim.lr_scheduler.StepLR(optim, step_size=max(1, epochs // 10), gamma=decay)
+    sched = torch.optim.lr_scheduler.StepLR(optim, step_size=max(1, steps // 10), gamma=decay)
     return optim, sched

@@ -61,7 +61,11 @@ def endmember_names(spectra: np.ndarray, wavelengths: np.ndarray | None,
             raise HsimapError(f"{library_path}: the library has no wavelengths to match by")
         library = (lib, list(names), np.asarray(wl, dtype=float))
     out, seen = [], {}
-    for i, (name, angle) in enumerate(nearest_spectra(spectra, wavelengths, library)):
+    from hsimap.io.speclib import envi_safe_name
+
+    for i, (raw, angle) in enumerate(nearest_spectra(spectra, wavelengths, library)):
+        # One name in every file: the .sli header cannot hold commas, so no file gets them.
+        name = envi_safe_name(raw)
         label = (f"{name} ({angle:.3f} rad)" if angle <= MATCH_ANGLE
                  else f"endmember {i + 1} (nearest {name}, {angle:.3f} rad)")
         seen[label] = seen.get(label, 0) + 1

@@ -1,16 +1,19 @@
 """The unmixing-guided spatial-spectral Mamba with clustering tokens (see docs/method.md).
 
-One window at a time: ``forward`` takes a window (1, bands, h, w), the mask of its valid pixels
-and its position in the scene, and returns class logits, abundances and the reconstruction.
-Token sequences are built per window from the window's own abundances.
+``forward`` takes a batch of windows (B, bands, h, w), the masks of their valid pixels and
+their positions in the scene, and returns class logits, abundances and reconstructions. Token
+sequences are built per window from the window's own abundances, as mamba-ssm's blocks take
+(B, L, D): windows of a batch share nothing but batch norm's statistics in training.
 :class:`UnmixingNetwork` is the unmixing path alone (``hsimap unmix``), built from the same parts.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,16 +56,16 @@ def conv3(c_in: int, c_out: int) -> nn.Conv2d:
 
 
 def patch_embedding(bands: int, hidden: int) -> nn.Sequential:
-    """3 x 3 conv bands -> D, batch norm, GELU: (1, bands, h, w) -> (1, D, h, w)."""
+    """3 x 3 conv bands -> D, batch norm, GELU: (B, bands, h, w) -> (B, D, h, w)."""
     return nn.Sequential(conv3(bands, hidden), nn.BatchNorm2d(hidden), nn.GELU())
 
 
 @dataclass
 class WindowOutput:
-    logits: torch.Tensor        # (1, C, h, w)
-    abundances: torch.Tensor    # (1, P, h, w), zero at invalid pixels
-    reconstruction: torch.Tensor  # (1, bands, h, w)
-    variant_weights: torch.Tensor  # (1, P, R, h, w)
+    logits: torch.Tensor        # (B, C, h, w)
+    abundances: torch.Tensor    # (B, P, h, w), zero at invalid pixels
+    reconstruction: torch.Tensor  # (B, bands, h, w)
+    variant_weights: torch.Tensor  # (B, P, R, h, w)
 
 
 def coordinate_encoding(row0: int, col0: int, h: int, w: int, period: int,
@@ -101,7 +104,7 @@ class CoordinateGate(nn.Module):
         if self.mode == "channel":
             k, v = k.mean(1, keepdim=True), v.mean(1, keepdim=True)
         else:
-            m = valid[None, None].to(x.dtype)  # means over valid pixels only
+            m = valid[:, None].to(x.dtype)  # means over each window's valid pixels only
             k = (k * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp_min(1)
             v = (v * m).sum(-2, keepdim=True) / m.sum(-2, keepdim=True).clamp_min(1)
         return x + torch.tanh(q * k) * v
@@ -156,15 +159,33 @@ class ClusterMamba(nn.Module):
         self.shared_mamba = mk()
         self.norm = nn.BatchNorm1d(width)
 
-    def _run(self, mamba: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, mamba: nn.Module, x: torch.Tensor,
+             seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mamba`` over each window's sequence ``seqs[b]`` (indices into x); returns the
+        indices and the outputs, concatenated in the order of ``seqs``."""
+        seqs = [s for s in seqs if s.numel()]
+        if not seqs:
+            return x.new_zeros(0, dtype=torch.long), x.new_zeros(0, x.shape[1])
+        idx = seqs[0] if len(seqs) == 1 else torch.cat(seqs)
         if self.spectral:  # every pixel is its own short sequence along the spectrum
-            n, d = x.shape
-            return mamba(x.view(n, self.groups, d // self.groups)).reshape(n, d)
-        return mamba(x[None])[0]  # the pixels form one sequence
+            n, d = idx.numel(), x.shape[1]
+            return idx, mamba(x[idx].view(n, self.groups, d // self.groups)).reshape(n, d)
+        if len(seqs) == 1:  # one window's pixels form one sequence
+            return idx, mamba(x[idx][None])[0]
+        # Several windows: one batch, each sequence right-padded to the longest. The block is
+        # causal, so padding after a sequence's end changes none of its outputs.
+        lengths = torch.tensor([s.numel() for s in seqs], device=x.device)
+        filled = torch.arange(int(lengths.max()), device=x.device)[None] < lengths[:, None]
+        table = torch.zeros(filled.shape, dtype=torch.long, device=x.device)
+        table[filled] = idx
+        return idx, mamba(x[table])[filled]
 
-    def forward(self, x: torch.Tensor, sequences: list[torch.Tensor], rest: torch.Tensor,
-                keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x: (N, width) valid-pixel features. ``keep``: (N,) bool, pixels whose output is
+    def forward(self, x: torch.Tensor, sequences: list[list[torch.Tensor]],
+                rest: list[torch.Tensor], keep: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x: (N, width) features of the valid pixels of all windows of the batch.
+        ``sequences[p][b]``: cluster p's sequence in window b; ``rest[b]``: window b's
+        unselected pixels (indices into x). ``keep``: (N,) bool, pixels whose output is
         needed (spectral branch in training); the others are neither computed nor returned.
 
         Returns:
@@ -172,21 +193,41 @@ class ClusterMamba(nn.Module):
             (K, width) for the K kept pixels, whose indices into x are idx (K,).
         """
         out = torch.zeros_like(x)
-        for mamba, seq in zip(self.cluster_mamba, sequences, strict=True):
-            if keep is not None:
-                seq = seq[keep[seq]]
-            if seq.numel():
-                out = out.index_add(0, seq, self._run(mamba, x[seq]))
         if keep is not None:
-            rest = rest[keep[rest]]
-        if rest.numel():
-            out = out.index_add(0, rest, self._run(self.shared_mamba, x[rest]))
+            sequences = [[s[keep[s]] for s in seqs] for seqs in sequences]
+            rest = [r[keep[r]] for r in rest]
+        for mamba, seqs in zip(self.cluster_mamba, sequences, strict=True):
+            idx, y = self._run(mamba, x, seqs)
+            if idx.numel():
+                out = out.index_add(0, idx, y)
+        idx, y = self._run(self.shared_mamba, x, rest)
+        if idx.numel():
+            out = out.index_add(0, idx, y)
         if keep is not None:
             idx = torch.nonzero(keep).squeeze(1)
             y = out[idx] + x[idx]
             return F.gelu(self.norm(y)) + x[idx], idx
         y = out + x
         return F.gelu(self.norm(y)) + x, None
+
+
+def _per_window(t: torch.Tensor | None, b: int) -> torch.Tensor | None:
+    """An (h, w) mask given for a batch of one as (1, h, w)."""
+    if t is None or t.dim() == 3:
+        return t
+    if b != 1:
+        raise ValueError(f"a batch of {b} windows needs (B, h, w) masks, got {tuple(t.shape)}")
+    return t[None]
+
+
+def _origins(origin: tuple[int, int] | Sequence[tuple[int, int]], b: int) -> list[tuple[int, int]]:
+    """One (row, col) per window; a single pair serves a batch of one."""
+    if len(origin) == 2 and all(isinstance(v, (int, np.integer)) for v in origin):
+        return [(int(origin[0]), int(origin[1]))] * b
+    out = [(int(r), int(c)) for r, c in origin]
+    if len(out) != b:
+        raise ValueError(f"{len(out)} origins for a batch of {b} windows")
+    return out
 
 
 class UnmixingGuidedMamba(nn.Module):
@@ -196,8 +237,9 @@ class UnmixingGuidedMamba(nn.Module):
         super().__init__()
         self.cfg = cfg
         d, p = cfg.hidden, cfg.endmembers
-        if d % (4 * cfg.spectral_tokens) and d % 4:
-            raise ValueError("hidden width must be divisible by 4")
+        if d % 4 or d % cfg.spectral_tokens:
+            raise ValueError(f"hidden width {d} must be divisible by 4 and by the "
+                             f"{cfg.spectral_tokens} spectral tokens")
         self.patch_embedding = patch_embedding(cfg.bands, d)
         self.unmixing_gate = CoordinateGate(d, "channel")
         self.classification_gate = CoordinateGate(d, "spatial")
@@ -210,7 +252,8 @@ class UnmixingGuidedMamba(nn.Module):
         self.head = conv3(d + p, cfg.classes)
 
     def select_tokens(self, a_valid: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Sequences per cluster and the unselected pixels (indices into valid pixels)."""
+        """One window's sequences per cluster and its unselected pixels (indices into its
+        valid pixels), from its abundances a_valid (P, N)."""
         n = a_valid.shape[1]
         if self.cfg.tokens == "raster" or not self.cfg.unmixing:
             # Ablation: no clustering, every pixel in raster order through the shared Mamba.
@@ -232,57 +275,85 @@ class UnmixingGuidedMamba(nn.Module):
         pick = torch.randperm(rest.numel(), generator=generator)[:k].sort().values
         return rest[pick.to(rest.device)]
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor, origin: tuple[int, int] = (0, 0),
-                *, need: torch.Tensor | None = None, teacher: torch.Tensor | None = None,
-                teacher_weight: float = 0.0,
+    def forward(self, x: torch.Tensor, valid: torch.Tensor,
+                origin: tuple[int, int] | Sequence[tuple[int, int]] = (0, 0), *,
+                need: torch.Tensor | None = None, teacher: torch.Tensor | None = None,
+                teacher_weight: float | torch.Tensor = 0.0,
                 generator: torch.Generator | None = None) -> WindowOutput:
-        """Run one window.
+        """Run a batch of B windows of one size.
+
+        Each window is its own scene part: its tokens are chosen from its own abundances and
+        its gates average over it alone, so a batch gives every window what it would get
+        alone (up to float rounding; batch norm in training mode pools the batch).
 
         Args:
-            x: (1, bands, h, w) scaled reflectance, zeros at invalid pixels.
-            valid: (h, w) bool, pixels with data.
-            origin: the window's top-left (row, col) in the scene (coordinate code).
-            need: (h, w) bool, pixels whose logits are needed (training); the spectral branch
-                runs on them and their 3 x 3 neighbours only (the head is a 3 x 3 conv).
-            teacher: (1, P, h, w) moving average of this window's past abundances (training);
-                tokens are picked from (1 - teacher_weight) * A + teacher_weight * teacher.
+            x: (B, bands, h, w) scaled reflectance, zeros at invalid pixels.
+            valid: (B, h, w) bool, pixels with data ((h, w) for B = 1).
+            origin: each window's top-left (row, col) in the scene (coordinate code); one
+                pair for B = 1.
+            need: (B, h, w) bool, pixels whose logits are needed (training); the spectral
+                branch runs on them and their 3 x 3 neighbours only (the head is a 3 x 3 conv).
+            teacher: (B, P, h, w) moving average of each window's past abundances (training);
+                tokens are picked from (1 - w) * A + w * teacher, w = ``teacher_weight``
+                (a number, or (B,) per window: 0 where a window has no average yet).
             generator: random source for training-time subsampling of unselected pixels.
         """
-        _, _, h, w = x.shape                                                 # x: (1, B, h, w)
-        coords = coordinate_encoding(origin[0], origin[1], h, w, self.cfg.coord_period,
-                                     x.device)                               # (1, 3, h, w)
-        features = self.patch_embedding(x)                                   # (1, D, h, w)
-        unmixing_features = self.unmixing_gate(features, coords, valid)      # (1, D, h, w)
-        class_features = self.classification_gate(features, coords, valid)  # (1, D, h, w)
+        b, _, h, w = x.shape                                                 # x: (B, C, h, w)
+        valid, need = _per_window(valid, b), _per_window(need, b)            # (B, h, w)
+        coords = torch.cat([coordinate_encoding(r, c, h, w, self.cfg.coord_period, x.device)
+                            for r, c in _origins(origin, b)])                # (B, 3, h, w)
+        features = self.patch_embedding(x)                                   # (B, D, h, w)
+        unmixing_features = self.unmixing_gate(features, coords, valid)      # (B, D, h, w)
+        class_features = self.classification_gate(features, coords, valid)  # (B, D, h, w)
         abundances, weights, recon = self.unmixing(unmixing_features)
-        # abundances (1, P, h, w), variant weights (1, P, R, h, w), recon (1, B, h, w)
-        mask = valid[None, None].to(abundances.dtype)                        # (1, 1, h, w)
+        # abundances (B, P, h, w), variant weights (B, P, R, h, w), recon (B, bands, h, w)
+        mask = valid[:, None].to(abundances.dtype)                           # (B, 1, h, w)
         abundances = abundances * mask
-        pixels = torch.nonzero(valid.reshape(-1)).squeeze(1)                 # (N,) valid px
+        guide = self._token_abundances(abundances, mask, teacher, teacher_weight)
 
-        guide = self._token_abundances(abundances, mask, teacher, teacher_weight)  # (1, P, h, w)
-        sequences, rest = self.select_tokens(guide.reshape(guide.shape[1], -1)[:, pixels])
+        # Valid pixels of all windows, as one list: window k's are pixels[starts[k]:...].
+        flat = valid.reshape(b, -1)
+        pixels = torch.nonzero(flat.reshape(-1)).squeeze(1)                  # (N,)
+        counts = flat.sum(1).tolist()
+        sequences: list[list[torch.Tensor]] = [[] for _ in range(self.cfg.endmembers)]
+        rest: list[torch.Tensor] = []
+        start = 0
+        for k in range(b):
+            local = pixels[start:start + counts[k]] - k * h * w
+            seqs, r = self.select_tokens(guide[k].reshape(guide.shape[1], -1)[:, local])
+            for p, s in enumerate(seqs):
+                sequences[p].append(s + start)
+            rest.append(r + start)
+            start += counts[k]
         d = class_features.shape[1]
-        tokens = class_features.reshape(d, -1)[:, pixels].T                  # (N, D)
-        mixed = self._spatial_spectral(tokens, sequences, rest, pixels, need, generator)  # (N, D)
+        tokens = class_features.permute(0, 2, 3, 1).reshape(-1, d)[pixels]    # (N, D)
+        mixed = self._spatial_spectral(tokens, sequences, rest, pixels, need, generator)
 
-        fused = class_features.new_zeros(d, h * w).index_copy(1, pixels, mixed.T)
-        fused = self.fusion(fused.view(1, d, h, w)) + class_features * mask  # (1, D, h, w)
+        fused = class_features.new_zeros(b * h * w, d).index_copy(0, pixels, mixed)
+        fused = fused.view(b, h, w, d).permute(0, 3, 1, 2).contiguous()      # (B, D, h, w)
+        fused = self.fusion(fused) + class_features * mask
         logits = self.head(torch.cat([self.abundance_features(abundances), fused], dim=1))
-        return WindowOutput(logits, abundances, recon, weights)             # logits (1, C, h, w)
+        return WindowOutput(logits, abundances, recon, weights)             # logits (B, C, h, w)
 
     @staticmethod
     def _token_abundances(abundances: torch.Tensor, mask: torch.Tensor,
-                          teacher: torch.Tensor | None, weight: float) -> torch.Tensor:
+                          teacher: torch.Tensor | None,
+                          weight: float | torch.Tensor) -> torch.Tensor:
         """The abundances that pick tokens: in training, mixed with the moving average of the
         window's past abundances (the reference's temporal ensemble), renormalised."""
-        if teacher is None or weight <= 0:
+        if teacher is None:
             return abundances
-        mixed = (1 - weight) * abundances + weight * teacher * mask
-        return mixed / (mixed.sum(dim=1, keepdim=True) + 1e-8)
+        wt = torch.as_tensor(weight, dtype=abundances.dtype, device=abundances.device)
+        if not bool((wt > 0).any()):
+            return abundances
+        wt = wt.reshape(-1, 1, 1, 1)
+        mixed = (1 - wt) * abundances + wt * teacher * mask
+        mixed = mixed / (mixed.sum(dim=1, keepdim=True) + 1e-8)
+        return torch.where(wt > 0, mixed, abundances)
 
-    def _spatial_spectral(self, tokens: torch.Tensor, sequences: list[torch.Tensor],
-                          rest: torch.Tensor, pixels: torch.Tensor, need: torch.Tensor | None,
+    def _spatial_spectral(self, tokens: torch.Tensor, sequences: list[list[torch.Tensor]],
+                          rest: list[torch.Tensor], pixels: torch.Tensor,
+                          need: torch.Tensor | None,
                           generator: torch.Generator | None) -> torch.Tensor:
         """Both Mamba branches over the valid pixels' tokens (N, D), fused by softmax weights.
 
@@ -290,11 +361,11 @@ class UnmixingGuidedMamba(nn.Module):
         spectral branch runs only where logits are needed (and their 3 x 3 neighbours)."""
         spatial_rest = rest
         if self.training and generator is not None:
-            spatial_rest = self.subsample_unselected(rest, generator)
+            spatial_rest = [self.subsample_unselected(r, generator) for r in rest]
         spatial, _ = self.spatial(tokens, sequences, spatial_rest)          # (N, D)
         keep = None
         if need is not None:
-            grown = F.max_pool2d(need[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
+            grown = F.max_pool2d(need[:, None].float(), 3, stride=1, padding=1)[:, 0] > 0
             keep = grown.reshape(-1)[pixels]                                 # (N,) bool
         values, kept = self.spectral(tokens, sequences, rest, keep)          # (N or K, D)
         spectral = values if kept is None else \

@@ -21,8 +21,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from hsimap import __version__
 from hsimap.classes import ClassTable, Split
 from hsimap.errors import HsimapError
+from hsimap.io.files import output_stem
 from hsimap.io.outputset import OutputSet
 from hsimap.io.rasters import Grid, write_raster
 from hsimap.model.network import ModelConfig, UnmixingGuidedMamba
@@ -127,7 +129,42 @@ class ModelCard:
                               f"{exc})") from None
         if card.scene_wavelengths is not None:
             card.scene_wavelengths = [float(v) for v in card.scene_wavelengths]
+        card.check(source)
         return card
+
+    def check(self, source: str | Path = CARD) -> None:
+        """Refuse a card of an unknown format, or one that contradicts itself, in one line:
+        a model applied through such a card would give wrong maps or fail deep inside."""
+        if self.format != FORMAT:
+            raise HsimapError(f"{source}: format {self.format!r}, but this hsimap "
+                              f"({__version__}) reads {FORMAT!r}; use the hsimap that wrote "
+                              "it, or train the model again")
+        cfg, n_ids = self.config, len(self.classes.ids)
+        problems = []
+        if len(set(self.classes.ids)) != n_ids:
+            dup = sorted({i for i in self.classes.ids if self.classes.ids.count(i) > 1})
+            problems.append(f"class ids {dup} appear twice")
+        if n_ids != cfg.classes:
+            problems.append(f"{n_ids} class ids for the {cfg.classes} outputs of the network")
+        if len(self.endmember_names) != cfg.endmembers:
+            problems.append(f"{len(self.endmember_names)} endmember names for "
+                            f"{cfg.endmembers} endmembers")
+        if len(self.bands_used) != cfg.bands:
+            problems.append(f"{len(self.bands_used)} bands_used for a network of {cfg.bands} "
+                            "bands")
+        if self.bands_used and not (0 <= min(self.bands_used) and
+                                    max(self.bands_used) < self.scene_bands):
+            problems.append(f"bands_used reach band {max(self.bands_used)}, beyond the "
+                            f"scene's {self.scene_bands}")
+        if self.scene_wavelengths is not None and \
+                len(self.scene_wavelengths) != self.scene_bands:
+            problems.append(f"{len(self.scene_wavelengths)} wavelengths for "
+                            f"{self.scene_bands} scene bands")
+        if not 0 <= 2 * self.halo < self.window:
+            problems.append(f"halo {self.halo} for window {self.window}")
+        if problems:
+            raise HsimapError(f"{source}: the model card contradicts itself ("
+                              f"{'; '.join(problems)}); it was edited or damaged")
 
 
 @dataclass
@@ -197,6 +234,13 @@ def check_model_folder(out_dir: str | Path, overwrite: bool) -> Path:
         raise HsimapError(f"{out}: exists and is not a folder")
     if (out / CARD).exists() and not overwrite:
         raise HsimapError(f"{out}: holds a model already; use --overwrite to replace it")
+    if out.is_dir() and not overwrite:
+        others = sorted(p.name for p in out.iterdir() if not p.name.startswith(".hsimap-"))
+        if others:
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise HsimapError(f"{out}: holds other files ({shown}); write the model to a new "
+                              "or empty folder, or --overwrite (which replaces only the "
+                              "model's own files)")
     parent = out if out.exists() else out.parent if str(out.parent) else Path(".")
     while not parent.exists():
         parent = parent.parent
@@ -219,8 +263,12 @@ def save_model(out_dir: str | Path, network: UnmixingGuidedMamba, card: ModelCar
     out.mkdir(parents=True, exist_ok=True)
     card.config = network.cfg
     state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    old_splits = {p.name for p in out.glob("split*.tif")}
-    with OutputSet(out, "model", {WEIGHTS, CARD, HISTORY, SPLIT} | old_splits) as files:
+    # The set's own names only: a previous model's split rasters (as its card names them),
+    # never other split*.tif files a user keeps in the folder.
+    written = set((splits or {}).keys())
+    card.training = {**(card.training or {}), "split_files": sorted(written)}
+    family = {WEIGHTS, CARD, HISTORY} | written | _model_split_files(out)
+    with OutputSet(out, "model", family) as files:
         save_file(state, str(files.path(WEIGHTS)), metadata={"format": FORMAT})
         if history:
             with open(files.path(HISTORY), "w", newline="") as f:
@@ -233,6 +281,35 @@ def save_model(out_dir: str | Path, network: UnmixingGuidedMamba, card: ModelCar
         for f in files.staging.iterdir():
             os.chmod(f, 0o644)
     return out
+
+
+def _model_split_files(out: Path) -> set[str]:
+    """The split rasters the model in ``out`` wrote (none when there is no model): listed in
+    its card since 0.2; before, ``split.tif``, or ``split_<stem>.tif`` per scene it lists."""
+    try:
+        raw = json.loads((out / CARD).read_text())
+    except (OSError, ValueError):
+        return set()
+    listed = (raw.get("training") or {}).get("split_files")
+    if listed is not None:
+        return {str(n) for n in listed if "/" not in str(n)}
+    return set(split_file_names(raw.get("scenes") or [None]))
+
+
+def split_file_names(sources: list[str | None]) -> list[str]:
+    """``split.tif`` for one scene; ``split_<stem>.tif`` for several (``_2``... when two
+    scenes share a stem)."""
+    if len(sources) == 1:
+        return [SPLIT]
+    names: list[str] = []
+    for src in sources:
+        base, k = f"split_{output_stem(src or 'scene')}", 1
+        name = f"{base}.tif"
+        while name in names:
+            k += 1
+            name = f"{base}_{k}.tif"
+        names.append(name)
+    return names
 
 
 def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
@@ -260,8 +337,9 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Tra
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise HsimapError(f"{weights}: weights do not match the model card ({first})") from None
+        lines = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
+        detail = "; ".join(lines[:3]) or str(exc).splitlines()[0]
+        raise HsimapError(f"{weights}: weights do not match the model card ({detail})") from None
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise HsimapError(f"{weights}: weights hold NaN or infinite values ({bad[0]}, ...); "

@@ -9,6 +9,7 @@ run leaves nothing that looks finished.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
@@ -118,6 +119,7 @@ def process_scene(scene: str, model_dir: str, out_dir: str, options: BatchOption
     t0 = time.time()
     record: dict[str, Any] = {"scene": str(scene), "out_dir": str(out_dir),
                               "worker_pid": os.getpid()}
+    made = not Path(out_dir).exists()
     try:
         model = _model_on_worker(model_dir, options.device)
         record["model_hash"] = model.card.model_hash
@@ -135,6 +137,9 @@ def process_scene(scene: str, model_dir: str, out_dir: str, options: BatchOption
         record.update(status="failed", reason=str(exc))
     except Exception as exc:  # a corrupt file can raise anything from deep inside GDAL
         record.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+    if record["status"] == "failed" and made:
+        with contextlib.suppress(OSError):
+            Path(out_dir).rmdir()  # only if empty: a failed scene leaves no folder behind
     record["seconds"] = round(time.time() - t0, 3)
     return record
 
@@ -165,10 +170,15 @@ def is_complete(rec: dict[str, Any] | None, signature: dict[str, Any], model_has
         return False
     if rec.get("input") != signature or rec.get("options") != (options or {}):
         return False
-    if not isinstance(rec.get("outputs"), dict):
+    outputs = rec.get("outputs")
+    # A record names the files of a whole set (the class map at least), each with the
+    # checksum it had when written; one naming none, or a file without a checksum, is no
+    # proof that anything was done.
+    if not isinstance(outputs, dict) or "classes" not in outputs:
         return False
-    for out in rec.get("outputs", {}).values():
-        if not isinstance(out, dict) or _checksums(Path(out.get("path", ""))) != out:
+    for out in outputs.values():
+        if not isinstance(out, dict) or "sha256" not in out or \
+                _checksums(Path(out.get("path", ""))) != out:
             return False
     return True
 

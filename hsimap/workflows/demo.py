@@ -28,10 +28,11 @@ class DemoSettings:
     classes: int = 4
     endmembers: int = 5
     train_per_class: int = 15
-    epochs: int = 40
+    steps: int = 60
     hidden: int = 48
-    window: int = 128
-    halo: int = 16
+    window: int = 64
+    halo: int = 8
+    crop: int = 128              # the labelled training area, px a side
     region_size: float = 40.0
     seed: int = 0
 
@@ -83,16 +84,16 @@ def run_demo(folder: str | Path, settings: DemoSettings | None = None,
     secs["synth"] = time.perf_counter() - t
     scene = open_scene(made.scene)
     labels, table = load_labels(made.labels, scene)
-    # A field campaign labels one part of a flight line: the model trains on that crop (one
-    # window, as the reference trains whole images) and is then applied to the whole line.
-    crop = _write_crop(made.scene, out / "demo_training_area.tif", s.window)
+    # A field campaign labels one part of a flight line: the model trains on that crop and is
+    # then applied to the whole line.
+    crop = _write_crop(made.scene, out / "demo_training_area.tif", s.crop)
     crop_scene = open_scene(crop)
     with warnings.catch_warnings():  # the truth labels are resampled to the crop: expected
         warnings.simplefilter("ignore", UserWarning)
         crop_labels, crop_table = load_labels(made.labels, crop_scene)
     t = time.perf_counter()
     train(crop_scene, crop_labels, crop_table, out / "model",
-          TrainOptions(epochs=s.epochs, hidden=s.hidden, window=s.window, halo=s.halo,
+          TrainOptions(steps=s.steps, hidden=s.hidden, window=s.window, halo=s.halo,
                        endmembers=s.endmembers, train_per_class=s.train_per_class,
                        val_every=5, seed=s.seed, progress=progress),
           overwrite=True)  # the demo's folder is its own: a rerun replaces what it made
@@ -105,7 +106,7 @@ def run_demo(folder: str | Path, settings: DemoSettings | None = None,
         pred = src.read(1)
     # Scored on every labelled pixel outside the training area: none was seen in training.
     outside = np.ones(labels.shape, dtype=bool)
-    outside[:s.window, :s.window] = False
+    outside[:s.crop, :s.crop] = False
     metrics = classification_metrics(np.where(outside, labels, 0), pred, table.ids)
     # Unmixing quality: learned endmembers matched to the true ones by spectral angle.
     spectra, _ = model.endmember_spectra()

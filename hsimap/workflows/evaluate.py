@@ -9,6 +9,7 @@ estimates with 95% confidence intervals (:mod:`hsimap.accuracy`).
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,20 +84,33 @@ def evaluate(prediction: str | Path, labels: str | Path, *, class_field: str | N
     classes), area-adjusted accuracy and area estimates are added.
     """
     with rasterio.open(prediction) as src:
+        if src.dtypes[0].startswith(("float", "complex")):
+            raise HsimapError(f"{prediction}: {src.dtypes[0]} values, not a class map (a "
+                              "confidence, error or abundance raster?); evaluate a "
+                              "*_classes.tif")
         pred = src.read(1)
+        nodata = src.nodata
     truth, table = load_labels(labels, open_scene(prediction), class_field=class_field,
                                partial=True)
     map_table = read_class_table(prediction)
     if map_table is not None and table.named and map_table.named:
         truth, table = _match_by_name(truth, table, map_table, labels)
+    elif table.named != (map_table is not None and map_table.named):
+        named = labels if table.named else prediction
+        warnings.warn(f"only {Path(named).name} names its classes; map and reference are "
+                      "matched by class id", stacklevel=2)
     if split is not None:
         with rasterio.open(split) as src:
             codes = src.read(1)
         if codes.shape != truth.shape:
             raise HsimapError(f"{split}: split raster is not on the prediction's grid")
         truth = np.where(codes == SUBSETS[subset], truth, 0)
+    # The map's classes are the strata, all of them: a mapped class with no reference pixel
+    # of its own still holds reference pixels of others, and its area must be counted.
+    mapped_ids = {int(v) for v in np.unique(pred) if v != 0 and v != nodata}
+    ids = sorted(set(table.ids) | mapped_ids)
     try:
-        m = classification_metrics(truth, pred, table.ids)
+        m = classification_metrics(truth, pred, ids)
     except ValueError as exc:
         raise HsimapError(f"{labels}: {exc}") from None
     names = map_table or table
@@ -132,6 +146,8 @@ def _match_by_name(truth: np.ndarray, table: ClassTable, map_table: ClassTable,
 
 def check_report_path(path: str | Path | None) -> None:
     """Refuse a report file whose folder is missing, before anything is evaluated."""
+    if path is not None and Path(path).is_dir():
+        raise HsimapError(f"{path}: is a folder; name the report file")
     if path is not None and not Path(path).parent.is_dir():
         raise HsimapError(f"{Path(path).parent}: folder does not exist")
 

@@ -1,8 +1,12 @@
-"""Training the unmixing-guided Mamba on a scene and its labels (the method of docs/method.md).
+"""Training the unmixing-guided Mamba on scenes and their labels (the method of docs/method.md).
 
-Scenes no larger than a window train whole, as the reference does; larger scenes train on the
-windows (tiles) that contain training pixels. Validation and test metrics go through
-:func:`hsimap.inference.window_products`, the function prediction uses.
+A run's cost follows its labels, not its scenes. It trains on *chips*: the scene's own
+prediction tiles whose core holds a training pixel (:mod:`hsimap.sampling`), read from the
+scene when needed through a cache of bounded size. Each step takes a mini-batch of chips
+through the batched network; the schedule counts steps, not passes over the scene. Validation
+scores a fixed, bounded sample of validation pixels, and the final test pass a bounded,
+class-stratified sample of test pixels (``test_all`` for every one), both through
+:func:`hsimap.inference.batch_products`, the function prediction uses.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import copy
 import math
 import platform
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,8 +28,9 @@ from tqdm import tqdm
 
 from hsimap import __version__
 from hsimap.classes import ClassTable, Split
+from hsimap.engine import map_tiles
 from hsimap.errors import HsimapError
-from hsimap.inference import model_input, window_products
+from hsimap.inference import batch_products, model_input
 from hsimap.io.files import output_stem
 from hsimap.io.labels import split_labels
 from hsimap.io.rasters import Grid
@@ -40,8 +46,11 @@ from hsimap.model.store import (
     check_model_folder,
     model_hash,
     save_model,
+    split_file_names,
 )
 from hsimap.model.vca import VCA_SAMPLE, vca_best
+from hsimap.runtime import seeded, thread_budget
+from hsimap.sampling import Chip, label_chips, sample_tiles
 from hsimap.windows import Tile, dead_bands, scan_scene, tiles
 
 
@@ -54,16 +63,17 @@ class TrainOptions:
     endmembers: int | None = None      # default: classes + 2, at least 4
     variants: int = 10
     hidden: int = 128
-    window: int = 128
-    halo: int = 16
+    window: int = 64                   # the chip: training and prediction window, px
+    halo: int = 8
     tokens: str = "cluster"
     unmixing: bool = True
-    # Optimisation.
-    epochs: int = 500
+    # Optimisation: a schedule in steps of ``batch`` chips.
+    steps: int = 300
+    batch: int = 4
     lr: float = 1e-3
     endmember_lr: float = 5e-4
     decay: float = 0.9
-    val_every: int = 10
+    val_every: int = 25
     recon_weight: float = 0.01
     sparsity_weight: float = 0.001
     ema_alpha: float = 0.9
@@ -73,6 +83,12 @@ class TrainOptions:
     val_per_class: int = 10
     train_fraction: float | None = None
     seed: int = 0
+    # Bounded costs: validation and test samples, the chip cache.
+    val_windows: int = 64
+    test_windows: int = 256
+    test_pixels: int = 50_000
+    test_all: bool = False
+    cache_mb: int = 512
     # Naming: the library whose nearest spectra name the endmembers (None: embedded USGS).
     name_library: str | None = None
     # Runtime.
@@ -82,8 +98,10 @@ class TrainOptions:
 
     def check(self) -> None:
         """Refuse settings that cannot run, in one line each."""
-        positive = {"epochs": self.epochs, "variants": self.variants, "hidden": self.hidden,
-                    "window": self.window, "val_every": self.val_every}
+        positive = {"steps": self.steps, "batch": self.batch, "variants": self.variants,
+                    "hidden": self.hidden, "window": self.window, "val_every": self.val_every,
+                    "val_windows": self.val_windows, "test_windows": self.test_windows,
+                    "test_pixels": self.test_pixels, "cache_mb": self.cache_mb}
         for name, value in positive.items():
             if value < 1:
                 raise HsimapError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -95,6 +113,8 @@ class TrainOptions:
             raise HsimapError(f"--seed must be non-negative, got {self.seed}")
         if self.threads is not None and self.threads < 1:
             raise HsimapError(f"--threads must be at least 1, got {self.threads}")
+        if self.window < 8:
+            raise HsimapError(f"--window must be at least 8 px, got {self.window}")
         if not 0 <= 2 * self.halo < self.window:
             raise HsimapError(f"--halo must be non-negative and less than half the window "
                               f"({self.window}), got {self.halo}")
@@ -103,62 +123,20 @@ class TrainOptions:
 @dataclass
 class TrainResult:
     model: TrainedModel
-    best_epoch: int
+    best_step: int
     val_metrics: Metrics
     test_metrics: Metrics | None
     seconds: float
-    seconds_per_epoch: float
+    seconds_per_step: float
     stopped_early: bool
+    test_pixels: int = 0       # how many test pixels test_metrics scored
 
 
-def sigmoid_rampup(epoch: int, length: int) -> float:
+def sigmoid_rampup(step: int, length: int) -> float:
     if length <= 0:
         return 1.0
-    phase = 1.0 - min(max(epoch, 0), length) / length
+    phase = 1.0 - min(max(step, 0), length) / length
     return math.exp(-5.0 * phase * phase)
-
-
-class _Window:
-    """A training window held in memory: scaled input, labels, masks, abundance average."""
-
-    def __init__(self, tile: Tile, x: np.ndarray, valid: np.ndarray, target: np.ndarray,
-                 split: np.ndarray):
-        self.tile = tile
-        self.x = torch.from_numpy(np.ascontiguousarray(x))[None]
-        self.valid = torch.from_numpy(valid)
-        self.target = torch.from_numpy(target.astype(np.int64))
-        self.train_mask = torch.from_numpy(split == Split.TRAIN) & self.valid
-        self.ema: torch.Tensor | None = None
-        self.ema_count = 0
-        self.alpha = 0.9
-
-    def teacher(self) -> torch.Tensor | None:
-        if self.ema is None:
-            return None
-        return self.ema / (1.0 - self.alpha ** self.ema_count)
-
-    def update(self, a: torch.Tensor, alpha: float) -> None:
-        self.alpha = alpha
-        a = a.detach()
-        self.ema = (1 - alpha) * a if self.ema is None else alpha * self.ema + (1 - alpha) * a
-        self.ema_count += 1
-
-
-def evaluate_split(model: TrainedModel, scenes: list[TrainScene], subset: int) -> Metrics:
-    """Predict the tiles holding pixels of ``subset`` in every scene and score them there."""
-    truth, pred = [], []
-    for sc in scenes:
-        for t in sc.grid:
-            sel = sc.split[t.core_rows, t.core_cols] == subset
-            if not sel.any():
-                continue
-            values, valid = read_window(sc.data, t.rows, t.cols, valid_bands=model.band_indices)
-            prod = window_products(model, values, valid, (t.row, t.col))
-            rs, cs = t.core_in_read
-            truth.append(sc.labels[t.core_rows, t.core_cols][sel])
-            pred.append(prod.classes[rs, cs][sel])
-    return classification_metrics(np.concatenate(truth), np.concatenate(pred),
-                                  model.class_table.ids)
 
 
 @dataclass
@@ -177,19 +155,8 @@ class TrainScene:
 
 
 def split_names(scenes: list[TrainScene]) -> list[str]:
-    """``split.tif`` for one scene; ``split_<stem>.tif`` for several (``_2``... when two
-    scenes share a stem)."""
-    if len(scenes) == 1:
-        return ["split.tif"]
-    names: list[str] = []
-    for sc in scenes:
-        base, k = f"split_{sc.name}", 1
-        name = f"{base}.tif"
-        while name in names:
-            k += 1
-            name = f"{base}_{k}.tif"
-        names.append(name)
-    return names
+    """The split rasters' file names, one per scene (see :func:`split_file_names`)."""
+    return split_file_names([str(sc.data.attrs.get("source", "scene")) for sc in scenes])
 
 
 @dataclass
@@ -200,6 +167,7 @@ class _Setup:
     scenes: list[TrainScene]
     card: ModelCard
     cfg: ModelConfig
+    sample: np.ndarray   # (n, bands) valid pixels drawn over the scenes, physical units
 
 
 def _same_bands(scenes: list[TrainScene]) -> None:
@@ -253,7 +221,8 @@ def _setup(scenes: list[TrainScene], class_table: ClassTable, opts: TrainOptions
     for sc in scenes:
         sc.split = split[start:start + sc.labels.size].reshape(sc.labels.shape)
         start += sc.labels.size
-    scans = [scan_scene(sc.data, sc.grid, bands) for sc in scenes]
+    scans = [scan_scene(sc.data, sc.grid, bands, n=VCA_SAMPLE // len(scenes), seed=opts.seed)
+             for sc in scenes]
     lo, hi = min(x.lo for x in scans), max(x.hi for x in scans)
     wl = scene.coords["wavelength"].values
     cfg = ModelConfig(bands=len(bands), classes=n_classes, endmembers=p,
@@ -275,55 +244,170 @@ def _setup(scenes: list[TrainScene], class_table: ClassTable, opts: TrainOptions
         options={k: v for k, v in asdict(opts).items() if k != "progress"},
         versions={"torch": torch.__version__, "python": platform.python_version()},
     )
-    return _Setup(bands, scenes, card, cfg)
+    return _Setup(bands, scenes, card, cfg, np.concatenate([x.raw for x in scans]))
 
 
-def _training_windows(model: TrainedModel, setup: _Setup) -> list[_Window]:
-    """The tiles whose read window holds training pixels not yet covered, held in memory."""
-    lut = np.full(max(int(sc.labels.max()) for sc in setup.scenes) + 1, -1, dtype=np.int64)
-    for i, c in enumerate(model.class_table.ids):
-        lut[c] = i
-    windows = []
-    for sc in setup.scenes:
-        seen = np.zeros(sc.labels.shape, dtype=bool)
-        for t in sc.grid:
-            s = sc.split[t.rows, t.cols]
-            fresh = (s == Split.TRAIN) & ~seen[t.rows, t.cols]
-            if not fresh.any():
-                continue
-            seen[t.rows, t.cols] |= s == Split.TRAIN
-            values, valid = read_window(sc.data, t.rows, t.cols, valid_bands=setup.bands)
-            windows.append(_Window(t, model_input(model, values, valid), valid,
-                                   lut[sc.labels[t.rows, t.cols]], s))
-    if not windows:
-        raise HsimapError("no training pixels fall on valid scene pixels")
-    return windows
+@dataclass
+class _ChipData:
+    """A chip as the network takes it: scaled input, valid mask, class index per pixel
+    (-1 where none) and the training pixels of its core, on the read window."""
+
+    x: torch.Tensor          # (bands, h, w) float32
+    valid: torch.Tensor      # (h, w) bool
+    target: torch.Tensor     # (h, w) int64
+    train: torch.Tensor      # (h, w) bool
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.x, self.valid, self.target,
+                                                           self.train))
 
 
-def _init_endmembers(net: UnmixingGuidedMamba, windows: list[_Window], seed: int) -> None:
-    """VCA on a sample of the training windows' valid pixels starts the endmember bank."""
+class ChipReader:
+    """Training chips, read from their scenes when asked for and kept in a least-recently-used
+    cache of at most ``cache_bytes``: memory follows the cache and batch sizes, not how many
+    chips the labels spread over."""
+
+    def __init__(self, model: TrainedModel, scenes: list[TrainScene], chips: list[Chip],
+                 cache_bytes: int):
+        self.model, self.scenes, self.chips = model, scenes, chips
+        self.cache_bytes = cache_bytes
+        self._cache: OrderedDict[int, _ChipData] = OrderedDict()
+        self._held = 0
+        lut = np.full(max(int(sc.labels.max()) for sc in scenes) + 1, -1, dtype=np.int64)
+        for i, c in enumerate(model.class_table.ids):
+            lut[c] = i
+        self._lut = lut
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+    def __getitem__(self, i: int) -> _ChipData:
+        hit = self._cache.get(i)
+        if hit is not None:
+            self._cache.move_to_end(i)
+            return hit
+        chip = self.chips[i]
+        sc, t = self.scenes[chip.scene], chip.tile
+        values, valid = read_window(sc.data, t.rows, t.cols,
+                                    valid_bands=self.model.band_indices)
+        labels = sc.labels[t.rows, t.cols]
+        target = self._lut[np.clip(labels, 0, len(self._lut) - 1)]
+        train = np.zeros(valid.shape, bool)
+        rs, cs = t.core_in_read
+        train[rs, cs] = chip.mask
+        train &= valid & (target >= 0)
+        data = _ChipData(torch.from_numpy(model_input(self.model, values, valid)),
+                         torch.from_numpy(valid), torch.from_numpy(target),
+                         torch.from_numpy(train))
+        self.reads += 1
+        self._cache[i] = data
+        self._held += data.nbytes
+        while self._held > self.cache_bytes and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._held -= old.nbytes
+        return data
+
+
+class AbundanceAverage:
+    """Each chip's moving average of its past abundances (the reference's temporal ensemble,
+    which picks tokens in training), for as many chips as ``max_bytes`` holds; a chip pushed
+    out starts its average again."""
+
+    def __init__(self, alpha: float, max_bytes: int):
+        self.alpha, self.max_bytes = alpha, max_bytes
+        self._avg: OrderedDict[int, tuple[torch.Tensor, int]] = OrderedDict()
+        self._held = 0
+
+    def teacher(self, i: int) -> torch.Tensor | None:
+        got = self._avg.get(i)
+        if got is None:
+            return None
+        self._avg.move_to_end(i)
+        ema, count = got
+        return ema / (1.0 - self.alpha ** count)
+
+    def update(self, i: int, a: torch.Tensor) -> None:
+        a = a.detach().cpu()
+        got = self._avg.pop(i, None)
+        if got is None:
+            ema, count = (1 - self.alpha) * a, 1
+            self._held += ema.numel() * ema.element_size()
+        else:
+            ema, count = self.alpha * got[0] + (1 - self.alpha) * a, got[1] + 1
+        self._avg[i] = (ema, count)
+        while self._held > self.max_bytes and len(self._avg) > 1:
+            _, (old, _) = self._avg.popitem(last=False)
+            self._held -= old.numel() * old.element_size()
+
+
+def _init_endmembers(net: UnmixingGuidedMamba, pixels: np.ndarray, seed: int) -> None:
+    """VCA on valid pixels drawn over the scenes (scaled) starts the endmember bank."""
     p = net.cfg.endmembers
-    rng = np.random.default_rng(seed)
-    pix = np.concatenate([w.x[0][:, w.valid].numpy().T for w in windows])
-    if len(pix) > VCA_SAMPLE:
-        pix = pix[rng.choice(len(pix), VCA_SAMPLE, replace=False)]
-    if len(pix) < p:
-        raise HsimapError(f"only {len(pix)} valid pixels, fewer than {p} endmembers")
-    net.unmixing.init_endmembers(torch.from_numpy(vca_best(pix, p, seed=seed)))
+    if len(pixels) < p:
+        raise HsimapError(f"only {len(pixels)} valid pixels, fewer than {p} endmembers")
+    net.unmixing.init_endmembers(torch.from_numpy(vca_best(pixels, p, seed=seed)))
+
+
+def score_chips(model: TrainedModel, scenes: list[TrainScene], chips: list[Chip], *,
+                batch: int, workers: int = 1, progress: bool = False,
+                desc: str = "score") -> tuple[Metrics, int]:
+    """Predict the tiles of ``chips`` as prediction does and score their masked pixels.
+
+    Returns the metrics and how many pixels they count. With ``workers`` > 1 the tiles stream
+    through the engine's threads (one torch thread each)."""
+    truth, pred = [], []
+    bar = tqdm(total=len(chips), desc=desc, unit="window", disable=not progress,
+               dynamic_ncols=True, leave=False)
+
+    def fn(windows):
+        return [p.classes for p in batch_products(model, windows)]
+
+    try:
+        for s, sc in enumerate(scenes):
+            mine = [c for c in chips if c.scene == s]
+            if not mine:
+                continue
+            grid = [c.tile for c in mine]
+            if workers > 1:
+                maps = map_tiles(sc.data, grid, fn, workers=workers, batch=batch,
+                                 on_tile=lambda _t: bar.update(1),
+                                 valid_bands=model.band_indices)
+            else:
+                maps = []
+                for i in range(0, len(grid), batch):
+                    group = grid[i:i + batch]
+                    windows = []
+                    for t in group:
+                        values, valid = read_window(sc.data, t.rows, t.cols,
+                                                    valid_bands=model.band_indices)
+                        windows.append((values, valid, (t.row, t.col)))
+                    maps.extend(fn(windows))
+                    bar.update(len(group))
+            for c, m in zip(mine, maps, strict=True):
+                rs, cs = c.tile.core_in_read
+                truth.append(sc.labels[c.tile.core_rows, c.tile.core_cols][c.mask])
+                pred.append(m[rs, cs][c.mask])
+    finally:
+        bar.close()
+    t = np.concatenate(truth)
+    return classification_metrics(t, np.concatenate(pred), model.class_table.ids), len(t)
 
 
 @dataclass
 class _Fit:
-    """One training run's moving parts: the epoch loop, validation and the best state."""
+    """One training run's moving parts: the step loop, validation and the best state."""
 
     model: TrainedModel
     setup: _Setup
-    windows: list[_Window]
+    reader: ChipReader
+    val_chips: list[Chip]
     opts: TrainOptions
     history: list[dict] = field(default_factory=list)
     best_key: tuple[float, float] = (-1.0, -math.inf)
     best_state: dict | None = None
-    best_epoch: int = 0
+    best_step: int = 0
     best_val: Metrics | None = None
 
     def __post_init__(self) -> None:
@@ -331,65 +415,104 @@ class _Fit:
         self.net = self.model.network
         self.device = torch.device(o.device)
         self.optim, self.sched = make_optimizer(self.net, lr=o.lr, endmember_lr=o.endmember_lr,
-                                                epochs=o.epochs, decay=o.decay)
+                                                steps=o.steps, decay=o.decay)
         self.gen = torch.Generator().manual_seed(o.seed)
-        self.rampup = max(1, o.epochs // 10)
+        self.rampup = max(1, o.steps // 10)
+        chip = self.reader.chips[0].tile
+        p = self.net.cfg.endmembers
+        per_chip = p * chip.height * chip.width * 4
+        # The averages of as many chips as 64 steps visit, at least, within the cache budget.
+        self.ema = AbundanceAverage(o.ema_alpha, max(64 * o.batch * per_chip,
+                                                     o.cache_mb * 2 ** 19))
+        self._queue: list[int] = []
 
-    def epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the training windows in random order; mean losses."""
+    def _next_batch(self) -> list[int]:
+        """The next ``batch`` chips of a stream of seeded permutations (all of them, when
+        there are fewer): every chip is visited once before any is visited again."""
+        n = len(self.reader)
+        if n <= self.opts.batch:
+            return list(range(n))
+        while len(self._queue) < self.opts.batch:
+            fresh = torch.randperm(n, generator=self.gen).tolist()
+            self._queue.extend(i for i in fresh if i not in self._queue[:self.opts.batch])
+        out, self._queue = self._queue[:self.opts.batch], self._queue[self.opts.batch:]
+        return out
+
+    def step(self, step: int) -> dict[str, float]:
+        """One optimiser step on a mini-batch of chips; the batch's losses."""
         o, dev, net = self.opts, self.device, self.net
         net.train()
-        order = torch.randperm(len(self.windows), generator=self.gen).tolist()
+        ids = self._next_batch()
+        beta = o.ema_weight * sigmoid_rampup(step - 1, self.rampup)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i in ids:
+            groups.setdefault(tuple(self.reader[i].valid.shape), []).append(i)
+        labelled = sum(int(self.reader[i].train.sum()) for i in ids)
         sums = {"loss": 0.0, "ce": 0.0, "sad": 0.0, "sparsity": 0.0}
-        beta = o.ema_weight * sigmoid_rampup(epoch - 1, self.rampup)
-        for k in order:
-            w = self.windows[k]
-            x, valid, mask = w.x.to(dev), w.valid.to(dev), w.train_mask.to(dev)
-            teacher = w.teacher()
-            out = net(x, valid, (w.tile.row, w.tile.col), need=mask,
-                      teacher=None if teacher is None else teacher.to(dev),
-                      teacher_weight=beta, generator=self.gen)
-            ce = F.cross_entropy(out.logits[0][:, mask].T, w.target.to(dev)[mask])
+        self.optim.zero_grad(set_to_none=True)
+        for members in groups.values():
+            chips = [self.reader[i] for i in members]
+            x = torch.stack([c.x for c in chips]).to(dev)
+            valid = torch.stack([c.valid for c in chips]).to(dev)
+            need = torch.stack([c.train for c in chips]).to(dev)
+            target = torch.stack([c.target for c in chips]).to(dev)
+            teachers = [self.ema.teacher(i) for i in members]
+            teacher = weight = None
+            if any(t is not None for t in teachers):
+                zero = torch.zeros_like(next(t for t in teachers if t is not None))
+                teacher = torch.stack([zero if t is None else t for t in teachers]).to(dev)
+                weight = torch.tensor([0.0 if t is None else beta for t in teachers])
+            origins = [(self.reader.chips[i].tile.row, self.reader.chips[i].tile.col)
+                       for i in members]
+            out = net(x, valid, origins, need=need, teacher=teacher,
+                      teacher_weight=0.0 if weight is None else weight.to(dev),
+                      generator=self.gen)
+            share = len(members) / len(ids)
+            logits = out.logits.permute(0, 2, 3, 1)[need]                  # (labelled, C)
+            ce = F.cross_entropy(logits, target[need], reduction="sum") / max(1, labelled)
             sad = sad_loss(out.reconstruction, x, valid)
             sparse = sparsity_loss(out.abundances, valid)
             loss = ce
             if o.unmixing:
-                loss = loss + o.recon_weight * sad + o.sparsity_weight * sparse
-            self.optim.zero_grad(set_to_none=True)
+                loss = loss + share * (o.recon_weight * sad + o.sparsity_weight * sparse)
             loss.backward()
-            self.optim.step()
-            w.update(out.abundances.cpu(), o.ema_alpha)
-            for name, val in (("loss", loss), ("ce", ce), ("sad", sad), ("sparsity", sparse)):
-                sums[name] += float(val.detach()) / len(self.windows)
+            for i, a in zip(members, out.abundances, strict=True):
+                self.ema.update(i, a)
+            for name, val in (("loss", loss), ("ce", ce)):
+                sums[name] += float(val.detach())
+            sums["sad"] += share * float(sad.detach())
+            sums["sparsity"] += share * float(sparse.detach())
+        self.optim.step()
         self.sched.step()
         return sums
 
-    def validate(self, epoch: int) -> None:
-        """Score the validation pixels; keep the state with the best OA (ties: lower loss)."""
+    def validate(self, step: int) -> None:
+        """Score the validation sample; keep the state with the best OA (ties: lower loss)."""
         self.net.eval()
-        m = evaluate_split(self.model, self.setup.scenes, Split.VALIDATION)
+        m, _ = score_chips(self.model, self.setup.scenes, self.val_chips,
+                           batch=self.opts.batch)
         self.net.train()
         key = (m.overall_accuracy, -self.history[-1]["loss"] if self.history else 0.0)
         if key > self.best_key:
-            self.best_key, self.best_epoch, self.best_val = key, epoch, m
+            self.best_key, self.best_step, self.best_val = key, step, m
             self.best_state = copy.deepcopy(self.net.state_dict())
         self.history[-1]["val_oa"] = m.overall_accuracy
 
     def run(self) -> bool:
-        """All epochs, validating every ``val_every``; True when interrupted (Ctrl-C)."""
+        """All steps, validating every ``val_every``; True when interrupted (Ctrl-C)."""
         o = self.opts
-        bar = tqdm(total=o.epochs, desc="train", unit="epoch", disable=not o.progress,
+        bar = tqdm(total=o.steps, desc="train", unit="step", disable=not o.progress,
                    dynamic_ncols=True)
-        epoch = 0
+        step = 0
         try:
-            for epoch in range(1, o.epochs + 1):
+            for step in range(1, o.steps + 1):
                 t0 = time.perf_counter()
-                sums = self.epoch(epoch)
-                self.history.append({"epoch": epoch, **sums,
+                sums = self.step(step)
+                self.history.append({"step": step, **sums,
                                      "lr": self.optim.param_groups[0]["lr"],
                                      "seconds": time.perf_counter() - t0, "val_oa": ""})
-                if epoch % o.val_every == 0 or epoch == o.epochs:
-                    self.validate(epoch)
+                if step % o.val_every == 0 or step == o.steps:
+                    self.validate(step)
                 bar.set_postfix(loss=f"{sums['loss']:.3f}", ce=f"{sums['ce']:.3f}",
                                 sad=f"{sums['sad']:.3f}",
                                 val_oa=f"{self.best_key[0]:.3f}" if self.best_val else "-")
@@ -397,7 +520,7 @@ class _Fit:
         except KeyboardInterrupt:
             bar.write("interrupted: keeping the best model so far")
             if self.history and self.best_state is None:
-                self.validate(epoch)
+                self.validate(step)
             return True
         finally:
             bar.close()
@@ -414,8 +537,9 @@ def train(scene: xr.DataArray | Sequence[xr.DataArray],
     flight lines, one model): one split and one scaling over all scenes; the split is written
     per scene (``split_<stem>.tif``) and the card lists the scenes.
 
-    Everything that can be checked is checked before the first epoch: the options, the
+    Everything that can be checked is checked before the first step: the options, the
     labels, and that ``out_dir`` can be written and holds no model (unless ``overwrite``).
+    torch's global random state and thread count are as they were when it returns.
     """
     opts = opts or TrainOptions()
     opts.check()
@@ -428,39 +552,61 @@ def train(scene: xr.DataArray | Sequence[xr.DataArray],
                           "give one per scene")
     scenes = [TrainScene(s, np.asarray(lab)) for s, lab in zip(scenes_in, labels_in,
                                                                strict=True)]
+    with thread_budget(opts.threads) as threads, seeded(opts.seed):
+        return _train(scenes, class_table, out_dir, opts, overwrite, threads)
+
+
+def _train(scenes: list[TrainScene], class_table: ClassTable, out_dir: str | Path,
+           opts: TrainOptions, overwrite: bool, threads: int) -> TrainResult:
     t_start = time.perf_counter()
-    torch.manual_seed(opts.seed)
-    np.random.seed(opts.seed)
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
     setup = _setup(scenes, class_table, opts)
     net = UnmixingGuidedMamba(setup.cfg)
     model = TrainedModel(net, setup.card)
-    windows = _training_windows(model, setup)
-    _init_endmembers(net, windows, opts.seed)
+    grids = [sc.grid for sc in scenes]
+    splits = [sc.split for sc in scenes]
+    labels = [sc.labels for sc in scenes]
+    chips = label_chips(splits, grids, Split.TRAIN)
+    if not chips:
+        raise HsimapError("no training pixels fall on valid scene pixels")
+    lo, hi = model.scale
+    _init_endmembers(net, (setup.sample - np.float32(lo)) / np.float32(max(hi - lo, 1e-12)),
+                     opts.seed)
     net.to(torch.device(opts.device))
-
-    fit = _Fit(model, setup, windows, opts)
+    reader = ChipReader(model, scenes, chips, opts.cache_mb * 2 ** 20)
+    val_chips = sample_tiles(label_chips(splits, grids, Split.VALIDATION), labels,
+                             max_tiles=opts.val_windows, max_pixels=None, seed=opts.seed)
+    fit = _Fit(model, setup, reader, val_chips, opts)
     stopped = fit.run()
     if fit.best_state is None:
-        raise HsimapError("training stopped before the first epoch finished; nothing saved")
+        raise HsimapError("training stopped before the first step finished; nothing saved")
     net.load_state_dict(fit.best_state)
     net.eval()
-    test = None
-    if any((sc.split == Split.TEST).any() for sc in scenes):
-        test = evaluate_split(model, scenes, Split.TEST)
+    test, n_test = None, 0
+    test_chips = label_chips(splits, grids, Split.TEST)
+    if test_chips:
+        if not opts.test_all:
+            test_chips = sample_tiles(test_chips, labels, max_tiles=opts.test_windows,
+                                      max_pixels=opts.test_pixels, seed=opts.seed + 1)
+        test, n_test = score_chips(model, scenes, test_chips, batch=opts.batch,
+                                   workers=threads if opts.device == "cpu" else 1,
+                                   progress=opts.progress, desc="test")
     seconds = time.perf_counter() - t_start
-    per_epoch = float(np.mean([h["seconds"] for h in fit.history]))
+    per_step = float(np.mean([h["seconds"] for h in fit.history]))
     card = setup.card
     card.model_hash = model_hash(net)
     card.endmember_names = endmember_names(*model.endmember_spectra(), opts.name_library)
-    card.training = {"epochs_run": len(fit.history), "best_epoch": fit.best_epoch,
+    card.training = {"steps_run": len(fit.history), "best_step": fit.best_step,
                      "stopped_early": stopped, "seconds": round(seconds, 2),
-                     "seconds_per_epoch": round(per_epoch, 4)}
+                     "seconds_per_step": round(per_step, 4), "chips": len(chips),
+                     "chip_reads": reader.reads, "validation_pixels":
+                     int(sum(c.pixels for c in val_chips)), "test_pixels": n_test,
+                     "test_sample": None if opts.test_all else
+                     {"max_windows": opts.test_windows, "max_pixels": opts.test_pixels}}
     card.validation_metrics = fit.best_val.to_dict()
     card.test_metrics = test.to_dict() if test is not None else None
     net.to("cpu")
-    splits = {name: (sc.split, Grid.from_scene(sc.data))
-              for name, sc in zip(split_names(scenes), scenes, strict=True)}
-    save_model(out_dir, net, card, history=fit.history, splits=splits, overwrite=overwrite)
-    return TrainResult(model, fit.best_epoch, fit.best_val, test, seconds, per_epoch, stopped)
+    rasters = {name: (sc.split, Grid.from_scene(sc.data))
+               for name, sc in zip(split_names(scenes), scenes, strict=True)}
+    save_model(out_dir, net, card, history=fit.history, splits=rasters, overwrite=overwrite)
+    return TrainResult(model, fit.best_step, fit.best_val, test, seconds, per_step, stopped,
+                       n_test)

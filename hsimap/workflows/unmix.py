@@ -30,7 +30,6 @@ from hsimap.model.vca import VCA_SAMPLE, fcls, purify, spectral_angle, vca_best
 from hsimap.products import (
     EndmemberLibrary,
     OutputOptions,
-    output_paths,
     provenance,
     refuse_existing,
     write_products,
@@ -149,8 +148,7 @@ def unmix(scene: xr.DataArray, out_dir: str | Path, opts: UnmixOptions | None = 
     torch.manual_seed(opts.seed)
     stem = stem or output_stem(scene.attrs.get("source", "scene"))
     out = opts.output
-    paths = output_paths(out_dir, stem, RASTERS, out.quicklooks, out.stac)
-    refuse_existing(paths, out.overwrite)
+    refuse_existing(out_dir, stem, out.overwrite)
     out.check()
     grid = scene_tiles(scene, opts.window, opts.halo)
     with output_folder(out_dir):
@@ -167,6 +165,9 @@ def _unmix_into(scene: xr.DataArray, out_dir: str | Path, stem: str, grid: list[
     bands = bands[~dead_bands(scene, grid, bands)]
     if not len(bands):
         raise HsimapError("no band holds data over the scene")
+    if opts.library is None and opts.endmembers is not None and opts.endmembers > len(bands):
+        raise HsimapError(f"-p {opts.endmembers}: the scene has {len(bands)} usable bands, and "
+                          "a linear mixture can have at most as many endmembers as bands")
     extraction = opts.extraction or ("purified" if opts.method == "hsimap" else "vca")
     scan = scan_scene(scene, grid, bands, VCA_SAMPLE, opts.seed,
                       smoothed=opts.library is None and extraction == "purified")
@@ -276,7 +277,7 @@ def _train_network(scene: xr.DataArray, scan: SceneScan, bands: np.ndarray, init
     # per-pixel variants carry the variability. Per-parameter Adam (not fused): fused updates
     # round differently, and unmix's fitted abundances would move by up to 0.009 from the
     # figures in docs/benchmarks.md for no gain at this network's size.
-    optim, sched = make_optimizer(net, lr=opts.lr, epochs=opts.epochs,
+    optim, sched = make_optimizer(net, lr=opts.lr, steps=opts.epochs,
                                   endmember_lr=None if opts.fixed_library else opts.endmember_lr,
                                   fused=False)
     # Large scenes: a bounded number of windows per epoch keeps an epoch's cost fixed.

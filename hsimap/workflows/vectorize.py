@@ -67,13 +67,14 @@ def vectorize(classes: str | Path, output: str | Path, *, mmu: int = 0,
         ids.append(int(value))
     if not polys:
         raise HsimapError(f"{classes}: no classified pixels to vectorize")
-    geoms = np.array(polys, dtype=object)
+    geoms = _valid_multipolygons(polys)
     names = np.array([table.name_of(i) if table else f"class {i}" for i in ids], dtype=object)
     hectares = _hectares(geoms, crs)
     tmp = temp_name(out)
     try:
         pyogrio.raw.write(tmp, shapely.to_wkb(geoms), [np.array(ids, np.int32), names, hectares],
-                          fields=["class_id", "class_name", "area_ha"], geometry_type="Polygon",
+                          fields=["class_id", "class_name", "area_ha"],
+                          geometry_type="MultiPolygon",
                           crs=crs.to_wkt() if crs else None, driver=driver, layer=out.stem)
         if driver == "ESRI Shapefile":   # its sidecars carry the same temporary stem
             for side in tmp.parent.glob(f"{tmp.stem}.*"):
@@ -84,6 +85,20 @@ def vectorize(classes: str | Path, output: str | Path, *, mmu: int = 0,
         for side in tmp.parent.glob(f"{tmp.stem}.*"):
             side.unlink(missing_ok=True)
     return VectorizeReport(out, len(polys), len(set(ids)))
+
+
+def _valid_multipolygons(polys: list) -> np.ndarray:
+    """8-connected patches touch at corners, and their rings then cross themselves: invalid
+    polygons, which QGIS's Clip and Dissolve refuse. Repaired (shapely's make_valid keeps the
+    area), and written as MultiPolygons, one type for every feature."""
+    import shapely
+
+    out = []
+    for g in shapely.make_valid(np.array(polys, dtype=object)):
+        parts = [p for p in shapely.get_parts(g) if p.geom_type in ("Polygon", "MultiPolygon")]
+        flat = [q for p in parts for q in shapely.get_parts(p)]
+        out.append(shapely.MultiPolygon(flat))
+    return np.array(out, dtype=object)
 
 
 def _hectares(geoms: np.ndarray, crs) -> np.ndarray:

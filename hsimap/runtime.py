@@ -1,0 +1,49 @@
+"""The process's compute budget: one thread count shared by torch, numba's scan and BLAS.
+
+torch, the fused scan (which sizes its pool from torch's thread count) and OpenBLAS each start
+a pool as large as the machine unless told otherwise. Two hsimap runs on one machine, or
+torch under dask's workers, then oversubscribe the cores, and a run slows down many times over
+instead of twofold. :func:`thread_budget` sets all of them from one number for the length of a
+run, and puts back what was there before.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, else the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+@contextmanager
+def thread_budget(threads: int | None) -> Iterator[int]:
+    """Within the block, torch's intra-op pool, the scan's pool and BLAS use ``threads``
+    threads (None: the available cores). Yields the number in force."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    n = available_cores() if threads is None else max(1, int(threads))
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield n
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """torch's global generator seeded within the block (parameter initialisation draws from
+    it) and restored after, so that a library call leaves its caller's random state alone."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
