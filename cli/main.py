@@ -27,6 +27,11 @@ class HsimapGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted; no partial output was kept.", err=True)
             sys.exit(130)
+        except MemoryError:
+            if ctx.meta.get("hsimap.debug"):
+                raise
+            raise click.ClickException("out of memory; no partial output was kept (use fewer "
+                                       "--workers, a smaller --window or --batch)") from None
         except Exception as exc:  # a bug or an environment problem: still one line
             if ctx.meta.get("hsimap.debug"):
                 raise

@@ -28,7 +28,7 @@ from hsimap.errors import HsimapError
 from hsimap.io.envi import WRITE_SUFFIXES
 from hsimap.io.files import check_output, temp_name, with_extension
 from hsimap.io.rasters import Grid, RasterSink, bounded_write_cache
-from hsimap.io.speclib import write_library
+from hsimap.io.speclib import envi_safe_text, write_library
 
 INT_SCALE = 10000.0
 
@@ -269,6 +269,15 @@ def _commit_gdal(tmp: Path, final: Path) -> None:
 
     if final.suffix.lower() in WRITE_SUFFIXES:
         tmp_hdr = tmp.with_suffix(".hdr")
+        # GDAL's ENVI driver describes the file by the name it was written under: the
+        # temporary one. The description names the scene.
+        text = tmp_hdr.read_text()
+        start = text.find("description = {")
+        if start >= 0:
+            end = text.index("}", start)
+            name = envi_safe_text(final.name)
+            text = text[:start] + f"description = {{hsimap synth scene {name}" + text[end:]
+            tmp_hdr.write_text(text)
         os.replace(tmp_hdr, final.with_suffix(".hdr"))
         aux = Path(str(tmp) + ".aux.xml")
         if aux.exists():

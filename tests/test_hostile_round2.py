@@ -193,6 +193,16 @@ def vectorize_into_a_folder(d, t):
     return ["vectorize", d / "p" / "scene_classes.tif", "-o", d / "dir.gpkg"]
 
 
+def library_on_another_scale(d, t):
+    from hsimap.io.speclib import write_library
+
+    scene = open_scene(t.made.scene)
+    wl = scene.coords["wavelength"].values
+    spectra = np.random.default_rng(0).uniform(1000, 5000, (3, len(wl))).astype(np.float32)
+    write_library(d / "lib", spectra, ["a", "b", "c"], wl)
+    return ["unmix", t.made.scene, "-o", d / "out", "--library", d / "lib.sli"]
+
+
 @dataclass
 class Case:
     name: str
@@ -235,6 +245,8 @@ REFUSED = [
     Case("unmix -p larger than the bands", unmix_more_endmembers_than_bands,
          "-p 30: the scene has 24 usable bands, and a linear mixture"),
     Case("vectorize -o a folder", vectorize_into_a_folder, "dir.gpkg: is a folder"),
+    Case("unmix --library on another scale", library_on_another_scale,
+         "times the scene's pixels"),
 ]
 
 
@@ -447,3 +459,12 @@ def test_a_wavelength_check_that_cannot_be_made_is_said(trained: Trained):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_compatible(scene, trained.model)   # both have wavelengths: checked, silent
+
+
+def test_synth_envi_header_names_the_scene_not_its_temporary_file(tmp_path: Path):
+    from hsimap.synth import SynthSpec, make_scene
+
+    made = make_scene(tmp_path / "line.bsq", SynthSpec(width=16, height=12, bands=4))
+    header = Path(made.scene).with_suffix(".hdr").read_text()
+    assert "description = {hsimap synth scene line.bsq" in header
+    assert "partial" not in header

@@ -384,9 +384,16 @@ def read_block(scene: xr.DataArray, key: tuple) -> np.ndarray:
     """``scene.data[key]`` as numpy, a damaged file refused in one line naming it."""
     try:
         return np.asarray(scene.data[key].compute(scheduler="synchronous"))
+    except MemoryError:
+        raise HsimapError(f"{scene.attrs.get('source', 'scene')}: out of memory reading a "
+                          "window; use fewer --workers or a smaller --window") from None
     except RasterioIOError as exc:
         cause = str(exc.__cause__ or exc).splitlines()[0]
         rows, cols = key[-2], key[-1]
+        if any(w in cause.lower() for w in ("out of memory", "cannot allocate", "alloc")):
+            raise HsimapError(f"{scene.attrs.get('source', 'scene')}: out of memory reading "
+                              f"rows {rows.start or 0}-{rows.stop} ({cause}); the file is "
+                              "intact: use fewer --workers or a smaller --window") from None
         raise HsimapError(f"{scene.attrs.get('source', 'scene')}: cannot read rows "
                           f"{rows.start or 0}-{rows.stop} x columns {cols.start or 0}-"
                           f"{cols.stop} ({cause}); the file is truncated or damaged") from None

@@ -123,6 +123,7 @@ def _initial_library(scene, scan, bands, p, library, seed, extraction="purified"
                                   "bands bad")
             order = np.argsort(wl)
             spectra = np.array([np.interp(scene_wl, wl[order], s[order]) for s in spectra])
+        _check_library_scale(library, spectra, scan.raw)
         return spectra.astype(np.float32), [str(n) for n in names]
     raw, smooth = scan.raw, scan.smooth
     if len(raw) < p:
@@ -133,6 +134,27 @@ def _initial_library(scene, scan, bands, p, library, seed, extraction="purified"
         return vca_best(raw, p, seed=seed, projection=projection), names
     start = vca_best(smooth, p, seed=seed, projection="affine")
     return purify(raw, start), names
+
+
+# Spectra of one scale differ in brightness by far less than this; reflectance x 10,000 against
+# 0-1 is a factor of 10,000 (the same limit predict uses for scenes against their model).
+LIBRARY_SCALE_LIMIT = 10.0
+
+
+def _check_library_scale(library: object, spectra: np.ndarray, pixels: np.ndarray) -> None:
+    """Refuse a library on another scale than the scene's pixels: abundances would still sum
+    to one while the reconstruction missed the pixels by the ratio."""
+    if not len(pixels):
+        return
+    lib = float(np.median(np.abs(spectra)))
+    px = float(np.median(np.abs(pixels)))
+    if lib <= 0 or px <= 0:
+        return
+    ratio = lib / px
+    if not 1 / LIBRARY_SCALE_LIMIT <= ratio <= LIBRARY_SCALE_LIMIT:
+        raise HsimapError(f"{library}: its spectra are about {ratio:.3g} times the scene's "
+                          f"pixels (median {lib:.4g} against {px:.4g}): another scale "
+                          "(reflectance x 10,000?); scale the library or the scene to match")
 
 
 def unmix(scene: xr.DataArray, out_dir: str | Path, opts: UnmixOptions | None = None, *,
