@@ -468,3 +468,16 @@ def test_synth_envi_header_names_the_scene_not_its_temporary_file(tmp_path: Path
     header = Path(made.scene).with_suffix(".hdr").read_text()
     assert "description = {hsimap synth scene line.bsq" in header
     assert "partial" not in header
+
+
+def test_a_failed_batch_scene_leaves_no_folder(trained: Trained, tmp_path: Path):
+    from hsimap.workflows.batch import BatchOptions, process_scene
+
+    # It opens, and fails inside the predict (3 bands for a 24-band model), after the
+    # scene's folder was made.
+    bad = _geotiff(tmp_path / "broken.tif", rasterio.crs.CRS.from_epsg(32611),
+                   Affine(2, 0, 500000, 0, -2, 4100000))
+    rec = process_scene(str(bad), str(trained.model_dir), str(tmp_path / "out" / "broken"),
+                        BatchOptions())
+    assert rec["status"] == "failed" and "bands" in rec["reason"], rec
+    assert not (tmp_path / "out" / "broken").exists()

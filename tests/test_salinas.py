@@ -10,8 +10,8 @@ from tests.conftest import shared
 
 def test_salinas_short_training_clears_floor(tmp_path):
     """80 steps (of the default 300), default model: four 64 px chips cover the scene, all
-    four in every step. Measured here: see the assertion's neighbour comment; chance is 0.17.
-    The floor leaves room for platform noise."""
+    four in every step. At 40 steps it reached 0.84 (seed 0), at the default 300 0.9988 and
+    0.9959 (seeds 0, 1); chance is 0.17. The floor leaves room for platform noise."""
     scene = open_scene(shared("salinasA", "SalinasA_corrected.mat"))
     labels, table = load_labels(shared("salinasA", "SalinasA_gt.mat"), scene)
     assert table.ids == [1, 10, 11, 12, 13, 14]

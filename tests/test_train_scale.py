@@ -128,3 +128,13 @@ def test_memory_follows_the_batch_and_cache_not_the_scene(tmp_path):
         assert r.returncode == 0, r.stderr
         peaks[side] = int(r.stdout.split()[-1])
     assert peaks[2048] < peaks[256] + 150, peaks
+
+
+def test_a_cache_smaller_than_the_chips_rereads_them_as_float16(small_scene, tmp_path):
+    """16 chips of 32 bands x 32 x 32 px (2 MiB as float32) through a 1 MiB cache: the
+    chips are read again as the cache turns over, kept as float16, and training still runs."""
+    r = _small_run(small_scene, tmp_path / "m", cache_mb=1, steps=8)
+    tr = r.model.card.training
+    assert tr["chips"] * 32 * 32 * 32 * 4 > 2 ** 20
+    assert tr["chip_reads"] > tr["chips"]
+    assert r.test_metrics.pixels > 0

@@ -33,7 +33,7 @@ from hsimap.errors import HsimapError
 from hsimap.inference import batch_products, model_input
 from hsimap.io.files import output_stem
 from hsimap.io.labels import split_labels
-from hsimap.io.rasters import Grid
+from hsimap.io.rasters import Grid, bounded_write_cache
 from hsimap.io.scene import read_window, usable_bands
 from hsimap.metrics import Metrics, classification_metrics
 from hsimap.model.losses import make_optimizer, sad_loss, sparsity_loss
@@ -272,6 +272,13 @@ class ChipReader:
                  cache_bytes: int):
         self.model, self.scenes, self.chips = model, scenes, chips
         self.cache_bytes = cache_bytes
+        # Chips spread over a flight line are read from tiles that hold every band; a cache
+        # that cannot hold them all makes each step decompress tiles again. When float32 chips
+        # do not fit, they are kept as float16 (rounding of 5e-4 of the [0, 1] input, far
+        # below a sensor's noise) and converted back as they are used.
+        t = chips[0].tile
+        per_chip = model.config.bands * t.height * t.width * 4
+        self.half = len(chips) * per_chip > cache_bytes
         self._cache: OrderedDict[int, _ChipData] = OrderedDict()
         self._held = 0
         lut = np.full(max(int(sc.labels.max()) for sc in scenes) + 1, -1, dtype=np.int64)
@@ -298,7 +305,8 @@ class ChipReader:
         rs, cs = t.core_in_read
         train[rs, cs] = chip.mask
         train &= valid & (target >= 0)
-        data = _ChipData(torch.from_numpy(model_input(self.model, values, valid)),
+        x = model_input(self.model, values, valid)
+        data = _ChipData(torch.from_numpy(x.astype(np.float16) if self.half else x),
                          torch.from_numpy(valid), torch.from_numpy(target),
                          torch.from_numpy(train))
         self.reads += 1
@@ -452,7 +460,7 @@ class _Fit:
         self.optim.zero_grad(set_to_none=True)
         for members in groups.values():
             chips = [self.reader[i] for i in members]
-            x = torch.stack([c.x for c in chips]).to(dev)
+            x = torch.stack([c.x for c in chips]).to(dev, torch.float32)
             valid = torch.stack([c.valid for c in chips]).to(dev)
             need = torch.stack([c.train for c in chips]).to(dev)
             target = torch.stack([c.target for c in chips]).to(dev)
@@ -552,7 +560,9 @@ def train(scene: xr.DataArray | Sequence[xr.DataArray],
                           "give one per scene")
     scenes = [TrainScene(s, np.asarray(lab)) for s, lab in zip(scenes_in, labels_in,
                                                                strict=True)]
-    with thread_budget(opts.threads) as threads, seeded(opts.seed):
+    # GDAL's default block cache (5% of RAM) would keep what the scans of the scenes read:
+    # memory would grow with the scene, not with the batch and the chip cache.
+    with thread_budget(opts.threads) as threads, seeded(opts.seed), bounded_write_cache():
         return _train(scenes, class_table, out_dir, opts, overwrite, threads)
 
 
