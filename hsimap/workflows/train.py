@@ -452,14 +452,17 @@ class _Fit:
         net.train()
         ids = self._next_batch()
         beta = o.ema_weight * sigmoid_rampup(step - 1, self.rampup)
+        # Each chip read once a step: with a cache smaller than a batch, asking the reader
+        # again would read it from the scene again.
+        data = {i: self.reader[i] for i in ids}
         groups: dict[tuple[int, int], list[int]] = {}
         for i in ids:
-            groups.setdefault(tuple(self.reader[i].valid.shape), []).append(i)
-        labelled = sum(int(self.reader[i].train.sum()) for i in ids)
+            groups.setdefault(tuple(data[i].valid.shape), []).append(i)
+        labelled = sum(int(data[i].train.sum()) for i in ids)
         sums = {"loss": 0.0, "ce": 0.0, "sad": 0.0, "sparsity": 0.0}
         self.optim.zero_grad(set_to_none=True)
         for members in groups.values():
-            chips = [self.reader[i] for i in members]
+            chips = [data[i] for i in members]
             x = torch.stack([c.x for c in chips]).to(dev, torch.float32)
             valid = torch.stack([c.valid for c in chips]).to(dev)
             need = torch.stack([c.train for c in chips]).to(dev)
