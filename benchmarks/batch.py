@@ -27,9 +27,9 @@ def main(argv=None) -> None:
     from hsimap.io.labels import load_labels
     from hsimap.io.scene import open_scene
     from hsimap.model.store import load_model
-    from hsimap.products import write_outputs
     from hsimap.synth import SynthSpec, make_scene
     from hsimap.workflows.batch import run_batch
+    from hsimap.workflows.predict import write_outputs
     from hsimap.workflows.train import TrainOptions, train
 
     with tempfile.TemporaryDirectory() as d:

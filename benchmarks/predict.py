@@ -57,7 +57,7 @@ open("/proc/self/clear_refs", "w").write("5")
 base = status("VmRSS")
 t = time.perf_counter()
 if mode == "stream":
-    from hsimap.products import write_outputs
+    from hsimap.workflows.predict import write_outputs
     write_outputs(scene, model, out, progress=False, workers=int(workers))
 elif mode == "bare":
     torch.set_num_threads(1)

@@ -9,14 +9,14 @@ from pathlib import Path
 import click
 
 from hsimap.cli.options import (
-    cog_opt,
-    creation_opt,
+    build_predict_options,
     device_opt,
     model_opt,
     output_opt,
+    predict_options,
     quiet_opt,
 )
-from hsimap.io.rasters import check_creation_options, write_vrt
+from hsimap.io.rasters import write_vrt
 from hsimap.workflows.batch import BatchOptions, expand_scenes, run_batch
 
 
@@ -37,23 +37,17 @@ from hsimap.workflows.batch import BatchOptions, expand_scenes, run_batch
 @click.option("--overwrite", is_flag=True,
               help="Redo scenes the manifest records as done, replacing their outputs.")
 @click.option("--force", "overwrite_old", is_flag=True, hidden=True)
-@click.option("--window", type=int, default=None, help="Window size, px.")
-@click.option("--halo", type=int, default=None, help="Halo, px.")
-@click.option("--mmu", type=int, default=0, metavar="PIXELS",
-              help="Minimum mapping unit of the class maps, as in `hsimap predict`.")
 @click.option("--vrt", is_flag=True, help="Also write a GDAL VRT mosaic of the class maps.")
-@click.option("--ignore-wavelengths", is_flag=True)
+@predict_options
 @device_opt
-@cog_opt
-@creation_opt
 @quiet_opt
 def command(scenes, model_dir, output, list_file, jobs, workers, workers_old, scheduler,
-            overwrite, overwrite_old, window, halo, mmu, vrt, ignore_wavelengths, device, cog,
-            creation_options, quiet) -> None:
+            overwrite, overwrite_old, vrt, device, quiet, **predict) -> None:
     """Predict every scene in SCENES (paths or quoted globs) into OUTDIR/<scene>/.
 
-    A manifest (OUTDIR/manifest.jsonl) records each scene; a rerun skips the scenes already
-    done with the same model and input. Exits non-zero if any scene failed.
+    Every option of `hsimap predict` applies to each scene. A manifest
+    (OUTDIR/manifest.jsonl) records each scene; a rerun skips the scenes already done with the
+    same model, input and options. Exits non-zero if any scene failed.
     """
     paths = expand_scenes(list(scenes), list_file)
     # SIGTERM ends the client cleanly: the cluster is closed and the manifest kept.
@@ -64,10 +58,9 @@ def command(scenes, model_dir, output, list_file, jobs, workers, workers_old, sc
         raise click.BadParameter(f"must be at least 1, got {workers}", param_hint="--workers")
     if jobs is not None and jobs < 1:
         raise click.BadParameter(f"must be at least 1, got {jobs}", param_hint="--jobs")
-    options = BatchOptions(window=window, halo=halo, cog=cog, device=device,
-                           ignore_wavelengths=ignore_wavelengths,
-                           creation_options=creation_options, mmu=mmu, workers=workers)
-    check_creation_options(creation_options, "COG" if cog else "GTiff")
+    options = BatchOptions(build_predict_options(predict, workers=workers, overwrite=True,
+                                                 progress=False), device=device)
+    options.predict.check()  # before any cluster starts
     summary = run_batch(paths, model_dir, output, jobs=jobs, scheduler=scheduler,
                         overwrite=overwrite or overwrite_old, options=options,
                         progress=not quiet,
@@ -86,6 +79,8 @@ def command(scenes, model_dir, output, list_file, jobs, workers, workers_old, sc
                    f"{summary.pixels} px in {summary.seconds:.1f} s ({rate:,.0f} px/s)")
     if vrt:
         maps = sorted(Path(output).glob("*/*_classes.tif"))
-        click.echo(f"mosaic: {write_vrt(maps, Path(output) / 'classes_mosaic.vrt')}")
+        # The mosaic of the batch folder's maps is the batch's own: each run brings it up to date.
+        vrt_path = write_vrt(maps, Path(output) / "classes_mosaic.vrt", overwrite=True)
+        click.echo(f"mosaic: {vrt_path}")
     if summary.failed:
         sys.exit(1)

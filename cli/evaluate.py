@@ -6,7 +6,7 @@ import json
 
 import click
 
-from hsimap.cli.options import json_opt
+from hsimap.cli.options import json_opt, overwrite_opt
 
 SUBSETS = ("train", "validation", "test")
 
@@ -30,8 +30,9 @@ SUBSETS = ("train", "validation", "test")
               help="Write the confusion matrix (counts) as CSV.")
 @click.option("--png", "png_path", type=click.Path(), default=None,
               help="Write the confusion matrix, counts in its cells, as a picture.")
+@overwrite_opt
 def command(prediction, labels, class_field, split_path, subset, stratified, as_json,
-            csv_path, confusion_path, png_path) -> None:
+            csv_path, confusion_path, png_path, overwrite) -> None:
     """Score PREDICTION (a class map) against LABELS: an accuracy report.
 
     Confusion matrix with counts, producer's and user's accuracy, F1, OA, kappa and each
@@ -46,7 +47,7 @@ def command(prediction, labels, class_field, split_path, subset, stratified, as_
     )
 
     for path in (csv_path, confusion_path, png_path):
-        check_report_path(path)
+        check_report_path(path, overwrite)
     ev = evaluate(prediction, labels, class_field=class_field, split=split_path, subset=subset,
                   stratified=stratified)
     if as_json:
@@ -54,11 +55,11 @@ def command(prediction, labels, class_field, split_path, subset, stratified, as_
     else:
         _print_report(ev)
     if csv_path:
-        write_report_csv(ev, csv_path)
+        write_report_csv(ev, csv_path, overwrite)
     if confusion_path:
-        write_confusion_csv(ev, confusion_path)
+        write_confusion_csv(ev, confusion_path, overwrite)
     if png_path:
-        write_confusion_png(ev, png_path)
+        write_confusion_png(ev, png_path, overwrite)
 
 
 def _fmt(v, spec: str = ".4f") -> str:

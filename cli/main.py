@@ -73,13 +73,16 @@ def _register() -> None:
         evaluate,
         info,
         predict,
+        sample,
+        suggest,
         synth,
         train,
         unmix,
         vectorize,
     )
 
-    for module in (info, synth, train, evaluate, predict, batch, unmix, vectorize, demo):
+    for module in (info, synth, train, evaluate, predict, batch, unmix, vectorize, sample,
+                   suggest, demo):
         cli.add_command(module.command)
 
 

@@ -66,3 +66,58 @@ def _quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
 
 quiet_opt = click.option("-q", "--quiet", is_flag=True, callback=_quiet,
                          help="No progress bar (`hsimap -q` says it for every command).")
+
+
+# What `hsimap predict` and `hsimap batch` share: every option of a prediction, once.
+_PREDICT = [
+    click.option("--window", type=int, default=None,
+                 help="Window size, px (default: the model's)."),
+    click.option("--halo", type=int, default=None, help="Halo, px (default: the model's)."),
+    click.option("--ignore-wavelengths", is_flag=True,
+                 help="Proceed although the scene's wavelengths differ from the model's."),
+    click.option("--ignore-scale", is_flag=True,
+                 help="Proceed although the scene's values are on another scale than the "
+                      "model's training scene (other units)."),
+    click.option("--mmu", type=int, default=0, metavar="PIXELS",
+                 help="Minimum mapping unit: class patches smaller than PIXELS (8-connected) "
+                      "take the class of their largest neighbour."),
+    click.option("--probabilities", is_flag=True,
+                 help="Also write SCENE_probabilities.tif: one band per class, the model's "
+                      "probability of it."),
+    click.option("--probabilities-type", type=click.Choice(["float32", "uint8"]),
+                 default="float32", show_default=True,
+                 help="How probabilities are stored: float32, or uint8 0-254 with a scale "
+                      "factor of 1/254 (255 nodata; for large scenes)."),
+    click.option("--stac", is_flag=True,
+                 help="Also write SCENE_item.json, a STAC Item of the outputs (needs pystac)."),
+    click.option("--no-quicklooks", is_flag=True, help="Skip the PNG quicklooks."),
+    cog_opt,
+    creation_opt,
+]
+PREDICT_KEYS = ("window", "halo", "ignore_wavelengths", "ignore_scale", "mmu", "probabilities",
+                "probabilities_type", "stac", "no_quicklooks", "cog", "creation_options")
+
+
+def predict_options(f):
+    """Every option of a prediction, on a command (predict, batch)."""
+    for opt in reversed(_PREDICT):
+        f = opt(f)
+    return f
+
+
+def build_predict_options(values: dict, *, workers: int | None, overwrite: bool,
+                          progress: bool):
+    """The :class:`~hsimap.workflows.options.PredictOptions` that ``values`` (the command's
+    keyword arguments; those of :data:`PREDICT_KEYS` are taken out) say."""
+    from hsimap.products import OutputOptions
+    from hsimap.workflows.options import PredictOptions
+
+    v = {k: values.pop(k) for k in PREDICT_KEYS}
+    out = OutputOptions(workers=workers, cog=v["cog"], creation_options=v["creation_options"],
+                        overwrite=overwrite, quicklooks=not v["no_quicklooks"],
+                        progress=progress, mmu=v["mmu"], stac=v["stac"])
+    return PredictOptions(window=v["window"], halo=v["halo"],
+                          ignore_wavelengths=v["ignore_wavelengths"],
+                          ignore_scale=v["ignore_scale"],
+                          probabilities=v["probabilities_type"] if v["probabilities"] else None,
+                          output=out)

@@ -13,11 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hsimap.io.labels import load_labels
-from hsimap.io.scene import open_scene
-from hsimap.synth import SynthSpec, make_scene
-from hsimap.workflows.batch import run_batch
-from hsimap.workflows.train import TrainOptions, train
+from hsimap import SynthSpec, TrainOptions, load_labels, make_scene, open_scene, run_batch, train
 
 
 def main(argv=None) -> None:

@@ -22,12 +22,17 @@ import rasterio
 import shapely
 from rasterio.warp import transform_geom
 
-from hsimap.io.labels import load_labels
-from hsimap.io.scene import open_scene, scene_info
-from hsimap.model.store import load_model
-from hsimap.products import write_outputs
-from hsimap.synth import SynthSpec, make_scene
-from hsimap.workflows.train import TrainOptions, train
+from hsimap import (
+    SynthSpec,
+    TrainOptions,
+    load_labels,
+    load_model,
+    make_scene,
+    open_scene,
+    scene_info,
+    train,
+    write_outputs,
+)
 
 CROPS = {1: "wheat", 2: "maize", 3: "fallow", 4: "orchard"}
 

@@ -14,10 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import hsimap  # noqa: E402
-from hsimap.io.labels import load_labels  # noqa: E402
-from hsimap.model.store import load_model  # noqa: E402
-from hsimap.synth import SynthSpec, make_scene  # noqa: E402
-from hsimap.workflows.train import TrainOptions, train  # noqa: E402
+from hsimap import SynthSpec, TrainOptions, load_labels, load_model, make_scene, train  # noqa: E402
 
 
 def main(argv=None) -> None:

@@ -12,17 +12,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import rasterio
 from affine import Affine
 
-from hsimap.io.labels import load_labels
-from hsimap.io.rasters import Grid, write_raster
-from hsimap.io.scene import open_scene
-from hsimap.metrics import classification_metrics
-from hsimap.model.store import load_model
-from hsimap.products import write_outputs
-from hsimap.workflows.train import TrainOptions, train
+from hsimap import (
+    TrainOptions,
+    evaluate,
+    load_labels,
+    load_model,
+    open_scene,
+    train,
+    write_outputs,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "salinasA"
 
@@ -45,17 +46,18 @@ def main(argv=None) -> None:
                        crs="EPSG:32610", transform=transform) as dst:
         dst.write(cube.values)
     scene = open_scene(tif)
-    write_raster(out / "salinasA_truth.tif", labels.astype("uint8"), Grid.from_scene(scene),
-                 class_table=table, overwrite=True)
+    truth = out / "salinasA_truth.tif"
+    with rasterio.open(truth, "w", driver="GTiff", width=cube.sizes["x"],
+                       height=cube.sizes["y"], count=1, dtype="uint8", nodata=0,
+                       crs="EPSG:32610", transform=transform) as dst:
+        dst.write(labels.astype("uint8"), 1)
 
     result = train(scene, labels, table, out / "model", TrainOptions(steps=args.steps))
     print(f"test OA {result.test_metrics.overall_accuracy:.4f} (model.json has the rest)")
     report = write_outputs(scene, load_model(out / "model"), out / "maps", overwrite=True)
-    with rasterio.open(report.paths["classes"]) as src:
-        pred = src.read(1)
-    with rasterio.open(out / "model" / "split.tif") as src:
-        test = src.read(1) == 3
-    m = classification_metrics(np.where(test, labels, 0), pred, table.ids)
+    ev = evaluate(report.paths["classes"], truth, split=out / "model" / "split.tif",
+                  subset="test")
+    m = ev.metrics
     print(f"from the written map, test pixels: OA {m.overall_accuracy:.4f} kappa {m.kappa:.4f}")
 
 

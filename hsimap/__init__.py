@@ -1,15 +1,38 @@
-"""hsimap: unmixing-guided spatial-spectral Mamba for whole hyperspectral scenes."""
+"""hsimap: unmixing-guided spatial-spectral Mamba for whole hyperspectral scenes.
+
+The public API, each a step of the command of the same name::
+
+    scene = hsimap.open_scene("flight.hdr")
+    labels, classes = hsimap.load_labels("fields.gpkg", scene)
+    result = hsimap.train(scene, labels, classes, "model/")
+    model = hsimap.load_model("model/")
+    report = hsimap.predict_scene(scene, model, "maps/", hsimap.PredictOptions())
+    ds = hsimap.predict(scene, model)            # lazy xarray, for your own processing
+    hsimap.unmix(scene, "unmixed/")
+    ev = hsimap.evaluate("maps/flight_classes.tif", "reference.gpkg", stratified=True)
+"""
 
 __version__ = "0.2.0"
 
 from hsimap.errors import HsimapError  # noqa: E402
 from hsimap.io.scene import open_scene  # noqa: E402
 
-__all__ = ["HsimapError", "load_model", "open_scene", "predict", "train", "__version__"]
+__all__ = ["BatchOptions", "HsimapError", "OutputOptions", "PredictOptions", "SynthSpec",
+           "TrainOptions", "UnmixOptions", "evaluate", "load_labels", "load_model",
+           "make_scene", "open_scene", "predict", "predict_scene", "run_batch", "sample_map",
+           "scene_info", "train", "unmix", "write_outputs", "__version__"]
 
 # Lazy: importing hsimap for I/O should not import torch.
 _LAZY = {"predict": "hsimap.inference", "load_model": "hsimap.model.store",
-         "train": "hsimap.workflows.train"}
+         "train": "hsimap.workflows.train", "TrainOptions": "hsimap.workflows.train",
+         "predict_scene": "hsimap.workflows.predict",
+         "PredictOptions": "hsimap.workflows.options", "OutputOptions": "hsimap.products",
+         "unmix": "hsimap.workflows.unmix", "UnmixOptions": "hsimap.workflows.unmix",
+         "evaluate": "hsimap.workflows.evaluate", "load_labels": "hsimap.io.labels",
+         "sample_map": "hsimap.workflows.sample", "run_batch": "hsimap.workflows.batch",
+         "BatchOptions": "hsimap.workflows.batch", "scene_info": "hsimap.io.scene",
+         "make_scene": "hsimap.synth", "SynthSpec": "hsimap.synth",
+         "write_outputs": "hsimap.workflows.predict"}
 
 
 def __getattr__(name: str):
@@ -17,4 +40,8 @@ def __getattr__(name: str):
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(name)
+    raise AttributeError(f"module 'hsimap' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -21,7 +21,7 @@ import xarray as xr
 from tqdm import tqdm
 
 from hsimap.errors import HsimapError
-from hsimap.io.rasters import RasterSink, bounded_write_cache
+from hsimap.io.rasters import STREAM_CACHE_BYTES, RasterSink, bounded_write_cache
 from hsimap.io.scene import read_window
 from hsimap.runtime import available_cores
 from hsimap.windows import Tile, tiles
@@ -127,10 +127,12 @@ def map_tiles(scene: xr.DataArray, grid: list[Tile],
               fn: Callable[[list[tuple[np.ndarray, np.ndarray, tuple[int, int]]]],
                            list[np.ndarray]], *,
               workers: int, batch: int = 1, on_tile: Callable[[Tile], None] | None = None,
-              valid_bands: np.ndarray | None = None) -> list[np.ndarray]:
+              valid_bands: np.ndarray | None = None,
+              cache_bytes: int = STREAM_CACHE_BYTES) -> list[np.ndarray]:
     """``fn`` on the read windows of ``grid``'s tiles, ``batch`` tiles to a call, on
     ``workers`` threads of dask's threaded scheduler (one torch thread each); the results in
-    the order of ``grid``. For a chosen set of tiles (a test sample) rather than a scene."""
+    the order of ``grid``. For a chosen set of tiles (a test sample) rather than a scene;
+    ``cache_bytes`` bounds GDAL's block cache meanwhile."""
     def run(group: list[Tile]) -> list[np.ndarray]:
         windows = []
         for t in group:
@@ -149,7 +151,7 @@ def map_tiles(scene: xr.DataArray, grid: list[Tile],
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with bounded_write_cache():
+        with bounded_write_cache(cache_bytes):
             done = dask.compute(*tasks, scheduler="threads", num_workers=workers)
     finally:
         torch.set_num_threads(threads)

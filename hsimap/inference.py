@@ -3,7 +3,8 @@
 :func:`window_products` is the only place a model is applied to pixels; training validation,
 test metrics and prediction all go through it. :func:`predict` builds a lazy
 ``xarray.Dataset`` over the scene's tiles through :mod:`hsimap.engine` (cores kept, halos
-discarded, one dask task per tile); :func:`hsimap.products.write_outputs` streams it to disk.
+discarded, one dask task per tile); :func:`hsimap.workflows.predict.predict_scene` streams it
+to disk.
 """
 
 from __future__ import annotations
@@ -37,11 +38,16 @@ class WindowProducts:
     confidence: np.ndarray    # float32 (h, w), max class probability
     error: np.ndarray         # float32 (h, w), spectral angle pixel vs reconstruction, radians
     abundances: np.ndarray    # float32 (P, h, w)
+    probabilities: np.ndarray  # float32 (C, h, w), softmax over the model's classes
 
-    def stack(self) -> np.ndarray:
-        """(3 + P, h, w) float32: classes, confidence, error, abundances (:data:`FIXED` order)."""
-        return np.concatenate([np.stack([self.classes.astype(np.float32), self.confidence,
-                                         self.error]), self.abundances])
+    def stack(self, probabilities: bool = False) -> np.ndarray:
+        """(3 + P [+ C], h, w) float32: classes, confidence, error (:data:`FIXED` order),
+        abundances, and the class probabilities when asked for."""
+        planes = [np.stack([self.classes.astype(np.float32), self.confidence, self.error]),
+                  self.abundances]
+        if probabilities:
+            planes.append(self.probabilities)
+        return np.concatenate(planes)
 
 
 def scale_values(model: TrainedModel, values: np.ndarray) -> np.ndarray:
@@ -89,7 +95,8 @@ def batch_products(model: TrainedModel,
             h, w = valid.shape
             nan = np.full((h, w), np.nan, np.float32)
             out[k] = WindowProducts(np.zeros((h, w), np.int32), nan, nan.copy(),
-                                    np.full((net.cfg.endmembers, h, w), np.nan, np.float32))
+                                    np.full((net.cfg.endmembers, h, w), np.nan, np.float32),
+                                    np.full((net.cfg.classes, h, w), np.nan, np.float32))
     if not live:
         return out
     xs = np.stack([model_input(model, windows[k][0], windows[k][1]) for k in live])
@@ -109,14 +116,16 @@ def batch_products(model: TrainedModel,
     classes = ids[idx].cpu().numpy().astype(np.int32)
     conf_np = conf.cpu().numpy().astype(np.float32)
     ab = res.abundances.cpu().numpy().astype(np.float32)
+    pr = prob.cpu().numpy().astype(np.float32)
     for j, k in enumerate(live):
         v = valid[j]
-        c, cf, e, a = classes[j], conf_np[j], err[j], ab[j]
+        c, cf, e, a, p = classes[j], conf_np[j], err[j], ab[j], pr[j]
         c[~v] = 0
         cf[~v] = np.nan
         e[~v] = np.nan
         a[:, ~v] = np.nan
-        out[k] = WindowProducts(c, cf, e, a)
+        p[:, ~v] = np.nan
+        out[k] = WindowProducts(c, cf, e, a, p)
     return out
 
 
@@ -192,7 +201,7 @@ GPU_BATCH = 8
 def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = None,
             halo: int | None = None, on_tile: Callable[[Tile], None] | None = None,
             ignore_wavelengths: bool = False, check: bool = True,
-            batch: int | None = None) -> xr.Dataset:
+            batch: int | None = None, probabilities: bool = False) -> xr.Dataset:
     """Lazy predictions over a whole scene.
 
     Args:
@@ -204,6 +213,7 @@ def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = No
             pass False).
         batch: windows per forward pass (default: :data:`GPU_BATCH` on CUDA, 1 on the CPU,
             where windows run in parallel on the engine's threads instead).
+        probabilities: also ``probabilities`` (class, y, x), the softmax per class.
 
     Returns:
         Dataset with ``classes`` (y, x), ``confidence``, ``error`` and ``abundances``
@@ -220,16 +230,19 @@ def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = No
     grid = scene_tiles(scene, window, halo)
 
     def run(values: np.ndarray, valid: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
-        return window_products(model, values, valid, origin).stack()
+        return window_products(model, values, valid, origin).stack(probabilities)
 
     def run_batch(windows) -> list[np.ndarray]:
-        return [p.stack() for p in batch_products(model, windows)]
+        return [p.stack(probabilities) for p in batch_products(model, windows)]
 
     cuda = model.device.type == "cuda"
     if batch is None:
         batch = GPU_BATCH if cuda else 1
-    token = dask.base.tokenize(scene.attrs.get("source"), model.card.model_hash, window, halo)
-    stack = tile_array(scene, grid, run, len(FIXED) + model.config.endmembers,
+    token = dask.base.tokenize(scene.attrs.get("source"), model.card.model_hash, window, halo,
+                               probabilities)
+    p = model.config.endmembers
+    planes = len(FIXED) + p + (model.config.classes if probabilities else 0)
+    stack = tile_array(scene, grid, run, planes,
                        name=f"tile-{token}", on_tile=on_tile, serialize=cuda,
                        valid_bands=model.band_indices, batch_fn=run_batch, batch=batch)
     table = model.class_table
@@ -245,12 +258,16 @@ def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = No
                            {"long_name": "max class probability", "units": "probability"}),
             "error": (("y", "x"), stack[2],
                       {"long_name": "spectral angle to reconstruction", "units": "radians"}),
-            "abundances": (("endmember", "y", "x"), stack[3:], {"units": "fraction"}),
+            "abundances": (("endmember", "y", "x"), stack[3:3 + p], {"units": "fraction"}),
         },
         coords={"y": scene.coords["y"], "x": scene.coords["x"],
                 "endmember": model.endmember_names},
         attrs={"source": scene.attrs.get("source", ""), "window": window, "halo": halo},
     )
+    if probabilities:
+        ds["probabilities"] = xr.DataArray(
+            stack[3 + p:], dims=("class", "y", "x"), coords={"class": list(table.names)},
+            attrs={"long_name": "class probability (softmax)", "units": "probability"})
     if scene.rio.crs is not None:
         ds = ds.rio.write_crs(scene.rio.crs)
     return ds.rio.write_transform(scene.rio.transform())

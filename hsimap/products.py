@@ -1,16 +1,16 @@
 """What hsimap writes for a scene, and writing it: rasters, the endmember library, quicklooks.
 
 :data:`PRODUCTS` is the one table of raster products (file suffix, data type, nodata, band
-description). ``hsimap predict`` writes all four, ``hsimap unmix`` the abundances and the error;
-both through :func:`write_products`, which streams the rasters through :mod:`hsimap.engine` and
-adds the spectral library and the quicklooks.
+description). ``hsimap predict`` writes the first four (and the class probabilities when
+asked), ``hsimap unmix`` the abundances and the error; both through :func:`write_products`,
+which streams the rasters through :mod:`hsimap.engine` and adds the spectral library and the
+quicklooks.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,10 +22,8 @@ from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
 
 from hsimap.classes import ClassTable, class_dtype
-from hsimap.engine import TileProgress, check_workers, scene_tiles, store
+from hsimap.engine import TileProgress, check_workers, store
 from hsimap.errors import HsimapError
-from hsimap.inference import check_compatible, check_values, predict
-from hsimap.io.files import output_folder, output_stem
 from hsimap.io.outputset import OutputSet
 from hsimap.io.qml import classes_qml, ramp_qml
 from hsimap.io.rasters import (
@@ -37,7 +35,6 @@ from hsimap.io.rasters import (
 )
 from hsimap.io.speclib import write_library
 from hsimap.io.stac import acquisition_time, require_pystac, write_item
-from hsimap.model.store import TrainedModel
 
 
 @dataclass(frozen=True)
@@ -49,6 +46,7 @@ class Product:
     nodata: float
     description: str | None    # single-band products; abundance bands carry endmember names
     unit: str | None = None    # GDAL band unit type, which QGIS and gdalinfo show
+    scale: float | None = None  # stored integers x scale = value (GDAL scale factor)
 
 
 PRODUCTS = {
@@ -58,18 +56,26 @@ PRODUCTS = {
                           "probability"),
     "error": Product("_error.tif", "float32", math.nan,
                      "spectral angle to reconstruction (radians)", "radians"),
+    # Only when asked for (--probabilities): one band per class, named for it.
+    "probabilities": Product("_probabilities.tif", "float32", math.nan, None, "probability"),
 }
+DEFAULT_RASTERS = ("classes", "abundances", "confidence", "error")
+# Probabilities for large scenes: 0-254 in steps of 1/254 (rounding error at most 0.002),
+# 255 nodata; a quarter of float32's size before compression.
+PROBABILITIES_UINT8 = Product("_probabilities.tif", "uint8", 255, None, "probability",
+                              scale=1 / 254)
 LIBRARY = "_endmembers"        # .sli + .hdr (ENVI spectral library) and .csv
 QUICKLOOKS = {"classes_png": "_classes.png", "abundances_png": "_abundances.png",
               "endmembers_png": "_endmembers.png"}
 # Beside the class map: QGIS styles (loaded on open) and the per-class area table.
 STYLES = {"classes_qml": ("classes", "_classes.qml"),
-          "abundances_qml": ("abundances", "_abundances.qml")}
+          "abundances_qml": ("abundances", "_abundances.qml"),
+          "probabilities_qml": ("probabilities", "_probabilities.qml")}
 AREAS = "_areas.csv"
 STAC_ITEM = "_item.json"       # with --stac: a STAC Item of the set
 
 
-def output_paths(out_dir: str | Path, stem: str, rasters: tuple[str, ...] = tuple(PRODUCTS),
+def output_paths(out_dir: str | Path, stem: str, rasters: tuple[str, ...] = DEFAULT_RASTERS,
                  quicklooks: bool = True, stac: bool = False) -> dict[str, Path]:
     """Every file written for a scene named ``stem``: the rasters asked for, the library, and
     the quicklooks that go with those rasters."""
@@ -129,15 +135,18 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
                    rasters: dict[str, da.Array], library: EndmemberLibrary,
                    progress: TileProgress, opts: OutputOptions,
                    class_table: ClassTable | None = None,
-                   family: tuple[str, ...] | None = None) -> dict[str, Path]:
+                   family: tuple[str, ...] | None = None,
+                   products: dict[str, Product] | None = None) -> dict[str, Path]:
     """Stream ``rasters`` (product key -> lazy (bands, y, x) or (y, x) array) to GeoTIFFs on
     the scene's grid, then write the library and quicklooks. Returns every path written.
 
     The files appear together or not at all (:class:`~hsimap.io.outputset.OutputSet`): until
     every one is complete, the previous set in ``out_dir`` stays as it was. ``family`` names
     the rasters a set may hold (default: every product, whichever command writes it); the
-    previous set's files that this one does not write are removed with it.
+    previous set's files that this one does not write are removed with it. ``products``
+    replaces entries of :data:`PRODUCTS` (another encoding of a product).
     """
+    table = {**PRODUCTS, **(products or {})}
     paths = output_paths(out_dir, stem, tuple(rasters), opts.quicklooks, opts.stac)
     # A set is every product of its stem, whichever command wrote it: unmix over a predict
     # set replaces the class map too, rather than leaving it beside abundances of another run.
@@ -151,9 +160,11 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
     with gdal_messages() as gdal:
         try:
             for key, array in rasters.items():
-                product = PRODUCTS[key]
+                product = table[key]
                 count = array.shape[0] if array.ndim == 3 else 1
-                descriptions = library.names if key == "abundances" else [product.description]
+                descriptions = {"abundances": library.names,
+                                "probabilities": class_table.names if class_table else None
+                                }.get(key, [product.description])
                 dtype = product.dtype or class_dtype(class_table)
                 sinks.append(RasterSink(staged[key], grid, count, dtype, nodata=product.nodata,
                                         cog=opts.cog, overwrite=True,
@@ -161,7 +172,8 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
                                         descriptions=descriptions, units=[product.unit] * count,
                                         tags=opts.provenance,
                                         sieve=opts.mmu if key == "classes" else 0,
-                                        class_table=class_table if key == "classes" else None))
+                                        class_table=class_table if key == "classes" else None,
+                                        scale=product.scale))
             store(list(rasters.values()), sinks, workers=workers)
             progress.close()
             # The area table and quicklooks read whole rasters back: under the same bounded
@@ -213,6 +225,8 @@ def _write_styles_and_areas(staged: dict[str, Path], class_table: ClassTable | N
         staged["classes_qml"].write_text(classes_qml(class_table))
     if "abundances_qml" in staged:
         staged["abundances_qml"].write_text(ramp_qml())
+    if "probabilities_qml" in staged:
+        staged["probabilities_qml"].write_text(ramp_qml(label="probability"))
     if "areas_csv" in staged:
         area = mapped_area(staged["classes"], class_table.ids)
         with open(staged["areas_csv"], "w", newline="") as f:
@@ -260,50 +274,3 @@ def refuse_existing(out_dir: str | Path, stem: str, overwrite: bool) -> None:
     for p in set_files(out_dir, stem).values():
         if p.exists():
             raise HsimapError(f"{p}: exists; use --overwrite to replace it")
-
-
-@dataclass
-class PredictReport:
-    paths: dict[str, Path]
-    pixels: int
-    seconds: float
-    windows: int
-
-
-def write_outputs(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path, *,
-                  window: int | None = None, halo: int | None = None,
-                  workers: int | None = None, cog: bool = False, overwrite: bool = False,
-                  creation_options: dict[str, str] | None = None, progress: bool = True,
-                  quicklooks: bool = True, ignore_wavelengths: bool = False,
-                  ignore_scale: bool = False, mmu: int = 0, stac: bool = False,
-                  stem: str | None = None) -> PredictReport:
-    """Predict ``scene`` and write every product, streaming window by window.
-
-    Memory is bounded by window size and worker count: each tile's results go straight to the
-    (temporary) output files. Outputs appear under their final names only once complete.
-    ``mmu``: minimum mapping unit, pixels; smaller patches of the class map take the class of
-    their largest neighbour (GDAL's sieve, 8-connected).
-    """
-    t0 = time.perf_counter()
-    check_compatible(scene, model, ignore_wavelengths=ignore_wavelengths)
-    opts = OutputOptions(workers=workers, cog=cog, creation_options=creation_options,
-                         overwrite=overwrite, quicklooks=quicklooks, progress=progress,
-                         mmu=mmu, stac=stac,
-                         provenance=provenance(scene, model_hash=model.card.model_hash,
-                                               model_created=model.card.created,
-                                               mmu_pixels=mmu or None))
-    opts.check()
-    stem = stem or output_stem(scene.attrs.get("source", "scene"))
-    refuse_existing(out_dir, stem, overwrite)
-    grid = scene_tiles(scene, model.window if window is None else window,
-                       model.halo if halo is None else halo)
-    check_values(scene, model, grid, ignore_scale=ignore_scale)
-    with output_folder(out_dir):
-        bar = TileProgress(scene, stem, progress)
-        ds = predict(scene, model, window=window, halo=halo, on_tile=bar.on_tile, check=False)
-        spectra, wl = model.endmember_spectra()
-        library = EndmemberLibrary(spectra, model.endmember_names, wl,
-                                   f"hsimap endmembers of {stem}")
-        written = write_products(scene, out_dir, stem, {k: ds[k].data for k in PRODUCTS},
-                                 library, bar, opts, class_table=model.class_table)
-    return PredictReport(written, bar.total, time.perf_counter() - t0, bar.tiles)

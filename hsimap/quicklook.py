@@ -6,7 +6,6 @@ that using hsimap from a notebook does not change its matplotlib backend or open
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from matplotlib.patches import Patch
 from rasterio.enums import Resampling
 
 from hsimap.classes import ClassTable
-from hsimap.io.files import temp_name
+from hsimap.io.files import atomic_output
 
 
 def read_decimated(path: Path, max_side: int = 1000) -> np.ndarray:
@@ -28,14 +27,10 @@ def read_decimated(path: Path, max_side: int = 1000) -> np.ndarray:
         return src.read(out_shape=shape, resampling=Resampling.nearest)
 
 
-def save_figure(fig, path: Path) -> None:
-    """Save a matplotlib figure under a temporary name, then rename it."""
-    tmp = temp_name(path)
-    try:
+def save_figure(fig, path: Path, overwrite: bool = True) -> None:
+    """Save a matplotlib figure as a PNG, complete or not at all."""
+    with atomic_output(path, overwrite) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 
@@ -87,7 +82,8 @@ def endmembers_png(spectra: np.ndarray, wavelengths: np.ndarray | None, names: l
     save_figure(fig, out)
 
 
-def confusion_png(confusion: np.ndarray, labels: list[str], title: str, out: Path) -> None:
+def confusion_png(confusion: np.ndarray, labels: list[str], title: str, out: Path,
+                  overwrite: bool = True) -> None:
     """Confusion matrix (rows truth, columns prediction), shaded by row share, counts in cells."""
     cm = np.asarray(confusion, dtype=float)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -103,4 +99,4 @@ def confusion_png(confusion: np.ndarray, labels: list[str], title: str, out: Pat
     ax.set_xlabel("prediction")
     ax.set_ylabel("truth")
     ax.set_title(title)
-    save_figure(fig, out)
+    save_figure(fig, out, overwrite)

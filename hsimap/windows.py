@@ -11,7 +11,9 @@ fit needs before it starts.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import xarray as xr
@@ -19,6 +21,8 @@ from scipy.ndimage import uniform_filter
 
 from hsimap.errors import HsimapError
 from hsimap.io.scene import read_block, read_window
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,28 @@ class SceneScan:
     usable: list[Tile]         # windows holding valid pixels
 
 
-def dead_bands(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray) -> np.ndarray:
+def read_ahead(fn: Callable[[Tile], T], tiles: list[Tile], workers: int = 1) -> Iterator[T]:
+    """``fn`` of each tile, in order, computed on ``workers`` threads with at most twice that
+    many results waiting: GDAL decompresses tiles without the GIL, so a scan of a
+    compressed flight line runs on every core, in bounded memory."""
+    if workers <= 1:
+        yield from map(fn, tiles)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque = deque()
+        for t in tiles:
+            pending.append(pool.submit(fn, t))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def dead_bands(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray,
+               workers: int = 1) -> np.ndarray:
     """Which of ``bands`` hold no information over the whole scene: nodata (or not finite)
     everywhere, or one value everywhere. Sensors fill absorption bands so (EnMAP writes six of
     its 224 bands as nodata) without always flagging them bad. Returns a bool per band."""
@@ -121,9 +146,12 @@ def dead_bands(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray) -> np.n
     seen = np.zeros(len(bands), bool)
     lo = np.full(len(bands), np.inf)
     hi = np.full(len(bands), -np.inf)
-    for t in grid:
+    def read(t: Tile) -> np.ndarray:
+        return read_block(scene, (bands, t.core_rows, t.core_cols))
+
+    for block in read_ahead(read, grid, workers):
         with np.errstate(invalid="ignore", over="ignore"):  # NaN fill of a damaged scene
-            raw = read_block(scene, (bands, t.core_rows, t.core_cols)).astype(np.float64)
+            raw = block.astype(np.float64)
         raw = raw.reshape(len(bands), -1)
         data = np.isfinite(raw)
         if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
@@ -147,7 +175,7 @@ def check_magnitude(lo: float, hi: float, source: object) -> None:
 
 
 def scan_scene(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray, n: int = 0,
-               seed: int = 0, smoothed: bool = False) -> SceneScan:
+               seed: int = 0, smoothed: bool = False, workers: int = 1) -> SceneScan:
     """Read every window once: the value range of the used ``bands`` over valid pixels, up to
     ``n`` sample pixels drawn evenly over the scene, also smoothed when ``smoothed`` (the halo
     makes the smoothing exact at window edges), and which windows have valid pixels.
@@ -159,8 +187,10 @@ def scan_scene(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray, n: int 
     lo, hi = math.inf, -math.inf
     raw, smooth, usable = [], [], []
     share = min(1.0, 4.0 * max(n, 0) / max(1, sum(t.pixels for t in grid)))
-    for t in grid:
-        values, valid = read_window(scene, t.rows, t.cols, bands, valid_bands=bands)
+    def read(t: Tile) -> tuple[np.ndarray, np.ndarray]:
+        return read_window(scene, t.rows, t.cols, bands, valid_bands=bands)
+
+    for t, (values, valid) in zip(grid, read_ahead(read, grid, workers), strict=True):
         if not valid.any():
             continue
         usable.append(t)

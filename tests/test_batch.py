@@ -12,8 +12,8 @@ import pytest
 import rasterio
 
 from hsimap.io.scene import open_scene
-from hsimap.products import write_outputs
 from hsimap.synth import SynthSpec, make_scene
+from hsimap.workflows.predict import write_outputs
 from tests.conftest import hsimap_process
 
 pytestmark = pytest.mark.timeout(600)

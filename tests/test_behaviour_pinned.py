@@ -19,8 +19,8 @@ import rasterio
 
 from hsimap.io.scene import open_scene
 from hsimap.model.store import load_model
-from hsimap.products import write_outputs
 from hsimap.synth import SynthSpec, make_scene
+from hsimap.workflows.predict import write_outputs
 from hsimap.workflows.unmix import unmix
 
 DATA = Path(__file__).parent / "data"

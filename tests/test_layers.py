@@ -12,7 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
-    ("hsimap.errors", "hsimap.classes", "hsimap.metrics", "hsimap.accuracy", "hsimap.runtime"),
+    ("hsimap.errors", "hsimap.classes", "hsimap.metrics", "hsimap.accuracy", "hsimap.runtime",
+     "hsimap.design"),
     ("hsimap.io", "hsimap.synth"),
     ("hsimap.windows", "hsimap.sampling"),
     ("hsimap.model",),

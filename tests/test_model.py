@@ -49,7 +49,7 @@ def _sequential_reference(m: Mamba, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("length", [1, 4, 37, 256])
-def test_parallel_scan_matches_sequential_recurrence(length):
+def test_fused_scan_matches_sequential_recurrence(length):
     torch.manual_seed(0)
     m = Mamba(16).double()
     x = torch.randn(3, length, 16, dtype=torch.float64)
@@ -180,12 +180,27 @@ def test_a_batch_equals_its_windows_one_at_a_time(kw):
         assert len(lengths) > 1  # the padding was exercised
 
 
-def test_ablations_build_and_run():
-    for kw in ({"tokens": "raster"}, {"unmixing": False}):
-        net = _tiny_net(**kw).eval()
-        with torch.no_grad():
-            out = net(torch.rand(1, 12, 16, 16), torch.ones(16, 16, dtype=torch.bool))
-        assert out.logits.shape == (1, 3, 16, 16)
+def test_ablations_change_the_token_path_and_only_it():
+    """Both ablations read every pixel in raster order instead of the abundance clusters; with
+    the method's weights loaded (the same parameter names), the logits change."""
+    torch.manual_seed(1)
+    x, valid = torch.rand(1, 12, 16, 16), torch.ones(16, 16, dtype=torch.bool)
+    method = _tiny_net().eval()
+    with torch.no_grad():
+        a = method(x, valid).abundances[0].reshape(4, -1)
+        seqs, rest = method.select_tokens(a)
+        assert sum(len(q) for q in seqs) > 0 and len(rest) < a.shape[1]
+        ref = method(x, valid).logits
+        for kw in ({"tokens": "raster"}, {"unmixing": False}):
+            net = _tiny_net(**kw).eval()
+            net.load_state_dict(method.state_dict(), strict=True)
+            seqs, rest = net.select_tokens(a)
+            assert all(len(q) == 0 for q in seqs)
+            assert torch.equal(rest, torch.arange(a.shape[1]))
+            out = net(x, valid)
+            assert out.logits.shape == (1, 3, 16, 16)
+            assert not torch.allclose(out.logits, ref, atol=1e-4)
+            torch.testing.assert_close(out.abundances, method(x, valid).abundances)
 
 
 def test_vca_and_fcls_recover_synthetic_truth():

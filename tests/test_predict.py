@@ -12,9 +12,10 @@ import rasterio
 import hsimap
 from hsimap.errors import HsimapError
 from hsimap.io.scene import open_scene
-from hsimap.products import output_paths, write_outputs
+from hsimap.products import output_paths
 from hsimap.synth import SynthSpec, make_scene
 from hsimap.windows import tiles
+from hsimap.workflows.predict import write_outputs
 from tests.conftest import hsimap as hsimap_cli
 from tests.conftest import run
 
@@ -189,7 +190,7 @@ MEMORY_SCRIPT = """
 import resource, sys
 from hsimap.io.scene import open_scene
 from hsimap.model.store import load_model
-from hsimap.products import write_outputs
+from hsimap.workflows.predict import write_outputs
 write_outputs(open_scene(sys.argv[1]), load_model(sys.argv[2]), sys.argv[3], progress=False,
               quicklooks=False, workers=2)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

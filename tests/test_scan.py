@@ -130,8 +130,8 @@ def test_model_saved_before_the_fused_scan_gives_the_same_map(tmp_path):
     parallel scan); its class map is classes_before.npy. Same scene, regenerated."""
     from hsimap.io.scene import open_scene
     from hsimap.model.store import load_model
-    from hsimap.products import write_outputs
     from hsimap.synth import SynthSpec, make_scene
+    from hsimap.workflows.predict import write_outputs
 
     made = make_scene(tmp_path / "scene.tif",
                       SynthSpec(width=96, height=80, bands=24, endmembers=4, classes=4,

@@ -10,8 +10,8 @@ import rasterio
 from hsimap.io.labels import load_labels
 from hsimap.io.scene import open_scene
 from hsimap.model.store import load_model
-from hsimap.products import write_outputs
 from hsimap.synth import SynthSpec, make_scene
+from hsimap.workflows.predict import write_outputs
 from hsimap.workflows.train import TrainOptions, train
 from tests.conftest import hsimap
 

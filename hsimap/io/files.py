@@ -6,6 +6,7 @@ when complete, so that no complete-looking file exists before its content does.
 
 from __future__ import annotations
 
+import glob
 import os
 import uuid
 from collections.abc import Iterator
@@ -86,3 +87,23 @@ def remove(*paths: Path) -> None:
                 q.unlink()
             except FileNotFoundError:
                 pass
+
+
+@contextmanager
+def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Write a single file under a temporary name beside ``path`` (yielded), moved to ``path``
+    only when the block ends without an error; on an error nothing is left under either name.
+    An existing ``path`` is refused unless ``overwrite``. Sidecars the writer puts beside the
+    temporary name (``.shp``'s ``.dbf``, ``.prj``...) move with it."""
+    out = Path(path)
+    check_output(out, overwrite)
+    tmp = temp_name(out)
+    try:
+        yield tmp
+        for side in tmp.parent.glob(f"{glob.escape(tmp.stem)}.*"):
+            if side != tmp:
+                os.replace(side, out.with_name(out.stem + side.name[len(tmp.stem):]))
+        os.replace(tmp, out)
+    finally:
+        for side in tmp.parent.glob(f"{glob.escape(tmp.stem)}.*"):
+            side.unlink(missing_ok=True)

@@ -32,7 +32,7 @@ from rasterio.windows import Window
 
 from hsimap.classes import ClassTable, class_dtype, parse_color
 from hsimap.errors import HsimapError
-from hsimap.io.files import check_output, remove, temp_name
+from hsimap.io.files import atomic_output, check_output, remove, temp_name
 
 
 @dataclass(frozen=True)
@@ -140,9 +140,16 @@ def check_creation_options(options: dict[str, str], driver: str = "GTiff") -> No
 STREAM_CACHE_BYTES = 512 * 2**20
 
 
-def bounded_write_cache() -> rasterio.Env:
-    """A GDAL environment whose block cache holds at most :data:`STREAM_CACHE_BYTES`."""
-    return rasterio.Env(GDAL_CACHEMAX=STREAM_CACHE_BYTES)
+# Reading chips scattered over a scene reuses no decoded block but those of the chip itself:
+# a 64 px window of a pixel-interleaved, 256 px tiled 200-band int16 GeoTIFF touches at most
+# 4 tiles of 26 MB, decoded whole.
+SCATTERED_CACHE_BYTES = 128 * 2**20
+
+
+def bounded_write_cache(nbytes: int = STREAM_CACHE_BYTES) -> rasterio.Env:
+    """A GDAL environment whose block cache holds at most ``nbytes`` (rasterio sets it live,
+    and restores the previous size on leaving)."""
+    return rasterio.Env(GDAL_CACHEMAX=nbytes)
 
 
 class RasterSink:
@@ -164,6 +171,8 @@ class RasterSink:
         units: band unit types ("fraction", "radians").
         sieve: minimum mapping unit, pixels: before the file is laid out, patches smaller
             than this (8-connected) take their largest neighbour's value; 0 (nodata) stays.
+        scale: GDAL scale factor of every band (value = stored x scale), for rasters stored
+            as scaled integers.
     """
 
     def __init__(self, path: str | Path, grid: Grid, count: int, dtype: str, *,
@@ -171,14 +180,15 @@ class RasterSink:
                  descriptions: Sequence[str] | None = None, class_table: ClassTable | None = None,
                  tags: dict[str, str] | None = None,
                  creation_options: dict[str, str] | None = None, categorical: bool = False,
-                 units: Sequence[str | None] | None = None, sieve: int = 0):
+                 units: Sequence[str | None] | None = None, sieve: int = 0,
+                 scale: float | None = None):
         self.path = Path(path)
         check_output(self.path, overwrite)
         self.grid, self.count, self.dtype, self.nodata = grid, count, dtype, nodata
         self.cog, self.categorical = cog, categorical or class_table is not None
         self.descriptions, self.class_table = descriptions, class_table
         self.tags = tags or {}
-        self.units, self.sieve = units, sieve
+        self.units, self.sieve, self.scale = units, sieve, scale
         self.creation_options = creation_options or {}
         self._tmp = temp_name(self.path)
         self._lock = threading.Lock()
@@ -233,6 +243,9 @@ class RasterSink:
         for i, u in enumerate(self.units or [], start=1):
             if u:
                 dst.set_band_unit(i, u)
+        if self.scale is not None:
+            dst.scales = [self.scale] * self.count
+            dst.offsets = [0.0] * self.count
         if self.class_table is not None:
             ct = self.class_table
             dst.update_tags(1, CLASS_NAMES=json.dumps(dict(zip(map(str, ct.ids), ct.names,
@@ -359,8 +372,9 @@ def read_class_table(path: str | Path) -> ClassTable | None:
     return ClassTable(ids, [d[i] for i in ids], colors)
 
 
-def write_vrt(class_maps: list[Path], path: Path) -> Path:
-    """A GDAL VRT mosaic of class maps that share CRS and pixel size.
+def write_vrt(class_maps: list[Path], path: Path, overwrite: bool = False) -> Path:
+    """A GDAL VRT mosaic of class maps that share CRS and pixel size (and its QGIS style),
+    each file complete or not at all; an existing one is refused unless ``overwrite``.
 
     Where lines overlap, the first map in ``class_maps`` with data wins: a map's nodata (0,
     outside its swath) never paints over another map's pixels. Colours and class names come
@@ -415,14 +429,11 @@ def write_vrt(class_maps: list[Path], path: Path) -> Path:
            f'<VRTRasterBand dataType="{gdt}" band="1"><NoDataValue>0</NoDataValue>'
            f"<ColorInterp>Palette</ColorInterp>{names}<ColorTable>{colors}</ColorTable>"
            f"{''.join(sources)}</VRTRasterBand></VRTDataset>\n")
-    tmp = temp_name(path)
-    tmp.write_text(xml)
     if table is not None:  # the style QGIS loads with the mosaic, as beside every class map
         from hsimap.io.qml import classes_qml
 
-        qml = path.with_suffix(".qml")
-        qml_tmp = temp_name(qml)
-        qml_tmp.write_text(classes_qml(table))
-        os.replace(qml_tmp, qml)
-    os.replace(tmp, path)
+        with atomic_output(path.with_suffix(".qml"), overwrite) as tmp:
+            tmp.write_text(classes_qml(table))
+    with atomic_output(path, overwrite) as tmp:
+        tmp.write_text(xml)
     return path

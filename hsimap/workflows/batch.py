@@ -17,13 +17,14 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from hsimap.engine import default_workers
 from hsimap.errors import HsimapError
 from hsimap.io.files import output_stem
+from hsimap.workflows.options import PredictOptions
 
 MANIFEST = "manifest.jsonl"
 _MODELS: dict[str, Any] = {}
@@ -92,21 +93,25 @@ def _model_on_worker(model_dir: str, device: str):
 
 @dataclass
 class BatchOptions:
-    """How each scene is predicted; every field that changes outputs is recorded per scene."""
+    """How each scene is predicted: ``predict`` is passed to every worker unchanged, so each
+    of ``hsimap predict``'s options means the same in a batch."""
 
-    window: int | None = None
-    halo: int | None = None
-    cog: bool = False
+    predict: PredictOptions = field(default_factory=PredictOptions)
     device: str = "cpu"
-    ignore_wavelengths: bool = False
-    creation_options: dict[str, str] = field(default_factory=dict)
-    mmu: int = 0
-    workers: int = 1            # a scene's windows computed at once (threads), as in predict
+
+    @property
+    def workers(self) -> int:
+        """A scene's windows computed at once (threads); 1 unless set."""
+        return self.predict.output.workers or 1
 
     def recorded(self) -> dict[str, Any]:
-        """What the manifest keeps: every option that changes a scene's outputs (workers do
-        not: results are independent of the worker count)."""
-        return {k: v for k, v in asdict(self).items() if k != "workers"}
+        """What the manifest keeps: every option that changes a scene's outputs (workers,
+        progress and overwrite do not)."""
+        opts = asdict(self.predict)
+        out = opts.pop("output")
+        for k in ("workers", "progress", "overwrite", "provenance"):
+            out.pop(k)
+        return {**opts, **out, "device": self.device}
 
 
 def process_scene(scene: str, model_dir: str, out_dir: str, options: BatchOptions
@@ -114,7 +119,7 @@ def process_scene(scene: str, model_dir: str, out_dir: str, options: BatchOption
     """Predict one scene into ``out_dir`` (runs on a worker). Never raises for a bad scene:
     the failure is returned as a record, so one scene cannot stop the batch."""
     from hsimap.io.scene import open_scene
-    from hsimap.products import write_outputs
+    from hsimap.workflows.predict import predict_scene
 
     t0 = time.time()
     record: dict[str, Any] = {"scene": str(scene), "out_dir": str(out_dir),
@@ -126,11 +131,10 @@ def process_scene(scene: str, model_dir: str, out_dir: str, options: BatchOption
         record["options"] = options.recorded()
         data = open_scene(scene)
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-        report = write_outputs(data, model, out_dir, window=options.window, halo=options.halo,
-                               workers=options.workers, cog=options.cog,
-                               creation_options=options.creation_options, mmu=options.mmu,
-                               overwrite=True, progress=False,
-                               ignore_wavelengths=options.ignore_wavelengths)
+        opts = replace(options.predict, output=replace(options.predict.output, overwrite=True,
+                                                         progress=False,
+                                                         workers=options.workers))
+        report = predict_scene(data, model, out_dir, opts)
         record.update(status="done", pixels=report.pixels,
                       outputs={k: _checksums(p) for k, p in report.paths.items()})
     except HsimapError as exc:

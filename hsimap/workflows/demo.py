@@ -15,8 +15,8 @@ from hsimap.io.scene import open_scene
 from hsimap.metrics import Metrics, classification_metrics
 from hsimap.model.store import load_model
 from hsimap.model.vca import match_endmembers
-from hsimap.products import write_outputs
 from hsimap.synth import SynthSpec, make_scene
+from hsimap.workflows.predict import write_outputs
 from hsimap.workflows.train import TrainOptions, train
 
 

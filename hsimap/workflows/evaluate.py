@@ -19,11 +19,12 @@ import rasterio
 from hsimap.accuracy import AreaAdjusted, MappedArea, area_adjusted, mapped_area
 from hsimap.classes import ClassTable, Split
 from hsimap.errors import HsimapError
-from hsimap.io.files import temp_name
+from hsimap.io.files import atomic_output
 from hsimap.io.labels import load_labels
 from hsimap.io.rasters import read_class_table
 from hsimap.io.scene import open_scene
 from hsimap.metrics import Metrics, classification_metrics, json_number
+from hsimap.workflows.sample import check_design, read_design
 
 SUBSETS = {s.name.lower(): s for s in Split}
 
@@ -93,9 +94,11 @@ def evaluate(prediction: str | Path, labels: str | Path, *, class_field: str | N
     truth, table = load_labels(labels, open_scene(prediction), class_field=class_field,
                                partial=True)
     map_table = read_class_table(prediction)
+    # A sample of `hsimap sample` holds the map's class ids by design.
+    design = read_design(labels) if str(labels).lower().endswith(".gpkg") else None
     if map_table is not None and table.named and map_table.named:
         truth, table = _match_by_name(truth, table, map_table, labels)
-    elif table.named != (map_table is not None and map_table.named):
+    elif design is None and table.named != (map_table is not None and map_table.named):
         named = labels if table.named else prediction
         warnings.warn(f"only {Path(named).name} names its classes; map and reference are "
                       "matched by class id", stacklevel=2)
@@ -116,6 +119,11 @@ def evaluate(prediction: str | Path, labels: str | Path, *, class_field: str | N
     names = map_table or table
     mapped = mapped_area(prediction, m.class_ids)
     adjusted = None
+    if design is not None:  # a sample of `hsimap sample`: its strata must be this map's
+        check_design(design, m.class_ids, mapped.pixels, labels, prediction)
+        if not stratified:
+            warnings.warn(f"{Path(labels).name} is a stratified sample of the map; "
+                          "--stratified gives its unbiased estimates", stacklevel=2)
     if stratified:
         sample = np.asarray(m.confusion).T    # rows: the map's class (the strata)
         ha = mapped.hectares
@@ -144,56 +152,51 @@ def _match_by_name(truth: np.ndarray, table: ClassTable, map_table: ClassTable,
     return np.where(truth > 0, lut[np.clip(truth, 0, len(lut) - 1)], 0), map_table
 
 
-def check_report_path(path: str | Path | None) -> None:
-    """Refuse a report file whose folder is missing, before anything is evaluated."""
-    if path is not None and Path(path).is_dir():
+def check_report_path(path: str | Path | None, overwrite: bool = False) -> None:
+    """Refuse a report file that exists (unless ``overwrite``) or whose folder is missing,
+    before anything is evaluated."""
+    if path is None:
+        return
+    if Path(path).is_dir():
         raise HsimapError(f"{path}: is a folder; name the report file")
-    if path is not None and not Path(path).parent.is_dir():
+    if not Path(path).parent.is_dir():
         raise HsimapError(f"{Path(path).parent}: folder does not exist")
+    if Path(path).exists() and not overwrite:
+        raise HsimapError(f"{path}: exists; use --overwrite to replace it")
 
 
-def write_report_csv(ev: Evaluation, path: str | Path) -> Path:
+def write_report_csv(ev: Evaluation, path: str | Path, overwrite: bool = False) -> Path:
     """The per-class report: one row per class (:meth:`Evaluation.classes`)."""
     path = Path(path)
-    check_report_path(path)
+    check_report_path(path, overwrite)
     rows = ev.classes()
-    tmp = temp_name(path)
-    try:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_output(path, overwrite) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({k: "" if v is None else v for k, v in r.items()} for r in rows)
     return path
 
 
-def write_confusion_csv(ev: Evaluation, path: str | Path) -> Path:
+def write_confusion_csv(ev: Evaluation, path: str | Path, overwrite: bool = False) -> Path:
     """The confusion matrix with class names, rows truth and columns prediction."""
     path = Path(path)
-    check_report_path(path)
+    check_report_path(path, overwrite)
     m, names = ev.metrics, ev.names
-    tmp = temp_name(path)
-    try:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["truth \\ prediction", *[names.name_of(c) for c in m.class_ids],
-                        "other"])
-            for c, row, other in zip(m.class_ids, m.confusion, m.other, strict=True):
-                w.writerow([names.name_of(c), *row, other])
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_output(path, overwrite) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["truth \\ prediction", *[names.name_of(c) for c in m.class_ids],
+                    "other"])
+        for c, row, other in zip(m.class_ids, m.confusion, m.other, strict=True):
+            w.writerow([names.name_of(c), *row, other])
     return path
 
 
-def write_confusion_png(ev: Evaluation, path: str | Path) -> Path:
+def write_confusion_png(ev: Evaluation, path: str | Path, overwrite: bool = False) -> Path:
     from hsimap.quicklook import confusion_png
 
     path = Path(path)
-    check_report_path(path)
+    check_report_path(path, overwrite)
     m = ev.metrics
     confusion_png(np.asarray(m.confusion), [ev.names.name_of(c) for c in m.class_ids],
-                  f"OA {m.overall_accuracy:.3f}  kappa {m.kappa:.3f}", path)
+                  f"OA {m.overall_accuracy:.3f}  kappa {m.kappa:.3f}", path, overwrite)
     return path

@@ -33,7 +33,7 @@ from hsimap.errors import HsimapError
 from hsimap.inference import batch_products, model_input
 from hsimap.io.files import output_stem
 from hsimap.io.labels import split_labels
-from hsimap.io.rasters import Grid, bounded_write_cache
+from hsimap.io.rasters import SCATTERED_CACHE_BYTES, Grid, bounded_write_cache
 from hsimap.io.scene import read_window, usable_bands
 from hsimap.metrics import Metrics, classification_metrics
 from hsimap.model.losses import make_optimizer, sad_loss, sparsity_loss
@@ -200,7 +200,7 @@ def _setup(scenes: list[TrainScene], class_table: ClassTable, opts: TrainOptions
         bands = np.intersect1d(bands, usable_bands(sc.data))
     dead = np.zeros(len(bands), bool)
     for sc in scenes:
-        dead |= dead_bands(sc.data, sc.grid, bands)
+        dead |= dead_bands(sc.data, sc.grid, bands, workers=torch.get_num_threads())
     excluded, bands = bands[dead], bands[~dead]
     n_classes = len(class_table.ids)
     p = opts.endmembers or max(4, n_classes + 2)
@@ -211,9 +211,17 @@ def _setup(scenes: list[TrainScene], class_table: ClassTable, opts: TrainOptions
         raise HsimapError("labels hold a single class; classification needs at least two")
     # One split over all scenes: the per-class counts hold for the campaign, not per line.
     flat = np.concatenate([sc.labels.ravel() for sc in scenes])
-    split = split_labels(flat, class_table.ids, train_per_class=opts.train_per_class,
-                         val_per_class=opts.val_per_class, train_fraction=opts.train_fraction,
-                         seed=opts.seed)
+    given = all(sc.split is not None for sc in scenes)
+    if given:   # the caller's own split
+        split = np.concatenate([np.asarray(sc.split).ravel() for sc in scenes])
+        if np.any((split != 0) & (flat <= 0)):
+            raise HsimapError("the split marks pixels that have no label")
+        if not (split == Split.TRAIN).any():
+            raise HsimapError("the split has no training pixels")
+    else:
+        split = split_labels(flat, class_table.ids, train_per_class=opts.train_per_class,
+                             val_per_class=opts.val_per_class,
+                             train_fraction=opts.train_fraction, seed=opts.seed)
     if not (split == Split.VALIDATION).any():
         raise HsimapError("too few labelled pixels for a validation set (need at least 3 in a "
                           "class)")
@@ -221,8 +229,8 @@ def _setup(scenes: list[TrainScene], class_table: ClassTable, opts: TrainOptions
     for sc in scenes:
         sc.split = split[start:start + sc.labels.size].reshape(sc.labels.shape)
         start += sc.labels.size
-    scans = [scan_scene(sc.data, sc.grid, bands, n=VCA_SAMPLE // len(scenes), seed=opts.seed)
-             for sc in scenes]
+    scans = [scan_scene(sc.data, sc.grid, bands, n=VCA_SAMPLE // len(scenes), seed=opts.seed,
+                        workers=torch.get_num_threads()) for sc in scenes]
     lo, hi = min(x.lo for x in scans), max(x.hi for x in scans)
     wl = scene.coords["wavelength"].values
     cfg = ModelConfig(bands=len(bands), classes=n_classes, endmembers=p,
@@ -240,6 +248,7 @@ def _setup(scenes: list[TrainScene], class_table: ClassTable, opts: TrainOptions
         protocol={"train_per_class": opts.train_per_class,
                   "val_per_class": opts.val_per_class,
                   "train_fraction": opts.train_fraction, "seed": opts.seed,
+                  "split": "given" if given else "drawn",
                   "pixels": {s.name.lower(): int((split == s).sum()) for s in Split}},
         options={k: v for k, v in asdict(opts).items() if k != "progress"},
         versions={"torch": torch.__version__, "python": platform.python_version()},
@@ -264,7 +273,7 @@ class _ChipData:
 
 
 class ChipReader:
-    """Training chips, read from their scenes when asked for and kept in a least-recently-used
+    """Training (or validation) chips, read from their scenes when asked for and kept in a
     cache of at most ``cache_bytes``: memory follows the cache and batch sizes, not how many
     chips the labels spread over."""
 
@@ -279,7 +288,7 @@ class ChipReader:
         t = chips[0].tile
         per_chip = model.config.bands * t.height * t.width * 4
         self.half = len(chips) * per_chip > cache_bytes
-        self._cache: OrderedDict[int, _ChipData] = OrderedDict()
+        self._cache: dict[int, _ChipData] = {}
         self._held = 0
         lut = np.full(max(int(sc.labels.max()) for sc in scenes) + 1, -1, dtype=np.int64)
         for i, c in enumerate(model.class_table.ids):
@@ -290,10 +299,14 @@ class ChipReader:
     def __len__(self) -> int:
         return len(self.chips)
 
+    def clear(self) -> None:
+        """Drop the cached chips (the fit is over: the test pass needs the memory)."""
+        self._cache.clear()
+        self._held = 0
+
     def __getitem__(self, i: int) -> _ChipData:
         hit = self._cache.get(i)
         if hit is not None:
-            self._cache.move_to_end(i)
             return hit
         chip = self.chips[i]
         sc, t = self.scenes[chip.scene], chip.tile
@@ -310,11 +323,12 @@ class ChipReader:
                          torch.from_numpy(valid), torch.from_numpy(target),
                          torch.from_numpy(train))
         self.reads += 1
-        self._cache[i] = data
-        self._held += data.nbytes
-        while self._held > self.cache_bytes and len(self._cache) > 1:
-            _, old = self._cache.popitem(last=False)
-            self._held -= old.nbytes
+        # Filled once, then kept: steps draw chips in fresh permutations, which a
+        # least-recently-used cache smaller than the chips misses nearly always; a kept one
+        # hits in proportion to its size.
+        if self._held + data.nbytes <= self.cache_bytes:
+            self._cache[i] = data
+            self._held += data.nbytes
         return data
 
 
@@ -381,18 +395,20 @@ def score_chips(model: TrainedModel, scenes: list[TrainScene], chips: list[Chip]
             if workers > 1:
                 maps = map_tiles(sc.data, grid, fn, workers=workers, batch=batch,
                                  on_tile=lambda _t: bar.update(1),
-                                 valid_bands=model.band_indices)
+                                 valid_bands=model.band_indices,
+                                 cache_bytes=SCATTERED_CACHE_BYTES)
             else:
                 maps = []
-                for i in range(0, len(grid), batch):
-                    group = grid[i:i + batch]
-                    windows = []
-                    for t in group:
-                        values, valid = read_window(sc.data, t.rows, t.cols,
-                                                    valid_bands=model.band_indices)
-                        windows.append((values, valid, (t.row, t.col)))
-                    maps.extend(fn(windows))
-                    bar.update(len(group))
+                with bounded_write_cache(SCATTERED_CACHE_BYTES):
+                    for i in range(0, len(grid), batch):
+                        group = grid[i:i + batch]
+                        windows = []
+                        for t in group:
+                            values, valid = read_window(sc.data, t.rows, t.cols,
+                                                        valid_bands=model.band_indices)
+                            windows.append((values, valid, (t.row, t.col)))
+                        maps.extend(fn(windows))
+                        bar.update(len(group))
             for c, m in zip(mine, maps, strict=True):
                 rs, cs = c.tile.core_in_read
                 truth.append(sc.labels[c.tile.core_rows, c.tile.core_cols][c.mask])
@@ -410,7 +426,7 @@ class _Fit:
     model: TrainedModel
     setup: _Setup
     reader: ChipReader
-    val_chips: list[Chip]
+    val_reader: ChipReader
     opts: TrainOptions
     history: list[dict] = field(default_factory=list)
     best_key: tuple[float, float] = (-1.0, -math.inf)
@@ -497,11 +513,34 @@ class _Fit:
         self.sched.step()
         return sums
 
+    @torch.no_grad()
+    def score_validation(self) -> Metrics:
+        """The validation sample's metrics, its windows run as prediction runs them (read once,
+        then kept: the sample is fixed, and a flight line's tiles are slow to decompress)."""
+        reader, net, dev = self.val_reader, self.net, self.device
+        ids = torch.as_tensor(self.model.class_table.ids)
+        truth, pred = [], []
+        for start in range(0, len(reader), self.opts.batch):
+            members = list(range(start, min(start + self.opts.batch, len(reader))))
+            groups: dict[tuple[int, int], list[int]] = {}
+            for i in members:
+                groups.setdefault(tuple(reader[i].valid.shape), []).append(i)
+            for group in groups.values():
+                chips = [reader[i] for i in group]
+                x = torch.stack([c.x for c in chips]).to(dev, torch.float32)
+                valid = torch.stack([c.valid for c in chips]).to(dev)
+                origins = [(reader.chips[i].tile.row, reader.chips[i].tile.col) for i in group]
+                best = net(x, valid, origins).logits.argmax(1).cpu()
+                for c, b in zip(chips, best, strict=True):
+                    truth.append(ids[c.target[c.train]])
+                    pred.append(ids[b[c.train]])
+        return classification_metrics(torch.cat(truth).numpy(), torch.cat(pred).numpy(),
+                                      self.model.class_table.ids)
+
     def validate(self, step: int) -> None:
         """Score the validation sample; keep the state with the best OA (ties: lower loss)."""
         self.net.eval()
-        m, _ = score_chips(self.model, self.setup.scenes, self.val_chips,
-                           batch=self.opts.batch)
+        m = self.score_validation()
         self.net.train()
         key = (m.overall_accuracy, -self.history[-1]["loss"] if self.history else 0.0)
         if key > self.best_key:
@@ -541,7 +580,8 @@ class _Fit:
 def train(scene: xr.DataArray | Sequence[xr.DataArray],
           labels: np.ndarray | Sequence[np.ndarray], class_table: ClassTable,
           out_dir: str | Path, opts: TrainOptions | None = None, *,
-          overwrite: bool = False) -> TrainResult:
+          overwrite: bool = False,
+          split: np.ndarray | Sequence[np.ndarray] | None = None) -> TrainResult:
     """Train a model and write its folder (weights, card, history, split rasters) to ``out_dir``.
 
     ``scene`` and ``labels`` may be lists, one label array per scene on its grid (several
@@ -551,6 +591,9 @@ def train(scene: xr.DataArray | Sequence[xr.DataArray],
     Everything that can be checked is checked before the first step: the options, the
     labels, and that ``out_dir`` can be written and holds no model (unless ``overwrite``).
     torch's global random state and thread count are as they were when it returns.
+
+    ``split``: a fixed split (:class:`~hsimap.classes.Split` codes per pixel, one array per
+    scene) instead of one drawn by ``opts`` (an active-learning round, an agreed protocol).
     """
     opts = opts or TrainOptions()
     opts.check()
@@ -563,6 +606,12 @@ def train(scene: xr.DataArray | Sequence[xr.DataArray],
                           "give one per scene")
     scenes = [TrainScene(s, np.asarray(lab)) for s, lab in zip(scenes_in, labels_in,
                                                                strict=True)]
+    if split is not None:
+        splits_in = list(split) if many else [split]
+        for sc, sp in zip(scenes, splits_in, strict=True):
+            if np.shape(sp) != sc.labels.shape:
+                raise HsimapError(f"the split is {np.shape(sp)}, the labels {sc.labels.shape}")
+            sc.split = np.asarray(sp)
     # GDAL's default block cache (5% of RAM) would keep what the scans of the scenes read:
     # memory would grow with the scene, not with the batch and the chip cache.
     with thread_budget(opts.threads) as threads, seeded(opts.seed), bounded_write_cache():
@@ -588,12 +637,19 @@ def _train(scenes: list[TrainScene], class_table: ClassTable, out_dir: str | Pat
     reader = ChipReader(model, scenes, chips, opts.cache_mb * 2 ** 20)
     val_chips = sample_tiles(label_chips(splits, grids, Split.VALIDATION), labels,
                              max_tiles=opts.val_windows, max_pixels=None, seed=opts.seed)
-    fit = _Fit(model, setup, reader, val_chips, opts)
-    stopped = fit.run()
+    # A quarter more for the validation sample, which is scored every val_every steps.
+    val_reader = ChipReader(model, scenes, val_chips, opts.cache_mb * 2 ** 20 // 4)
+    fit = _Fit(model, setup, reader, val_reader, opts)
+    # Steps read chips scattered over the scenes: GDAL's cache need hold one chip's tiles only.
+    with bounded_write_cache(SCATTERED_CACHE_BYTES):
+        stopped = fit.run()
     if fit.best_state is None:
         raise HsimapError("training stopped before the first step finished; nothing saved")
     net.load_state_dict(fit.best_state)
     net.eval()
+    reader.clear()
+    val_reader.clear()
+    fit.ema = None
     test, n_test = None, 0
     test_chips = label_chips(splits, grids, Split.TEST)
     if test_chips:
@@ -613,6 +669,7 @@ def _train(scenes: list[TrainScene], class_table: ClassTable, out_dir: str | Pat
                      "seconds_per_step": round(per_step, 4), "chips": len(chips),
                      "chip_reads": reader.reads, "validation_pixels":
                      int(sum(c.pixels for c in val_chips)), "test_pixels": n_test,
+                     "validation_reads": val_reader.reads,
                      "test_sample": None if opts.test_all else
                      {"max_windows": opts.test_windows, "max_pixels": opts.test_pixels}}
     card.validation_metrics = fit.best_val.to_dict()

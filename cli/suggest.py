@@ -1,0 +1,60 @@
+"""``hsimap suggest`` (experimental): where to label next, as a GeoPackage of points."""
+
+from __future__ import annotations
+
+import click
+
+from hsimap.cli.options import device_opt, overwrite_opt, seed_opt, workers_opt
+
+
+@click.command("suggest")
+@click.argument("source", metavar="SCENE|PROBABILITIES", type=click.Path(exists=True,
+                                                                         dir_okay=False))
+@click.option("-m", "--model", "model_dir", type=click.Path(exists=True), default=None,
+              help="Model folder: suggest from SCENE (not needed for a probabilities raster).")
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="GeoPackage of points to write (.gpkg).")
+@click.option("-n", "n", type=int, default=100, show_default=True, help="Points to suggest.")
+@click.option("--measure", type=click.Choice(["margin", "entropy"]), default="margin",
+              show_default=True,
+              help="Uncertainty: 1 - the margin between the two most probable classes, or the "
+                   "entropy of the probabilities.")
+@click.option("--per-window", type=int, default=3, show_default=True,
+              help="Candidates at most from each window, so that points spread over the scene.")
+@click.option("--min-distance", default="5", show_default=True, metavar="PX|Nm",
+              help="Points at least this far apart: pixels (5) or metres (150m).")
+@click.option("-l", "--labels", "labels_path", type=click.Path(exists=True), default=None,
+              help="Labels already made (raster or vector on the scene's grid): passed over.")
+@click.option("--class-field", default=None, help="Vector attribute holding the class.")
+@workers_opt
+@device_opt
+@seed_opt
+@overwrite_opt
+def command(source, model_dir, output, n, measure, per_window, min_distance, labels_path,
+            class_field, workers, device, seed, overwrite) -> None:
+    """The N pixels where the model is least sure, spread over the scene and the classes.
+
+    Experimental: on the benchmarks (docs/benchmarks.md) its points are measured against as
+    many drawn at random. Label the points' `reference` field (QGIS), add them to the
+    training labels, and train again.
+    """
+    from hsimap.io.scene import open_scene
+    from hsimap.workflows.suggest import SuggestOptions, suggest
+
+    opts = SuggestOptions(n=n, measure=measure, per_window=per_window,
+                          min_distance=min_distance, seed=seed, workers=workers,
+                          overwrite=overwrite)
+    model = None
+    if model_dir is not None:
+        from hsimap.model.store import load_model, resolve_device
+
+        model = load_model(model_dir, resolve_device(device))
+    labels = None
+    if labels_path is not None:
+        from hsimap.io.labels import load_labels
+
+        labels, _ = load_labels(labels_path, open_scene(source), class_field=class_field,
+                                partial=True)
+    r = suggest(source, output, opts, model=model, labels=labels)
+    shares = ", ".join(f"{k} {v}" for k, v in r.per_class.items())
+    click.echo(f"{r.points} points of {r.candidates} candidates ({shares}): {r.path}")

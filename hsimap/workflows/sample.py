@@ -1,0 +1,181 @@
+"""A reference sample for the accuracy of a class map: ``hsimap sample``.
+
+The design (:mod:`hsimap.design`) is stratified random with the map's classes as strata. The
+points are written as a GeoPackage of pixel centres in the map's CRS with ``map_class``,
+``map_class_name`` and an empty ``reference`` field to fill in (QGIS: toggle editing, open
+the attribute table), and the design as layer metadata (``HSIMAP_SAMPLE_DESIGN``, JSON):
+``evaluate --stratified`` reads it back and refuses the sample against a map whose strata
+are not the design's.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from hsimap.classes import ClassTable
+from hsimap.design import Design, allocate, draw, parse_distance, sample_size
+from hsimap.errors import HsimapError
+from hsimap.io.files import atomic_output
+from hsimap.io.rasters import read_class_table
+
+DESIGN_KEY = "HSIMAP_SAMPLE_DESIGN"
+
+
+@dataclass
+class SampleOptions:
+    """How the sample is designed and drawn (the CLI's options, with their defaults)."""
+
+    target_se: float = 0.01
+    expected_ua: float | str | Path = 0.8   # one value, or a CSV of id (or name), expected_ua
+    allocation: str = "olofsson"
+    min_per_class: int = 50
+    min_distance: str | float | None = None  # pixels ("3") or metres ("90m")
+    seed: int = 0
+    overwrite: bool = False
+
+
+@dataclass
+class SampleReport:
+    path: Path
+    design: Design
+    names: list[str]
+
+
+def _read_map(path: str | Path) -> tuple[np.ndarray, rasterio.Affine, object, ClassTable | None]:
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # refused below, in words
+        try:
+            src = rasterio.open(path)
+        except rasterio.errors.RasterioIOError:
+            raise HsimapError(f"{path}: not a readable class map") from None
+    with src:
+        if src.dtypes[0] not in ("uint8", "uint16", "int16", "int32", "uint32"):
+            raise HsimapError(f"{path}: a class map holds integers, this holds {src.dtypes[0]}")
+        if src.crs is None or src.transform.is_identity:
+            raise HsimapError(f"{path}: the map has no georeferencing, so sample points cannot "
+                              "be placed in map coordinates")
+        band = src.read(1)
+        if src.nodata is not None and src.nodata != 0:
+            band = np.where(band == src.nodata, 0, band)
+        return band, src.transform, src.crs, read_class_table(path)
+
+
+def _expected_ua(value: float | str | Path, ids: list[int], names: list[str]) -> np.ndarray:
+    """One value for every class, or a CSV with ``id`` (or ``name``) and ``expected_ua``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = None
+    if v is not None:
+        return np.full(len(ids), v)
+    path = Path(value)
+    if not path.is_file():
+        raise HsimapError(f"--expected-ua: {value} is neither a number nor a CSV file")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "expected_ua" not in rows[0]:
+        raise HsimapError(f"{path}: needs columns id (or name) and expected_ua")
+    by_id, by_name = {}, {}
+    for r in rows:
+        try:
+            ua = float(r["expected_ua"])
+        except (TypeError, ValueError):
+            raise HsimapError(f"{path}: expected_ua {r['expected_ua']!r} is not a number") from None
+        if r.get("id"):
+            by_id[int(r["id"])] = ua
+        if r.get("name"):
+            by_name[r["name"].strip().lower()] = ua
+    out = []
+    for i, n in zip(ids, names, strict=True):
+        ua = by_id.get(i, by_name.get(n.lower()))
+        if ua is None:
+            raise HsimapError(f"{path}: no expected_ua for class {i} ({n})")
+        out.append(ua)
+    return np.asarray(out)
+
+
+def sample_map(classes: str | Path, output: str | Path, opts: SampleOptions | None = None
+               ) -> SampleReport:
+    """Design and draw a stratified random sample of the class map ``classes`` and write it
+    to ``output`` (a GeoPackage)."""
+    import pyogrio
+    import shapely
+
+    opts = opts or SampleOptions()
+    out = Path(output)
+    if out.suffix.lower() != ".gpkg":
+        raise HsimapError(f"{out}: name the sample .gpkg (it carries its design as metadata)")
+    min_distance, unit = parse_distance(opts.min_distance)
+    band, transform, crs, table = _read_map(classes)
+    ids = [int(v) for v in np.unique(band) if v != 0]
+    if not ids:
+        raise HsimapError(f"{classes}: no classified pixels to sample")
+    names = [table.name_of(i) if table else f"class {i}" for i in ids]
+    strata = np.array([(band == i).sum() for i in ids], np.int64)
+    if unit == "m":
+        if not crs.is_projected:
+            raise HsimapError("--min-distance in metres needs a map in a projected CRS; give "
+                              "it in pixels")
+        min_distance = min_distance / (abs(transform.a) * crs.linear_units_factor[1])
+    ua = _expected_ua(opts.expected_ua, ids, names)
+    total = sample_size(strata, ua, opts.target_se)
+    planned = allocate(strata, total, opts.allocation, opts.min_per_class)
+    rows, cols = draw(band, ids, planned, min_distance=min_distance, seed=opts.seed)
+    mapped = band[rows, cols].astype(np.int32)
+    drawn = [int((mapped == i).sum()) for i in ids]
+    design = Design(ids, [int(s) for s in strata], [int(n) for n in planned], drawn,
+                    opts.allocation, opts.target_se, [float(u) for u in ua], opts.min_per_class,
+                    float(min_distance), opts.seed)
+    xs, ys = rasterio.transform.xy(transform, rows, cols, offset="center")
+    geoms = shapely.points(np.asarray(xs, float), np.asarray(ys, float))
+    lut = dict(zip(ids, names, strict=True))
+    with atomic_output(out, opts.overwrite) as tmp:
+        pyogrio.raw.write(
+            tmp, shapely.to_wkb(geoms),
+            [np.arange(1, len(rows) + 1, dtype=np.int32), mapped,
+             np.array([lut[int(m)] for m in mapped], dtype=object),
+             np.zeros(len(rows), np.int32)],
+            fields=["sample_id", "map_class", "map_class_name", "reference"],
+            # reference starts empty (NULL): the analyst enters the class id seen on the ground
+            field_mask=[np.zeros(len(rows), bool)] * 3 + [np.ones(len(rows), bool)],
+            geometry_type="Point", crs=crs.to_wkt(), driver="GPKG", layer=out.stem,
+            layer_metadata={DESIGN_KEY: json.dumps({"map": str(Path(classes).resolve()),
+                                                    **design.to_dict()})})
+    return SampleReport(out, design, names)
+
+
+def read_design(path: str | Path) -> dict | None:
+    """The design a sample written by :func:`sample_map` carries, or None."""
+    import pyogrio
+
+    try:
+        meta = pyogrio.read_info(path).get("layer_metadata") or {}
+    except Exception:
+        return None
+    text = meta.get(DESIGN_KEY)
+    return json.loads(text) if text else None
+
+
+def check_design(design: dict, class_ids: list[int], pixels: np.ndarray, sample: str | Path,
+                 prediction: str | Path) -> None:
+    """Refuse a sample whose strata are not the map's: another map, or one since changed."""
+    mine = dict(zip(design.get("class_ids", []), design.get("strata_pixels", []), strict=False))
+    theirs = {int(i): int(n) for i, n in zip(class_ids, pixels, strict=True) if n > 0}
+    if mine != theirs:
+        diff = sorted(set(mine) ^ set(theirs)) or \
+            [i for i in mine if mine[i] != theirs.get(i)]
+        raise HsimapError(f"{sample}: drawn from a map whose strata differ from "
+                          f"{Path(prediction).name}'s (class {diff[0]}: "
+                          f"{mine.get(diff[0], 0):,} px in the design, "
+                          f"{theirs.get(diff[0], 0):,} in the map); evaluate it against the "
+                          f"map it was drawn from ({design.get('map', '?')})")
