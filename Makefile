@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check hsimap cli tests benchmarks examples
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --cov=hsimap --cov=cli --cov-report=term:skip-covered
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ""

@@ -95,6 +95,8 @@ def main(argv=None) -> None:
     ap.add_argument("--ablation-seeds", type=int, nargs="*", default=None,
                     help="Seeds for the ablations (default: --seeds).")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument("--no-baselines", action="store_true",
+                    help="Skip SVM and RF (their figures for these seeds are known).")
     args = ap.parse_args(argv)
     rows, per_class = [], []
     for name in args.scenes:
@@ -103,8 +105,9 @@ def main(argv=None) -> None:
         timing: dict[str, list] = {}
         for seed in args.seeds:
             split = split_labels(labels, tbl.ids, seed=seed)
-            for k, m in baselines(scene, labels, tbl.ids, split, seed).items():
-                results.setdefault(k, []).append(m)
+            if not args.no_baselines:
+                for k, m in baselines(scene, labels, tbl.ids, split, seed).items():
+                    results.setdefault(k, []).append(m)
             for variant in args.variants:
                 seeds = args.seeds if variant == "hsimap" or args.ablation_seeds is None \
                     else args.ablation_seeds

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,19 +65,26 @@ def polygon_labels(labels: Path, out: Path, n: int = 40, seed: int = 0) -> Path:
 
 
 def run_train(scene: Path, labels: Path, out: Path, extra: list[str]) -> dict:
-    """One ``hsimap train`` process: wall time, peak RSS, and what its card says."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """One ``hsimap train`` process: wall time, its own peak RSS (``wait4``: the
+    children's figure of ``getrusage`` is the largest of every child so far), and what its
+    card says."""
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "hsimap", "-q", "train", scene, "-l", labels,
-                        "-o", out, "--overwrite", *extra], capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if r.returncode != 0:
-        return {"error": (r.stderr.strip().splitlines() or ["failed"])[-1][:100]}
+    with tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen([sys.executable, "-m", "hsimap", "-q", "train", scene, "-l",
+                              labels, "-o", out, "--overwrite", *extra],
+                             stdout=subprocess.DEVNULL, stderr=err, text=True)
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - t
+        p.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        stderr = err.read()
+    peak = usage.ru_maxrss
+    if p.returncode != 0:
+        return {"error": (stderr.strip().splitlines() or ["failed"])[-1][:100]}
     card = json.loads((out / "model.json").read_text())
     tr = card["training"]
     return {"wall": wall, "s_step": tr["seconds_per_step"], "chips": tr["chips"],
-            "steps": tr["steps_run"], "rss": max(peak, before) / 1024,
+            "steps": tr["steps_run"], "rss": peak / 1024,
             "oa": card["test_metrics"]["overall_accuracy"],
             "test_px": tr.get("test_pixels", 0)}
 

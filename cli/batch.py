@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from hsimap.cli.options import (
+    at_least_one,
     build_predict_options,
     device_opt,
     model_opt,
@@ -26,12 +27,13 @@ from hsimap.workflows.batch import BatchOptions, expand_scenes, run_batch
 @output_opt
 @click.option("--list", "list_file", type=click.Path(exists=True), default=None,
               help="File with one scene path a line.")
-@click.option("-j", "--jobs", type=int, default=None,
+@click.option("-j", "--jobs", type=int, default=None, callback=at_least_one,
               help="Scenes at once: worker processes of the local cluster "
                    "(default: cores / --workers).")
-@click.option("--workers", type=int, default=1, show_default=True,
+@click.option("--workers", type=int, default=1, show_default=True, callback=at_least_one,
               help="Parallel windows (threads) of each scene, as in `hsimap predict`.")
-@click.option("--threads-per-worker", "workers_old", type=int, default=None, hidden=True)
+@click.option("--threads-per-worker", "workers_old", type=int, default=None, hidden=True,
+              callback=at_least_one)
 @click.option("--scheduler", default=None,
               help="Existing cluster: tcp://HOST:PORT or a scheduler JSON file.")
 @click.option("--overwrite", is_flag=True,
@@ -54,10 +56,6 @@ def command(scenes, model_dir, output, list_file, jobs, workers, workers_old, sc
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     # --threads-per-worker and --force: earlier names, kept so that scripts still run.
     workers = workers_old or workers
-    if workers < 1:
-        raise click.BadParameter(f"must be at least 1, got {workers}", param_hint="--workers")
-    if jobs is not None and jobs < 1:
-        raise click.BadParameter(f"must be at least 1, got {jobs}", param_hint="--jobs")
     options = BatchOptions(build_predict_options(predict, workers=workers, overwrite=True,
                                                  progress=False), device=device)
     options.predict.check()  # before any cluster starts

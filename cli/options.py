@@ -55,8 +55,15 @@ device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"])
                           show_default=True, help="Where the model runs.")
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+def at_least_one(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """A count of workers, jobs or threads: 1 or more (or unset)."""
+    if value is not None and value < 1:
+        raise click.BadParameter(f"must be at least 1, got {value}", ctx=ctx, param=param)
+    return value
+
+
 workers_opt = click.option(
-    "--workers", type=int, default=None,
+    "--workers", type=int, default=None, callback=at_least_one,
     help="Parallel windows (threads); default: the core count.")
 
 

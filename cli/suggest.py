@@ -19,8 +19,9 @@ from hsimap.cli.options import device_opt, overwrite_opt, seed_opt, workers_opt
               show_default=True,
               help="Uncertainty: 1 - the margin between the two most probable classes, or the "
                    "entropy of the probabilities.")
-@click.option("--per-window", type=int, default=3, show_default=True,
-              help="Candidates at most from each window, so that points spread over the scene.")
+@click.option("--per-window", type=int, default=None,
+              help="Candidates at most from each window, so that points spread over the scene "
+                   "(default: 3, more where the scene has too few windows for N).")
 @click.option("--min-distance", default="5", show_default=True, metavar="PX|Nm",
               help="Points at least this far apart: pixels (5) or metres (150m).")
 @click.option("-l", "--labels", "labels_path", type=click.Path(exists=True), default=None,

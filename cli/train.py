@@ -73,15 +73,15 @@ def command(scenes, labels, output, class_field, classes_csv, label_variable, tr
     bands, scaling, metrics, scenes), history.csv and split.tif (1 train, 2 validation,
     3 test), or split_<scene>.tif per scene.
     """
-    from pathlib import Path
-
     from hsimap.errors import HsimapError
-    from hsimap.io.labels import VECTOR_SUFFIXES, combine_labels, load_labels
-    from hsimap.io.scene import open_scene
-    from hsimap.model.store import check_model_folder, resolve_device
-    from hsimap.workflows.train import TrainOptions, train
+    from hsimap.model.store import resolve_device
+    from hsimap.workflows.train import TrainOptions, pair_labels, train_from_files
 
-    out = Path(output)
+    try:  # a count of arguments that do not pair is a usage error, said before anything runs
+        pair_labels(scenes, labels, what="-l")
+    except HsimapError as exc:
+        raise click.UsageError(str(exc)) from None
+
     if epochs is not None:
         click.echo(f"--epochs is read as --steps {epochs} (training counts steps of --batch "
                    "chips since 0.2)", err=True)
@@ -93,30 +93,10 @@ def command(scenes, labels, output, class_field, classes_csv, label_variable, tr
                         train_fraction=train_fraction, tokens=tokens, unmixing=not no_unmixing,
                         seed=seed, device=str(resolve_device(device)), threads=threads,
                         name_library=name_library, progress=not quiet)
-    # Everything that can be refused is refused before the scene and labels are read.
-    opts.check()
-    check_model_folder(out, overwrite)
-    if len(labels) == 1 and len(scenes) > 1:
-        if Path(labels[0]).suffix.lower() not in VECTOR_SUFFIXES:
-            raise click.UsageError(f"{len(scenes)} scenes and one -l {labels[0]}: give one -l "
-                                   "per scene, or one vector file covering all of them")
-        labels = labels * len(scenes)
-    elif len(labels) != len(scenes):
-        raise click.UsageError(f"{len(scenes)} scene(s) but {len(labels)} -l: give one per "
-                               "scene, in order, or one vector file for all")
-    data = [open_scene(s, variable=variable) for s in scenes]
-    loaded = []
-    for lab, d, name in zip(labels, data, scenes, strict=True):
-        try:
-            loaded.append(load_labels(lab, d, class_field=class_field, variable=label_variable,
-                                      classes_csv=classes_csv, partial=len(scenes) > 1))
-        except HsimapError as exc:
-            raise HsimapError(f"{exc} ({name})" if len(scenes) > 1 else str(exc)) from None
-    if len(scenes) == 1:
-        result = train(data[0], loaded[0][0], loaded[0][1], out, opts, overwrite=overwrite)
-    else:
-        table, lab = combine_labels([t for _, t in loaded], [a for a, _ in loaded])
-        result = train(data, lab, table, out, opts, overwrite=overwrite)
+    result = train_from_files(scenes, labels, output, opts, class_field=class_field,
+                              classes_csv=classes_csv, variable=variable,
+                              label_variable=label_variable, overwrite=overwrite)
+    out = output
     excluded = result.model.card.excluded_bands
     if excluded:
         click.echo(f"excluded {len(excluded)} band(s) with no data, or one value, over the "

@@ -55,8 +55,6 @@ def command(scene, output, endmembers, method, extraction, library, fixed_librar
             stac, no_quicklooks, overwrite, quiet) -> None:
     """Unmix SCENE without labels: SCENE_abundances.tif, SCENE_error.tif and the endmember
     library SCENE_endmembers.sli/.hdr/.csv, on the scene's grid, plus quicklooks."""
-    if fixed_library and not library:
-        raise click.UsageError("--fixed-library needs --library")
     from hsimap.io.scene import open_scene
     from hsimap.model.store import resolve_device
     from hsimap.products import OutputOptions

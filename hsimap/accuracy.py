@@ -1,5 +1,6 @@
-"""Map accuracy as land-cover producers report it: mapped area per class, and area-adjusted
-accuracy and area estimates with 95% confidence intervals from a stratified reference sample.
+"""Map accuracy as land-cover producers report it: area-adjusted accuracy and area estimates
+with 95% confidence intervals from a stratified reference sample (the mapped area per class is
+:mod:`hsimap.io.areas`).
 
 The estimators are those of Olofsson et al. (2014), "Good practices for estimating area and
 assessing accuracy of land change", Remote Sensing of Environment 148: 42-57, equations 2-10,
@@ -12,66 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import rasterio
-from rasterio.windows import Window
 
 from hsimap.errors import HsimapError
 
 Z95 = 1.959964
-
-
-@dataclass
-class MappedArea:
-    """Pixels of each class in a class map, and their area in hectares (None without a CRS)."""
-
-    pixels: np.ndarray            # per class id, in the order asked for
-    hectares: np.ndarray | None
-
-
-def mapped_area(path, class_ids: list[int]) -> MappedArea:
-    """Count each class's pixels in the class map at ``path``, block by block, and their area.
-
-    Projected CRS: pixel area from the transform, in the CRS's linear unit. Geographic CRS:
-    each row's pixel area on the CRS's ellipsoid (it shrinks towards the poles).
-    """
-    ids = np.asarray(class_ids)
-    with rasterio.open(path) as src:
-        top = max(int(ids.max()), 0) + 1
-        counts = np.zeros(top, np.int64)
-        per_row: np.ndarray | None = None
-        row_area = _row_areas_m2(src)
-        if row_area is not None:
-            per_row = np.zeros(top, np.float64)
-        step = 256
-        for r0 in range(0, src.height, step):
-            h = min(step, src.height - r0)
-            block = src.read(1, window=Window(0, r0, src.width, h)).astype(np.int64)
-            inside = (block >= 0) & (block < top)
-            counts += np.bincount(block[inside], minlength=top)
-            if per_row is not None:
-                w = np.broadcast_to(row_area[r0:r0 + h, None], block.shape)[inside]
-                per_row += np.bincount(block[inside], weights=w, minlength=top)
-    hectares = per_row[ids] / 1e4 if per_row is not None else None
-    return MappedArea(counts[ids], hectares)
-
-
-def _row_areas_m2(src) -> np.ndarray | None:
-    """Area of one pixel in each row, in m^2; None when the map has no CRS."""
-    crs, t = src.crs, src.transform
-    if crs is None:
-        return None
-    if crs.is_projected:
-        _, factor = crs.linear_units_factor
-        return np.full(src.height, abs(t.a * t.e - t.b * t.d) * factor ** 2)
-    from pyproj import CRS, Geod
-
-    geod = CRS.from_user_input(crs.to_wkt()).get_geod() or Geod(ellps="WGS84")
-    out = np.empty(src.height)
-    for r in range(src.height):
-        xs = [t.c, t.c + t.a, t.c + t.a, t.c]
-        ys = [t.f + t.e * r, t.f + t.e * r, t.f + t.e * (r + 1), t.f + t.e * (r + 1)]
-        out[r] = abs(geod.polygon_area_perimeter(xs, ys)[0])
-    return out
 
 
 @dataclass

@@ -148,6 +148,8 @@ def map_tiles(scene: xr.DataArray, grid: list[Tile],
     tasks = [dask.delayed(run, pure=False)(g) for g in groups]
     import torch  # here, not at the top: commands that never run a model start without it
 
+    fewer_malloc_arenas()
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

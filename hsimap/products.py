@@ -219,7 +219,7 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
 
 def _write_styles_and_areas(staged: dict[str, Path], class_table: ClassTable | None) -> None:
     """QGIS styles beside the rasters, and the class map's area per class (pixels, ha)."""
-    from hsimap.accuracy import mapped_area
+    from hsimap.io.areas import mapped_area
 
     if "classes_qml" in staged:
         staged["classes_qml"].write_text(classes_qml(class_table))

@@ -11,9 +11,7 @@ fit needs before it starts.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import xarray as xr
@@ -21,8 +19,6 @@ from scipy.ndimage import uniform_filter
 
 from hsimap.errors import HsimapError
 from hsimap.io.scene import read_block, read_window
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -117,28 +113,7 @@ class SceneScan:
     usable: list[Tile]         # windows holding valid pixels
 
 
-def read_ahead(fn: Callable[[Tile], T], tiles: list[Tile], workers: int = 1) -> Iterator[T]:
-    """``fn`` of each tile, in order, computed on ``workers`` threads with at most twice that
-    many results waiting: GDAL decompresses tiles without the GIL, so a scan of a
-    compressed flight line runs on every core, in bounded memory."""
-    if workers <= 1:
-        yield from map(fn, tiles)
-        return
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(workers) as pool:
-        pending: deque = deque()
-        for t in tiles:
-            pending.append(pool.submit(fn, t))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
-def dead_bands(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray,
-               workers: int = 1) -> np.ndarray:
+def dead_bands(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray) -> np.ndarray:
     """Which of ``bands`` hold no information over the whole scene: nodata (or not finite)
     everywhere, or one value everywhere. Sensors fill absorption bands so (EnMAP writes six of
     its 224 bands as nodata) without always flagging them bad. Returns a bool per band."""
@@ -146,12 +121,9 @@ def dead_bands(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray,
     seen = np.zeros(len(bands), bool)
     lo = np.full(len(bands), np.inf)
     hi = np.full(len(bands), -np.inf)
-    def read(t: Tile) -> np.ndarray:
-        return read_block(scene, (bands, t.core_rows, t.core_cols))
-
-    for block in read_ahead(read, grid, workers):
+    for t in grid:
         with np.errstate(invalid="ignore", over="ignore"):  # NaN fill of a damaged scene
-            raw = block.astype(np.float64)
+            raw = read_block(scene, (bands, t.core_rows, t.core_cols)).astype(np.float64)
         raw = raw.reshape(len(bands), -1)
         data = np.isfinite(raw)
         if nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata)):
@@ -175,7 +147,7 @@ def check_magnitude(lo: float, hi: float, source: object) -> None:
 
 
 def scan_scene(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray, n: int = 0,
-               seed: int = 0, smoothed: bool = False, workers: int = 1) -> SceneScan:
+               seed: int = 0, smoothed: bool = False) -> SceneScan:
     """Read every window once: the value range of the used ``bands`` over valid pixels, up to
     ``n`` sample pixels drawn evenly over the scene, also smoothed when ``smoothed`` (the halo
     makes the smoothing exact at window edges), and which windows have valid pixels.
@@ -187,10 +159,8 @@ def scan_scene(scene: xr.DataArray, grid: list[Tile], bands: np.ndarray, n: int 
     lo, hi = math.inf, -math.inf
     raw, smooth, usable = [], [], []
     share = min(1.0, 4.0 * max(n, 0) / max(1, sum(t.pixels for t in grid)))
-    def read(t: Tile) -> tuple[np.ndarray, np.ndarray]:
-        return read_window(scene, t.rows, t.cols, bands, valid_bands=bands)
-
-    for t, (values, valid) in zip(grid, read_ahead(read, grid, workers), strict=True):
+    for t in grid:
+        values, valid = read_window(scene, t.rows, t.cols, bands, valid_bands=bands)
         if not valid.any():
             continue
         usable.append(t)
@@ -230,3 +200,104 @@ def fill_invalid(x: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
     _, (ri, ci) = distance_transform_edt(~valid, return_indices=True)
     return x[:, ri, ci]
+
+
+class TrainingScan:
+    """:func:`dead_bands` and :func:`scan_scene` of the bands left, in one read of the scene
+    (each tile's core once): a flight line of 16 Mpx x 200 bands is gigabytes to decompress.
+
+    Which pixels are valid depends on which bands are dead, known only once every scene of a
+    run is read. Each core is judged on the bands that have data in it; that is the final
+    judgement wherever the bands it lacks turn out dead and no pixel lacks only some of the
+    others, which holds for nodata borders and for bands a sensor fills everywhere. A core
+    where it does not hold is read again in :meth:`finish`, once the bands are known.
+    """
+
+    def __init__(self, scene: xr.DataArray, grid: list[Tile], bands: np.ndarray, n: int,
+                 seed: int = 0):
+        self.scene, self.grid, self.bands, self.n, self.seed = scene, grid, bands, n, seed
+        nodata = scene.attrs.get("nodata")
+        fill = nodata is not None and not (isinstance(nodata, float) and math.isnan(nodata))
+        nb = len(bands)
+        seen = np.zeros(nb, bool)
+        blo = np.full(nb, np.inf)
+        bhi = np.full(nb, -np.inf)
+        self.share = min(1.0, 4.0 * max(n, 0) / max(1, sum(t.pixels for t in grid)))
+        self.tiles: list[tuple[np.ndarray, bool, np.ndarray | None, np.ndarray | None]] = []
+        self.picks: dict[int, np.ndarray] = {}
+        for k, t in enumerate(grid):
+            raw = read_block(scene, (bands, t.core_rows, t.core_cols)).reshape(nb, -1)
+            with np.errstate(invalid="ignore", over="ignore"):  # NaN fill of a damaged scene
+                data = np.isfinite(raw) if raw.dtype.kind == "f" else np.ones(raw.shape, bool)
+                if fill:
+                    data &= raw != nodata
+                as64 = raw.astype(np.float64)
+            seen |= data.any(axis=1)
+            blo = np.minimum(blo, np.where(data, as64, np.inf).min(axis=1))
+            bhi = np.maximum(bhi, np.where(data, as64, -np.inf).max(axis=1))
+            present = data.any(axis=1)
+            if not present.any():
+                self.tiles.append((~present, True, None, None))
+                continue
+            full = data[present].all(axis=0)
+            exact = not (data[present].any(axis=0) & ~full).any()
+            if not full.any():
+                self.tiles.append((~present, exact, None, None))
+                continue
+            values = self._physical(raw)
+            self.tiles.append((~present, exact, np.where(full, values, np.inf).min(axis=1),
+                               np.where(full, values, -np.inf).max(axis=1)))
+            self._draw(k, values, full)
+        self.dead = ~seen | (blo >= bhi)
+
+    def _physical(self, raw: np.ndarray) -> np.ndarray:
+        scale = np.float32(self.scene.attrs.get("scale_factor", 1.0))
+        offset = np.float32(self.scene.attrs.get("add_offset", 0.0))
+        v = raw.astype(np.float32)
+        return v * scale + offset if scale != 1.0 or offset != 0.0 else v
+
+    def _draw(self, k: int, values: np.ndarray, valid: np.ndarray) -> None:
+        """Sample pixels of core ``k``; its own random stream, so a core read again in
+        :meth:`finish` draws as it would have."""
+        if self.n <= 0:
+            return
+        rng = np.random.default_rng([self.seed, k])
+        pick = valid & (rng.random(valid.shape) < self.share)
+        if pick.any():
+            self.picks[k] = values[:, pick].T
+        else:
+            self.picks.pop(k, None)
+
+    def finish(self, keep: np.ndarray) -> SceneScan:
+        """The scan of the bands ``keep`` (bool per band; those dead in no scene of the run).
+        ``usable`` lists the tiles whose core has valid pixels."""
+        nb = len(self.bands)
+        lo_all, hi_all, usable = math.inf, -math.inf, []
+        for k, (lacking, exact, lo, hi) in enumerate(self.tiles):
+            t = self.grid[k]
+            if not exact or (lacking & keep).any():   # judged again on the bands kept
+                values, valid = read_window(self.scene, t.core_rows, t.core_cols,
+                                            self.bands[keep], valid_bands=self.bands[keep])
+                flat = valid.ravel()
+                v = values.reshape(int(keep.sum()), -1)
+                all_bands = np.zeros((nb, v.shape[1]), np.float32)
+                all_bands[keep] = v
+                self._draw(k, all_bands, flat)
+                if flat.any():
+                    usable.append(t)
+                    lo_all = min(lo_all, float(v[:, flat].min()))
+                    hi_all = max(hi_all, float(v[:, flat].max()))
+                continue
+            if lo is None:
+                continue
+            usable.append(t)
+            lo_all = min(lo_all, float(lo[keep].min()))
+            hi_all = max(hi_all, float(hi[keep].max()))
+        if not usable:
+            raise HsimapError("the scene has no valid pixels")
+        check_magnitude(lo_all, hi_all, self.scene.attrs.get("source", "scene"))
+        chosen = [self.picks[k][:, keep] for k in sorted(self.picks)]
+        raw = np.concatenate(chosen) if chosen else np.zeros((0, int(keep.sum())), np.float32)
+        if len(raw) > self.n:
+            raw = raw[np.random.default_rng(self.seed).choice(len(raw), self.n, replace=False)]
+        return SceneScan(lo_all, max(hi_all, lo_all + 1e-6), raw, None, usable)

@@ -150,7 +150,7 @@ def test_mapped_area_on_a_geographic_grid_follows_latitude(tmp_path):
     on the WGS84 ellipsoid), each row measured on it."""
     from pyproj import Geod
 
-    from hsimap.accuracy import mapped_area
+    from hsimap.io.areas import mapped_area
 
     areas = []
     for lat in (0.0, 60.0):

@@ -116,13 +116,19 @@ def test_pscan_backend_is_the_reference(monkeypatch):
     block = Mamba(16)
     x = torch.randn(2, 9, 16)
     fused = block(x)
-    monkeypatch.setenv("HSIMAP_SCAN", "pscan")
-    ref = block(x)
+    other = Mamba(16, scan="pscan")
+    other.load_state_dict(block.state_dict(), strict=True)
+    ref = other(x)
     assert not torch.equal(fused, ref)  # really another code path
     assert _rel(fused, ref) < 1e-5
+    # The environment sets the default of blocks built afterwards, not of those built before.
+    monkeypatch.setenv("HSIMAP_SCAN", "pscan")
+    assert torch.equal(block(x), fused) and Mamba(16).scan == "pscan"
     monkeypatch.setenv("HSIMAP_SCAN", "nope")
     with pytest.raises(ValueError, match="HSIMAP_SCAN"):
-        block(x)
+        Mamba(16)
+    with pytest.raises(ValueError, match="scan='nope'"):
+        Mamba(16, scan="nope")
 
 
 def test_model_saved_before_the_fused_scan_gives_the_same_map(tmp_path):

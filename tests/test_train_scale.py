@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 
 from hsimap.io.labels import load_labels, split_labels
@@ -138,3 +139,39 @@ def test_a_cache_smaller_than_the_chips_rereads_them_as_float16(small_scene, tmp
     assert tr["chips"] * 32 * 32 * 32 * 4 > 2 ** 20
     assert tr["chip_reads"] > tr["chips"]
     assert r.test_metrics.pixels > 0
+
+
+@pytest.mark.parametrize("case", ["border", "dead and constant bands", "partial pixels"])
+def test_one_read_scan_equals_the_two_passes(tmp_path, case):
+    """TrainingScan (one read) gives the dead bands and the scaling of dead_bands followed by
+    scan_scene (two reads), also where a core must be judged again."""
+    from hsimap.io.scene import open_scene, usable_bands
+    from hsimap.windows import TrainingScan, dead_bands, scan_scene, tiles
+
+    made = make_scene(tmp_path / "s.tif", SynthSpec(width=70, height=50, bands=12,
+                                                    endmembers=4, classes=3, seed=2,
+                                                    nodata_edges=True))
+    with rasterio.open(made.scene) as src:
+        profile, data = src.profile, src.read()
+    nodata = profile["nodata"]
+    if case != "border":
+        data[3] = nodata                 # a band filled with nodata everywhere
+        data[7] = 1234                   # a band of one value
+    if case == "partial pixels":
+        data[7, 10:14, 20:30] = nodata   # ... but nodata in a few pixels of the constant band
+        data[1, 30:33, 5:9] = nodata     # and a live band missing at a few pixels
+    path = tmp_path / "edited.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    scene = open_scene(path)
+    grid = tiles(50, 70, 32, 4)
+    bands = usable_bands(scene)
+    one = TrainingScan(scene, grid, bands, n=500, seed=0)
+    dead = dead_bands(scene, grid, bands)
+    assert np.array_equal(one.dead, dead)
+    scan = one.finish(~dead)
+    ref = scan_scene(scene, grid, bands[~dead], n=500, seed=0)
+    assert (scan.lo, scan.hi) == (ref.lo, ref.hi)
+    assert scan.raw.shape[1] == ref.raw.shape[1] and 0 < len(scan.raw) <= 500
+    if case != "border":
+        assert dead[3] and dead[7]

@@ -122,9 +122,7 @@ def _raster_labels(path: Path, grid: Grid) -> tuple[np.ndarray, ClassTable | Non
     except rasterio.errors.RasterioIOError:
         raise HsimapError(f"{path}: not a readable label raster or vector file") from None
     with src:
-        same = (src.width, src.height) == (grid.width, grid.height) and \
-            src.transform.almost_equals(grid.transform) and \
-            (src.crs == grid.crs or src.crs is None or grid.crs is None)
+        same = Grid.of(src).same_as(grid)
         table = read_class_table(path)
         values = _class_values(src.read(1), src.nodata, path)
         if table is None:

@@ -1,4 +1,4 @@
-"""GIS-ready rasters: the grid, window-by-window sinks, whole-array writes, class tables.
+"""GIS-ready rasters: window-by-window sinks, whole-array writes, class tables, the VRT mosaic.
 
 Every writer goes through :class:`RasterSink`: windows are written into a hidden temporary file
 beside the output, which on :meth:`RasterSink.commit` is copied into its final layout (tiled,
@@ -17,7 +17,6 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -26,38 +25,13 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
-from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from hsimap.classes import ClassTable, class_dtype, parse_color
 from hsimap.errors import HsimapError
 from hsimap.io.files import atomic_output, check_output, remove, temp_name
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A raster grid: size, CRS and affine transform (GDAL's names).
-
-    ``has_transform`` is False where the source has no geotransform (a .mat cube, an ENVI
-    file without map info): the transform is then the identity of pixel coordinates and is
-    not written, so that outputs are as unreferenced as their source rather than flipped
-    onto made-up coordinates. ``gcps`` (rasterio's ``(points, crs)``) carries a source
-    georeferenced by ground control points, written into every output as they were."""
-
-    width: int
-    height: int
-    crs: CRS | None
-    transform: Affine
-    has_transform: bool = True
-    gcps: tuple | None = None
-
-    @classmethod
-    def from_scene(cls, scene: Any) -> Grid:
-        gcps = scene.attrs.get("gcps")
-        has = bool(scene.attrs.get("georeferenced", True)) and gcps is None
-        return cls(scene.sizes["x"], scene.sizes["y"], scene.rio.crs if has else None,
-                   scene.rio.transform(), has, gcps)
+from hsimap.io.grid import Grid  # noqa: F401  (re-exported: io.rasters.Grid is public)
 
 
 def parse_creation_options(items: Sequence[str]) -> dict[str, str]:
@@ -388,15 +362,14 @@ def write_vrt(class_maps: list[Path], path: Path, overwrite: bool = False) -> Pa
             infos.append((p, src.crs, src.transform, src.width, src.height, src.dtypes[0],
                           src.colormap(1)))
     _, crs, t0, _, _, dtype, cmap = infos[0]
-    for p, c, t, *_ in infos:
-        if c != crs or abs(t.a - t0.a) > 1e-9 or abs(t.e - t0.e) > 1e-9:
+    grids = [Grid(w, h, c, t) for _, c, t, w, h, _, _ in infos]
+    for (p, *_), g in zip(infos, grids, strict=True):
+        if not g.aligned_with(grids[0]):
             raise HsimapError(f"{p}: CRS or pixel size differs from {infos[0][0]}; "
                               "no VRT written")
-    left = min(t.c for _, _, t, *_ in infos)
-    top = max(t.f for _, _, t, *_ in infos)
-    right = max(t.c + w * t.a for _, _, t, w, _, _, _ in infos)
-    bottom = min(t.f + h * t.e for _, _, t, _, h, _, _ in infos)
-    width, height = round((right - left) / t0.a), round((bottom - top) / t0.e)
+    mosaic = grids[0].union(grids[1:])
+    width, height = mosaic.width, mosaic.height
+    left, top = mosaic.transform.c, mosaic.transform.f
     gdt = {"uint8": "Byte", "uint16": "UInt16"}[dtype]
     table = read_class_table(infos[0][0])
     # The colour table up to the largest class only: GDAL pads a Byte palette to 256 entries,

@@ -49,15 +49,11 @@ def write_item(path: Path, item_id: str, grid: Grid, assets: dict[str, Path],
     ``assets`` (key -> file beside ``path``)."""
     import pystac
     from pystac.extensions.projection import ProjectionExtension
-    from rasterio.warp import transform_bounds
 
     geometry, bbox = None, None
-    if grid.crs is not None and grid.has_transform:
-        left, top = grid.transform * (0, 0)
-        right, bottom = grid.transform * (grid.width, grid.height)
-        w, s, e, n = transform_bounds(grid.crs, "EPSG:4326", min(left, right),
-                                      min(top, bottom), max(left, right), max(top, bottom),
-                                      densify_pts=21)
+    footprint = grid.footprint_wgs84()
+    if footprint is not None:
+        w, s, e, n = footprint
         bbox = [w, s, e, n]
         geometry = {"type": "Polygon",
                     "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]}

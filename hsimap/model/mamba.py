@@ -8,8 +8,10 @@ holding the same tensors, so one model file serves both backends.
 
 On the CPU the block runs channel-last with :func:`hsimap.model.scan.selective_scan`, a fused
 numba kernel. mambapy's own forward (parallel scan) stays as the reference the tests and
-benchmarks compare against: ``HSIMAP_SCAN=pscan`` selects it, and a GPU without mamba-ssm uses
-it.
+benchmarks compare against: ``Mamba(..., scan="pscan")`` selects it (as mamba-ssm's
+``use_fast_path`` selects its kernels, a constructor flag); ``HSIMAP_SCAN=pscan`` sets the
+default of blocks built from then on, for the benchmarks' subprocesses. A GPU without mamba-ssm
+uses it.
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ from hsimap.model.scan import selective_scan
 SCAN_BACKENDS = ("fused", "pscan")
 
 
-def scan_backend() -> str:
-    """The CPU scan: ``fused`` (default) or ``pscan`` (mambapy's, the reference)."""
-    name = os.environ.get("HSIMAP_SCAN", "fused")
+def scan_backend(name: str | None = None) -> str:
+    """The CPU scan: ``name``, else ``HSIMAP_SCAN``, else ``fused`` (``pscan``: mambapy's, the
+    reference)."""
+    env = name is None
+    name = os.environ.get("HSIMAP_SCAN", "fused") if env else name
     if name not in SCAN_BACKENDS:
-        raise ValueError(f"HSIMAP_SCAN={name!r}: expected one of {', '.join(SCAN_BACKENDS)}")
+        what = f"HSIMAP_SCAN={name!r}" if env else f"scan={name!r}"
+        raise ValueError(f"{what}: expected one of {', '.join(SCAN_BACKENDS)}")
     return name
 
 
@@ -46,12 +51,15 @@ class Mamba(MambaBlock):
         d_state: SSM state size N.
         d_conv: width of the causal depthwise convolution.
         expand: inner width = expand * d_model.
+        scan: the CPU scan, ``fused`` or ``pscan`` (default: :func:`scan_backend`).
     """
 
-    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2):
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 scan: str | None = None):
         super().__init__(MambaConfig(d_model=d_model, n_layers=1, d_state=d_state,
                                      d_conv=d_conv, expand_factor=expand, pscan=True))
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
+        self.scan = scan_backend(scan)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, length, d_model) -> (batch, length, d_model).
@@ -60,7 +68,7 @@ class Mamba(MambaBlock):
         to end: the causal convolution is written as shifted multiply-adds so that no
         (batch, d_inner, length) transposes are copied, and the scan is the fused kernel.
         """
-        if x.device.type != "cpu" or scan_backend() == "pscan":
+        if x.device.type != "cpu" or self.scan == "pscan":
             return super().forward(x)
         n_state, rank = self.d_state, self.dt_proj.in_features
         u, z = self.in_proj(x).chunk(2, dim=-1)              # (batch, length, d_inner) each

@@ -41,19 +41,18 @@ def _write_crop(scene: Path, path: Path, size: int) -> Path:
     """The top-left size x size px of a scene as its own GeoTIFF (georeferencing kept)."""
     from rasterio.windows import Window
 
-    from hsimap.io.files import temp_name
+    from hsimap.io.files import atomic_output
 
     with rasterio.open(scene) as src:
         win = Window(0, 0, min(size, src.width), min(size, src.height))
         profile = dict(src.profile, width=win.width, height=win.height,
                        transform=src.window_transform(win), tiled=False)
         profile.pop("blockxsize", None), profile.pop("blockysize", None)
-        tmp = temp_name(path)
-        with rasterio.open(tmp, "w", **profile) as dst:
+        with atomic_output(path, overwrite=True) as tmp, \
+                rasterio.open(tmp, "w", **profile) as dst:
             dst.write(src.read(window=win))
             for b in range(1, src.count + 1):
                 dst.update_tags(b, **src.tags(b))
-    tmp.replace(path)
     return path
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from hsimap.accuracy import AreaAdjusted, MappedArea, area_adjusted, mapped_area
+from hsimap.accuracy import AreaAdjusted, area_adjusted
 from hsimap.classes import ClassTable, Split
 from hsimap.errors import HsimapError
+from hsimap.io.areas import MappedArea, mapped_area
 from hsimap.io.files import atomic_output
 from hsimap.io.labels import load_labels
 from hsimap.io.rasters import read_class_table

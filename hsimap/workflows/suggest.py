@@ -34,7 +34,7 @@ MEASURES = ("margin", "entropy")
 class SuggestOptions:
     n: int = 100
     measure: str = "margin"
-    per_window: int = 3
+    per_window: int | None = None   # default: 3, or more where windows are too few for n
     window: int = 64              # candidates' window on a probabilities raster
     min_distance: str | float | None = "5"   # pixels, or metres ("150m")
     seed: int = 0
@@ -44,7 +44,7 @@ class SuggestOptions:
     def check(self) -> None:
         if self.n < 1:
             raise HsimapError(f"-n must be at least 1, got {self.n}")
-        if self.per_window < 1:
+        if self.per_window is not None and self.per_window < 1:
             raise HsimapError(f"--per-window must be at least 1, got {self.per_window}")
         if self.measure not in MEASURES:
             raise HsimapError(f"--measure must be one of {', '.join(MEASURES)}")
@@ -111,6 +111,13 @@ def choose(rows: np.ndarray, cols: np.ndarray, u: np.ndarray, cls: np.ndarray, n
     return np.asarray(taken, np.int64)
 
 
+def per_window(opts: SuggestOptions, windows: int) -> int:
+    """Candidates per window: as asked, or 3, or twice what n needs where windows are few."""
+    if opts.per_window is not None:
+        return opts.per_window
+    return max(3, math.ceil(2 * opts.n / max(1, windows)))
+
+
 @dataclass
 class SuggestReport:
     path: Path
@@ -126,6 +133,7 @@ def _candidates_from_model(scene, model, opts: SuggestOptions, known: np.ndarray
 
     rng = np.random.default_rng(opts.seed)
     tiles = scene_tiles(scene, model.window, model.halo)
+    k = per_window(opts, len(tiles))
 
     def fn(windows):
         return [p.probabilities for p in batch_products(model, windows)]
@@ -137,9 +145,8 @@ def _candidates_from_model(scene, model, opts: SuggestOptions, known: np.ndarray
         rs, cs = t.core_in_read
         core = prob[:, rs, cs]
         kn = known[t.core_rows, t.core_cols] if known is not None else None
-        r, c, u, k = window_candidates(core, kn, opts.per_window, opts.measure, min_distance,
-                                       rng)
-        found.append((r + t.core_rows.start, c + t.core_cols.start, u, k))
+        r, c, u, cls = window_candidates(core, kn, k, opts.measure, min_distance, rng)
+        found.append((r + t.core_rows.start, c + t.core_cols.start, u, cls))
     return found, list(model.class_table.ids), list(model.class_table.names)
 
 
@@ -150,6 +157,8 @@ def _candidates_from_raster(path: Path, opts: SuggestOptions, known: np.ndarray 
     rng = np.random.default_rng(opts.seed)
     found = []
     with rasterio.open(path) as src:
+        k = per_window(opts, math.ceil(src.height / opts.window) * math.ceil(src.width /
+                                                                            opts.window))
         names = [d or f"class {i + 1}" for i, d in enumerate(src.descriptions)]
         scale = src.scales[0] if src.dtypes[0] == "uint8" else 1.0
         for r0 in range(0, src.height, opts.window):
@@ -161,9 +170,8 @@ def _candidates_from_raster(path: Path, opts: SuggestOptions, known: np.ndarray 
                 if src.nodata is not None and not math.isnan(src.nodata):
                     prob[raw == src.nodata] = np.nan
                 kn = known[r0:r0 + w.height, c0:c0 + w.width] if known is not None else None
-                r, c, u, k = window_candidates(prob, kn, opts.per_window, opts.measure,
-                                               min_distance, rng)
-                found.append((r + r0, c + c0, u, k))
+                r, c, u, cls = window_candidates(prob, kn, k, opts.measure, min_distance, rng)
+                found.append((r + r0, c + c0, u, cls))
     return found, None, names
 
 

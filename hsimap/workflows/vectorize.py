@@ -7,7 +7,6 @@ The whole class map is read at once, one or two bytes a pixel: patches cross any
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 import rasterio
 
 from hsimap.errors import HsimapError
-from hsimap.io.files import check_output, temp_name
+from hsimap.io.files import atomic_output, check_output
 from hsimap.io.rasters import read_class_table
 
 DRIVERS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf", ".geojson": "GeoJSON", ".shp": "ESRI Shapefile"}
@@ -70,20 +69,12 @@ def vectorize(classes: str | Path, output: str | Path, *, mmu: int = 0,
     geoms = _valid_multipolygons(polys)
     names = np.array([table.name_of(i) if table else f"class {i}" for i in ids], dtype=object)
     hectares = _hectares(geoms, crs)
-    tmp = temp_name(out)
-    try:
+    # A shapefile's sidecars (.dbf, .shx, .prj) carry the temporary stem and move with it.
+    with atomic_output(out, overwrite) as tmp:
         pyogrio.raw.write(tmp, shapely.to_wkb(geoms), [np.array(ids, np.int32), names, hectares],
                           fields=["class_id", "class_name", "area_ha"],
                           geometry_type="MultiPolygon",
                           crs=crs.to_wkt() if crs else None, driver=driver, layer=out.stem)
-        if driver == "ESRI Shapefile":   # its sidecars carry the same temporary stem
-            for side in tmp.parent.glob(f"{tmp.stem}.*"):
-                os.replace(side, out.with_suffix(side.suffix))
-        else:
-            os.replace(tmp, out)
-    finally:
-        for side in tmp.parent.glob(f"{tmp.stem}.*"):
-            side.unlink(missing_ok=True)
     return VectorizeReport(out, len(polys), len(set(ids)))
 
 
@@ -108,7 +99,7 @@ def _hectares(geoms: np.ndarray, crs) -> np.ndarray:
         import shapely
 
         return shapely.area(geoms) * crs.linear_units_factor[1] ** 2 / 1e4
-    from pyproj import CRS
+    from hsimap.io.grid import geod_of
 
-    geod = CRS.from_user_input(crs.to_wkt()).get_geod()
+    geod = geod_of(crs)   # WGS84 where the CRS names no ellipsoid, as for mapped areas
     return np.array([abs(geod.geometry_area_perimeter(g)[0]) / 1e4 for g in geoms])
