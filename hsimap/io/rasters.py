@@ -317,6 +317,24 @@ def write_raster(path: str | Path, array: np.ndarray, grid: Grid, **kwargs: Any)
     return Path(path)
 
 
+CLASS_DTYPES = ("uint8", "uint16", "int16", "int32", "uint32")
+
+
+def open_class_map(path: str | Path):
+    """An open class map (rasterio dataset), refused in one line if unreadable or not of
+    integers. GDAL's warning about a missing geotransform is left to the caller to judge."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        try:
+            src = rasterio.open(path)
+        except rasterio.errors.RasterioIOError:
+            raise HsimapError(f"{path}: not a readable class map") from None
+    if src.dtypes[0] not in CLASS_DTYPES:
+        src.close()
+        raise HsimapError(f"{path}: a class map holds integers, this holds {src.dtypes[0]}")
+    return src
+
+
 def read_class_table(path: str | Path) -> ClassTable | None:
     """The class table hsimap wrote into a class map (names and colours), if any: from the
     band's CLASS_NAMES item and colour table, or from the dataset's CLASS_NAMES and

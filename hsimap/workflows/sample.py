@@ -22,7 +22,7 @@ from hsimap.classes import ClassTable
 from hsimap.design import Design, allocate, draw, parse_distance, sample_size
 from hsimap.errors import HsimapError
 from hsimap.io.files import atomic_output
-from hsimap.io.rasters import read_class_table
+from hsimap.io.rasters import open_class_map, read_class_table
 
 DESIGN_KEY = "HSIMAP_SAMPLE_DESIGN"
 
@@ -48,19 +48,7 @@ class SampleReport:
 
 
 def _read_map(path: str | Path) -> tuple[np.ndarray, rasterio.Affine, object, ClassTable | None]:
-    import warnings
-
-    from rasterio.errors import NotGeoreferencedWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # refused below, in words
-        try:
-            src = rasterio.open(path)
-        except rasterio.errors.RasterioIOError:
-            raise HsimapError(f"{path}: not a readable class map") from None
-    with src:
-        if src.dtypes[0] not in ("uint8", "uint16", "int16", "int32", "uint32"):
-            raise HsimapError(f"{path}: a class map holds integers, this holds {src.dtypes[0]}")
+    with open_class_map(path) as src:
         if src.crs is None or src.transform.is_identity:
             raise HsimapError(f"{path}: the map has no georeferencing, so sample points cannot "
                               "be placed in map coordinates")

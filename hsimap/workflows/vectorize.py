@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
 
 from hsimap.errors import HsimapError
 from hsimap.io.files import atomic_output, check_output
-from hsimap.io.rasters import read_class_table
+from hsimap.io.rasters import open_class_map, read_class_table
 
 DRIVERS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf", ".geojson": "GeoJSON", ".shp": "ESRI Shapefile"}
 
@@ -45,14 +44,7 @@ def vectorize(classes: str | Path, output: str | Path, *, mmu: int = 0,
     if mmu < 0:
         raise HsimapError(f"--mmu must be non-negative, got {mmu}")
     check_output(out, overwrite)
-    try:
-        src = rasterio.open(classes)
-    except rasterio.errors.RasterioIOError:
-        raise HsimapError(f"{classes}: not a readable class map") from None
-    with src:
-        if src.dtypes[0] not in ("uint8", "uint16", "int16", "int32", "uint32"):
-            raise HsimapError(f"{classes}: a class map holds integers, this holds "
-                              f"{src.dtypes[0]}")
+    with open_class_map(classes) as src:
         band = src.read(1)
         transform, crs = src.transform, src.crs
     table = read_class_table(classes)
