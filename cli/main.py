@@ -22,6 +22,11 @@ class HsimapGroup(click.Group):
             if ctx.meta.get("hsimap.debug"):
                 raise
             raise click.ClickException(str(exc)) from None
+        except click.UsageError as exc:
+            # Without its context click prints the "Error:" line alone: the usage block and
+            # the --help hint would make every bad value three lines (exit code stays 2).
+            exc.ctx = None
+            raise
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except KeyboardInterrupt:

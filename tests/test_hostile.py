@@ -227,10 +227,12 @@ CASES = [
     Case("ENVI header, wrong data type", envi_wrong_data_type, "bands of float64"),
     Case("ENVI header, wrong offset", envi_wrong_offset, "after a 128-byte offset"),
     Case("predict --window 0", predict("--window", 0), "window must be at least 8 px"),
-    # A count below 1 is a usage error in every command (click's exit code 2), as in batch.
+    # A worker count below 1 is a usage error (click's exit code 2), as in batch; one line all
+    # the same: the usage block is not printed.
     Case("predict --workers 0", predict("--workers", 0),
          "Invalid value for '--workers': must be at least 1", 2),
-    Case("predict --workers -3", predict("--workers", -3), "--workers must be at least 1, got -3"),
+    Case("predict --workers -3", predict("--workers", -3),
+         "Invalid value for '--workers': must be at least 1, got -3", 2),
     Case("train --val-every 0", train("--val-every", 0), "--val-every must be at least 1"),
     Case("train --hidden 0", train("--hidden", 0), "--hidden must be at least 1"),
     Case("train --variants 0", train("--variants", 0), "--variants must be at least 1"),
