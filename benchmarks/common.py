@@ -64,3 +64,39 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 def stamp(command: str) -> str:
     return f"`{command}` on {time.strftime('%Y-%m-%d')}, {machine()}"
+
+
+def enmap_west(out_dir: str | Path) -> tuple[Path, Path]:
+    """The EnMAP Potsdam west tiles mosaicked as their PROVENANCE.md says (``rasterio.merge``,
+    nodata -32768 between tiles; labels 0 there), written as GeoTIFFs in ``out_dir`` with the
+    tiles' band metadata (wavelength, fwhm, bbl) and band names. Returns (scene, labels)."""
+    import rasterio
+    from rasterio.merge import merge
+
+    src_dir = SHARED / "enmap_potsdam_west"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for kind, nodata in (("images", -32768.0), ("labels", 0.0)):
+        files = sorted((src_dir / kind).glob("*.tif"))
+        sources = [rasterio.open(f) for f in files]
+        try:
+            data, transform = merge(sources, nodata=nodata)
+            first = sources[0]
+            profile = {"driver": "GTiff", "height": data.shape[1], "width": data.shape[2],
+                       "count": data.shape[0], "dtype": data.dtype, "crs": first.crs,
+                       "transform": transform, "nodata": nodata if kind == "images" else None,
+                       "tiled": True, "compress": "deflate"}
+            dst_path = out / f"enmap_west_{kind}.tif"
+            with rasterio.open(dst_path, "w", **profile) as dst:
+                dst.write(data)
+                for b in range(1, first.count + 1):
+                    dst.update_tags(b, **first.tags(b))
+                    if first.descriptions[b - 1]:
+                        dst.set_band_description(b, first.descriptions[b - 1])
+                dst.update_tags(**first.tags())
+        finally:
+            for s in sources:
+                s.close()
+        paths.append(dst_path)
+    return paths[0], paths[1]

@@ -49,6 +49,11 @@ from hsimap.cli.options import (
               show_default=True, help="Ablation: raster order instead of cluster tokens.")
 @click.option("--no-unmixing", is_flag=True,
               help="Ablation: no unmixing losses and no abundance-guided tokens.")
+@click.option("--classifier", type=click.Choice(["mamba", "svm", "rf", "auto"]),
+              default="mamba", show_default=True,
+              help="What gives the classes: the unmixing-guided Mamba; an RBF SVM or a random "
+                   "forest alone (fast, no abundances); or auto: all three, keeping the one "
+                   "with the best validation OA (the Mamba's abundances beside it).")
 @click.option("--name-library", type=click.Path(exists=True), default=None,
               help="Spectral library (.sli or .csv, with wavelengths) whose nearest spectrum "
                    "by spectral angle names each endmember (default: the embedded USGS one).")
@@ -61,7 +66,8 @@ from hsimap.cli.options import (
 @quiet_opt
 def command(scenes, labels, output, class_field, classes_csv, label_variable, train_per_class,
             val_per_class, train_fraction, steps, epochs, batch, endmembers, variants, hidden,
-            window, halo, val_every, test_all, tokens, no_unmixing, name_library, threads,
+            window, halo, val_every, test_all, tokens, no_unmixing, classifier, name_library,
+            threads,
             variable, device, seed, overwrite, quiet) -> None:
     """Train a model on one or more SCENEs with their LABELS; write it to a folder.
 
@@ -71,7 +77,8 @@ def command(scenes, labels, output, class_field, classes_csv, label_variable, tr
 
     The folder holds model.safetensors (weights), model.json (the model card: classes,
     bands, scaling, metrics, scenes), history.csv and split.tif (1 train, 2 validation,
-    3 test), or split_<scene>.tif per scene.
+    3 test), or split_<scene>.tif per scene. With --classifier svm, rf or auto it may also
+    hold classifier.safetensors (the baseline's arrays; never a pickle).
     """
     from hsimap.errors import HsimapError
     from hsimap.model.store import resolve_device
@@ -91,6 +98,7 @@ def command(scenes, labels, output, class_field, classes_csv, label_variable, tr
                         val_every=val_every,
                         train_per_class=train_per_class, val_per_class=val_per_class,
                         train_fraction=train_fraction, tokens=tokens, unmixing=not no_unmixing,
+                        classifier=classifier,
                         seed=seed, device=str(resolve_device(device)), threads=threads,
                         name_library=name_library, progress=not quiet)
     result = train_from_files(scenes, labels, output, opts, class_field=class_field,
@@ -102,9 +110,20 @@ def command(scenes, labels, output, class_field, classes_csv, label_variable, tr
         click.echo(f"excluded {len(excluded)} band(s) with no data, or one value, over the "
                    f"scene: {', '.join(str(b + 1) for b in excluded)} (1-based)")
     v, t = result.val_metrics, result.test_metrics
-    click.echo(f"model: {out} (best step {result.best_step}, "
-               f"{result.seconds:.0f} s, {result.seconds_per_step:.2f} s/step)")
-    click.echo(f"validation OA {v.overall_accuracy:.4f}")
+    if result.model.network is not None:
+        click.echo(f"model: {out} (best step {result.best_step}, "
+                   f"{result.seconds:.0f} s, {result.seconds_per_step:.2f} s/step)")
+    else:
+        click.echo(f"model: {out} ({result.classifier}, {result.seconds:.0f} s)")
+    if len(result.validation_oa) > 1:
+        for kind, oa in sorted(result.validation_oa.items(), key=lambda kv: -kv[1]):
+            mark = "  <- kept" if kind == result.classifier else ""
+            click.echo(f"validation OA {kind:<5} {oa:.4f}{mark}")
+        click.echo(f"classes from: {result.classifier}" + (
+            " (abundances and endmembers from the Mamba)" if result.classifier != "mamba"
+            else ""))
+    else:
+        click.echo(f"validation OA {v.overall_accuracy:.4f}")
     if t is not None:
         click.echo(f"test OA {t.overall_accuracy:.4f}  AA {t.average_accuracy:.4f}  "
                    f"kappa {t.kappa:.4f}  ({t.pixels} px"
@@ -119,4 +138,5 @@ def command(scenes, labels, output, class_field, classes_csv, label_variable, tr
                 click.echo(f"{table.name_of(c):<{width}}  {t.producers_accuracy[c]:10.4f}  "
                            f"{ua_text:>6}  {t.f1[c]:6.4f}")
     names = result.model.card.endmember_names
-    click.echo(f"endmembers: {'; '.join(names)}")
+    if names:
+        click.echo(f"endmembers: {'; '.join(names)}")

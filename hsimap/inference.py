@@ -86,23 +86,62 @@ def batch_products(model: TrainedModel,
             for k, p in zip(ks, batch_products(model, [windows[k] for k in ks]), strict=True):
                 out[k] = p
         return out
-    net = model.network
-    dev = model.device
     out = [None] * len(windows)
+    p, n_classes = model.config.endmembers, len(model.class_table.ids)
     live = [k for k, (_, valid, _) in enumerate(windows) if valid.any()]
     for k, (_, valid, _) in enumerate(windows):
         if k not in live:
             h, w = valid.shape
             nan = np.full((h, w), np.nan, np.float32)
             out[k] = WindowProducts(np.zeros((h, w), np.int32), nan, nan.copy(),
-                                    np.full((net.cfg.endmembers, h, w), np.nan, np.float32),
-                                    np.full((net.cfg.classes, h, w), np.nan, np.float32))
+                                    np.full((p, h, w), np.nan, np.float32),
+                                    np.full((n_classes, h, w), np.nan, np.float32))
     if not live:
         return out
     xs = np.stack([model_input(model, windows[k][0], windows[k][1]) for k in live])
     valid = np.stack([windows[k][1] for k in live])
+    ids = np.asarray(model.class_table.ids, np.int32)
+    if model.network is not None:
+        classes, conf_np, err, ab, pr = _network_products(model, xs, valid,
+                                                          [windows[k][2] for k in live])
+    else:
+        b, _, h, w = xs.shape
+        err = np.full((b, h, w), np.nan, np.float32)
+        ab = np.zeros((b, 0, h, w), np.float32)
+    if model.classifier is not None:
+        # The baseline classifies each valid pixel on its own (the network, when there is one,
+        # still unmixes); its probabilities replace the network's.
+        b, bands, h, w = xs.shape
+        flat = xs.transpose(0, 2, 3, 1).reshape(-1, bands)
+        pick = valid.reshape(-1)
+        idx, prob = model.classifier.predict(flat[pick])
+        cls = np.zeros(b * h * w, np.int32)
+        cls[pick] = ids[idx]
+        full = np.zeros((b * h * w, n_classes), np.float32)
+        full[pick] = prob
+        classes = cls.reshape(b, h, w)
+        pr = np.ascontiguousarray(full.reshape(b, h, w, n_classes).transpose(0, 3, 1, 2))
+        conf_np = np.zeros((b, h, w), np.float32)
+        conf_np.reshape(-1)[pick] = prob[np.arange(len(idx)), idx]
+    for j, k in enumerate(live):
+        v = valid[j]
+        c, cf, e, a, pj = classes[j], conf_np[j], err[j], ab[j], pr[j]
+        c[~v] = 0
+        cf[~v] = np.nan
+        e[~v] = np.nan
+        a[:, ~v] = np.nan
+        pj[:, ~v] = np.nan
+        out[k] = WindowProducts(c, cf, e, a, pj)
+    return out
+
+
+def _network_products(model: TrainedModel, xs: np.ndarray, valid: np.ndarray,
+                      origins: list[tuple[int, int]]) -> tuple[np.ndarray, ...]:
+    """The network on scaled windows (B, bands, h, w): class ids, confidence, error,
+    abundances and probabilities, as numpy."""
+    net, dev = model.network, model.device
     xt = torch.from_numpy(xs).to(dev)
-    res = net(xt, torch.from_numpy(valid).to(dev), [windows[k][2] for k in live])
+    res = net(xt, torch.from_numpy(valid).to(dev), origins)
     prob = torch.softmax(res.logits, dim=1)
     conf, idx = prob.max(dim=1)
     ids = torch.as_tensor(model.class_table.ids, device=dev)
@@ -113,20 +152,9 @@ def batch_products(model: TrainedModel,
     x = xt * (hi - lo) + lo
     cos = (recon * x).sum(1) / (recon.norm(dim=1) * x.norm(dim=1)).clamp_min(1e-12)
     err = torch.arccos(cos.clamp(-1, 1)).cpu().numpy().astype(np.float32)
-    classes = ids[idx].cpu().numpy().astype(np.int32)
-    conf_np = conf.cpu().numpy().astype(np.float32)
-    ab = res.abundances.cpu().numpy().astype(np.float32)
-    pr = prob.cpu().numpy().astype(np.float32)
-    for j, k in enumerate(live):
-        v = valid[j]
-        c, cf, e, a, p = classes[j], conf_np[j], err[j], ab[j], pr[j]
-        c[~v] = 0
-        cf[~v] = np.nan
-        e[~v] = np.nan
-        a[:, ~v] = np.nan
-        p[:, ~v] = np.nan
-        out[k] = WindowProducts(c, cf, e, a, p)
-    return out
+    return (ids[idx].cpu().numpy().astype(np.int32), conf.cpu().numpy().astype(np.float32), err,
+            res.abundances.cpu().numpy().astype(np.float32),
+            prob.cpu().numpy().astype(np.float32))
 
 
 def check_compatible(scene: xr.DataArray, model: TrainedModel, *,

@@ -60,6 +60,7 @@ PRODUCTS = {
     "probabilities": Product("_probabilities.tif", "float32", math.nan, None, "probability"),
 }
 DEFAULT_RASTERS = ("classes", "abundances", "confidence", "error")
+UNMIXING_RASTERS = ("abundances", "error")   # what a classifier without unmixing lacks
 # Probabilities for large scenes: 0-254 in steps of 1/254 (rounding error at most 0.002),
 # 255 nodata; a quarter of float32's size before compression.
 PROBABILITIES_UINT8 = Product("_probabilities.tif", "uint8", 255, None, "probability",
@@ -76,13 +77,16 @@ STAC_ITEM = "_item.json"       # with --stac: a STAC Item of the set
 
 
 def output_paths(out_dir: str | Path, stem: str, rasters: tuple[str, ...] = DEFAULT_RASTERS,
-                 quicklooks: bool = True, stac: bool = False) -> dict[str, Path]:
-    """Every file written for a scene named ``stem``: the rasters asked for, the library, and
-    the quicklooks that go with those rasters."""
+                 quicklooks: bool = True, stac: bool = False, library: bool = True
+                 ) -> dict[str, Path]:
+    """Every file written for a scene named ``stem``: the rasters asked for, the library
+    (unless ``library`` is False: a classifier without unmixing), and the quicklooks that go
+    with those."""
     d = Path(out_dir)
     paths = {k: d / f"{stem}{PRODUCTS[k].suffix}" for k in rasters}
-    for ext in ("sli", "hdr", "csv"):
-        paths[f"library_{ext}"] = d / f"{stem}{LIBRARY}.{ext}"
+    if library:
+        for ext in ("sli", "hdr", "csv"):
+            paths[f"library_{ext}"] = d / f"{stem}{LIBRARY}.{ext}"
     for k, (raster, suffix) in STYLES.items():
         if raster in rasters:
             paths[k] = d / f"{stem}{suffix}"
@@ -92,7 +96,7 @@ def output_paths(out_dir: str | Path, stem: str, rasters: tuple[str, ...] = DEFA
         paths["stac_item"] = d / f"{stem}{STAC_ITEM}"
     if quicklooks:
         for k, suffix in QUICKLOOKS.items():
-            if k == "endmembers_png" or k.removesuffix("_png") in rasters:
+            if (k == "endmembers_png" and library) or k.removesuffix("_png") in rasters:
                 paths[k] = d / f"{stem}{suffix}"
     return paths
 
@@ -132,13 +136,14 @@ class OutputOptions:
 
 
 def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
-                   rasters: dict[str, da.Array], library: EndmemberLibrary,
+                   rasters: dict[str, da.Array], library: EndmemberLibrary | None,
                    progress: TileProgress, opts: OutputOptions,
                    class_table: ClassTable | None = None,
                    family: tuple[str, ...] | None = None,
                    products: dict[str, Product] | None = None) -> dict[str, Path]:
     """Stream ``rasters`` (product key -> lazy (bands, y, x) or (y, x) array) to GeoTIFFs on
-    the scene's grid, then write the library and quicklooks. Returns every path written.
+    the scene's grid, then write the library (when there is one) and quicklooks. Returns every
+    path written.
 
     The files appear together or not at all (:class:`~hsimap.io.outputset.OutputSet`): until
     every one is complete, the previous set in ``out_dir`` stays as it was. ``family`` names
@@ -147,7 +152,8 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
     replaces entries of :data:`PRODUCTS` (another encoding of a product).
     """
     table = {**PRODUCTS, **(products or {})}
-    paths = output_paths(out_dir, stem, tuple(rasters), opts.quicklooks, opts.stac)
+    paths = output_paths(out_dir, stem, tuple(rasters), opts.quicklooks, opts.stac,
+                         library=library is not None)
     # A set is every product of its stem, whichever command wrote it: unmix over a predict
     # set replaces the class map too, rather than leaving it beside abundances of another run.
     kinds = family or tuple(PRODUCTS)
@@ -162,7 +168,7 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
             for key, array in rasters.items():
                 product = table[key]
                 count = array.shape[0] if array.ndim == 3 else 1
-                descriptions = {"abundances": library.names,
+                descriptions = {"abundances": library.names if library else None,
                                 "probabilities": class_table.names if class_table else None
                                 }.get(key, [product.description])
                 dtype = product.dtype or class_dtype(class_table)
@@ -179,8 +185,10 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
             # The area table and quicklooks read whole rasters back: under the same bounded
             # GDAL cache as the streaming, or its 5%-of-RAM default keeps what they read.
             with bounded_write_cache():
-                write_library(outset.path(f"{stem}{LIBRARY}"), library.spectra, library.names,
-                              library.wavelengths, overwrite=True, description=library.description)
+                if library is not None:
+                    write_library(outset.path(f"{stem}{LIBRARY}"), library.spectra,
+                                  library.names, library.wavelengths, overwrite=True,
+                                  description=library.description)
                 _write_styles_and_areas(staged, class_table)
                 if opts.stac:
                     assets = {k: p for k, p in staged.items() if k != "stac_item"}
@@ -198,8 +206,9 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
                         classes_png(staged["classes"], class_table, staged["classes_png"])
                     if "abundances_png" in staged:
                         abundances_png(staged["abundances"], staged["abundances_png"])
-                    endmembers_png(library.spectra, library.wavelengths, library.names,
-                                   staged["endmembers_png"])
+                    if "endmembers_png" in staged:
+                        endmembers_png(library.spectra, library.wavelengths, library.names,
+                                       staged["endmembers_png"])
             outset.commit()
         except BaseException as exc:
             for s in sinks:

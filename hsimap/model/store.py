@@ -1,9 +1,12 @@
 """The model folder: the one place it is written and read.
 
-A model folder holds ``model.safetensors`` (weights; never a pickle), ``model.json`` (the
-:class:`ModelCard`), ``history.csv`` (one row an epoch) and ``split.tif`` (which labelled pixels
-trained, validated and tested the model). :func:`save_model` writes them all, each under a
-temporary name first; :func:`load_model` reads the weights and the card.
+A model folder holds ``model.safetensors`` (the network's weights; never a pickle),
+``model.json`` (the :class:`ModelCard`), ``history.csv`` (one row a step) and ``split.tif``
+(which labelled pixels trained, validated and tested the model). A model whose classes come
+from a baseline (``hsimap train --classifier svm|rf|auto``) also holds
+``classifier.safetensors``, the baseline's arrays (:mod:`hsimap.model.baselines`); an SVM or
+forest alone has no network, hence no abundances. :func:`save_model` writes them all, each
+under a temporary name first; :func:`load_model` reads the weights and the card.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ from hsimap.errors import HsimapError
 from hsimap.io.files import output_stem
 from hsimap.io.outputset import OutputSet
 from hsimap.io.rasters import Grid, write_raster
+from hsimap.model.baselines import KINDS, PixelClassifier
 from hsimap.model.network import ModelConfig, UnmixingGuidedMamba
 
 WEIGHTS = "model.safetensors"
+CLASSIFIER = "classifier.safetensors"
 CARD = "model.json"
 HISTORY = "history.csv"
 SPLIT = "split.tif"
@@ -80,13 +85,17 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     validation_metrics: dict[str, Any] | None = None
     test_metrics: dict[str, Any] | None = None
+    # Which classifier gives the classes: None (or kind "mamba") the network; "svm" or "rf" a
+    # baseline in classifier.safetensors, with "unmixing": whether the network is there too
+    # (for abundances), and, for --classifier auto, every candidate's validation OA.
+    classifier: dict[str, Any] | None = None
     format: str = FORMAT
 
     # model.json's key order, as hsimap has always written it.
     _ORDER = ("hsimap_version", "created", "scene", "scenes", "scene_bands", "scene_wavelengths",
               "bands_used", "excluded_bands", "scaling", "classes", "window", "halo",
               "endmember_names",
-              "protocol", "options", "versions", "model_hash", "training",
+              "protocol", "options", "versions", "model_hash", "classifier", "training",
               "validation_metrics", "test_metrics", "config", "format")
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,8 +103,21 @@ class ModelCard:
         values.update(config=self.config.to_dict(), classes=self.classes.to_dict(),
                       scaling={"method": self.scaling.method, "min": self.scaling.min,
                                "max": self.scaling.max})
-        # "scenes" only for a model of several: a one-scene card reads as it always has.
-        return {k: values[k] for k in self._ORDER if k != "scenes" or self.scenes}
+        # "scenes" only for a model of several, "classifier" only for one that has a baseline:
+        # a card reads as it always has.
+        return {k: values[k] for k in self._ORDER
+                if (k != "scenes" or self.scenes) and (k != "classifier" or self.classifier)}
+
+    @property
+    def baseline(self) -> str | None:
+        """"svm" or "rf" when a baseline gives the classes, else None."""
+        kind = (self.classifier or {}).get("kind")
+        return kind if kind in KINDS else None
+
+    @property
+    def has_network(self) -> bool:
+        """Whether the folder holds the network (an SVM or forest alone has none)."""
+        return self.baseline is None or bool(self.classifier.get("unmixing", False))
 
     @classmethod
     def from_dict(cls, d: Any, source: str | Path = CARD) -> ModelCard:
@@ -122,7 +144,7 @@ class ModelCard:
                                      "hsimap_version",
                                      "created", "model_hash", "protocol", "options",
                                      "versions", "training", "validation_metrics",
-                                     "test_metrics", "format") if k in d},
+                                     "test_metrics", "classifier", "format") if k in d},
             )
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise HsimapError(f"{source}: not an hsimap model card ({type(exc).__name__}: "
@@ -162,6 +184,10 @@ class ModelCard:
                             f"{self.scene_bands} scene bands")
         if not 0 <= 2 * self.halo < self.window:
             problems.append(f"halo {self.halo} for window {self.window}")
+        if self.classifier is not None and (not isinstance(self.classifier, dict) or
+                                            self.classifier.get("kind") not in
+                                            ("mamba", *KINDS)):
+            problems.append(f"classifier {self.classifier!r} is not one hsimap knows")
         if problems:
             raise HsimapError(f"{source}: the model card contradicts itself ("
                               f"{'; '.join(problems)}); it was edited or damaged")
@@ -169,14 +195,22 @@ class ModelCard:
 
 @dataclass
 class TrainedModel:
-    """A network with what it needs to be applied to a scene."""
+    """A network, or a baseline classifier, or both, with what they need to be applied to a
+    scene. The network (when there is one) unmixes; the baseline (when there is one) gives
+    the classes in its place."""
 
-    network: UnmixingGuidedMamba
+    network: UnmixingGuidedMamba | None
     card: ModelCard
+    classifier: PixelClassifier | None = None
 
     @property
     def config(self) -> ModelConfig:
-        return self.network.cfg
+        return self.network.cfg if self.network is not None else self.card.config
+
+    @property
+    def unmixes(self) -> bool:
+        """Whether the model gives abundances, reconstruction errors and endmembers."""
+        return self.network is not None
 
     @property
     def band_indices(self) -> np.ndarray:
@@ -204,25 +238,36 @@ class TrainedModel:
 
     @property
     def device(self) -> torch.device:
+        if self.network is None:
+            return torch.device("cpu")
         return next(self.network.parameters()).device
 
     def endmember_spectra(self) -> tuple[np.ndarray, np.ndarray | None]:
         """Mean endmember spectra (P, bands used) in the scene's physical units, and their
         wavelengths (nm) when the training scene had them."""
+        if self.network is None:
+            raise HsimapError(f"the model is --classifier {self.card.baseline} alone: it has no "
+                              "endmembers (train with --classifier auto for abundances beside "
+                              "it)")
         lo, hi = self.scale
         e = self.network.unmixing.mean_endmembers().detach().cpu().numpy()
         wl = self.card.scene_wavelengths
         return e * (hi - lo) + lo, (np.asarray(wl)[self.band_indices] if wl else None)
 
 
-def model_hash(net: torch.nn.Module) -> str:
-    """A short digest of the weights: which model made an output (batch manifests, provenance)."""
+def model_hash(net: torch.nn.Module | None,
+               classifier: dict[str, np.ndarray] | None = None) -> str:
+    """A short digest of the weights (and a baseline's arrays): which model made an output
+    (batch manifests, provenance)."""
     import hashlib
 
     h = hashlib.sha256()
-    for k, v in sorted(net.state_dict().items()):
+    for k, v in sorted(net.state_dict().items()) if net is not None else ():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    for k, a in sorted((classifier or {}).items()):
+        h.update(f"classifier.{k}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -249,27 +294,40 @@ def check_model_folder(out_dir: str | Path, overwrite: bool) -> Path:
     return out
 
 
-def save_model(out_dir: str | Path, network: UnmixingGuidedMamba, card: ModelCard, *,
+def save_model(out_dir: str | Path, network: UnmixingGuidedMamba | None, card: ModelCard, *,
                history: list[dict[str, Any]] | None = None,
                splits: dict[str, tuple[np.ndarray, Grid]] | None = None,
-               overwrite: bool = False) -> Path:
-    """Write the model folder: weights, card, and (when given) history and split rasters
-    (file name -> split codes and their scene's grid).
+               overwrite: bool = False,
+               classifier: dict[str, np.ndarray] | None = None) -> Path:
+    """Write the model folder: weights, card, and (when given) history, split rasters
+    (file name -> split codes and their scene's grid) and a baseline's arrays (the card's
+    ``classifier`` says which).
 
     The files appear together (:class:`~hsimap.io.outputset.OutputSet`): a run killed while
     saving leaves the previous model whole, and a model never mixes two runs' files.
     """
     out = check_model_folder(out_dir, overwrite)
+    if (classifier is None) != (card.baseline is None) or \
+            (network is None) == (card.has_network):
+        raise ValueError("the card's classifier does not match what is saved")
     out.mkdir(parents=True, exist_ok=True)
-    card.config = network.cfg
-    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    if network is not None:
+        card.config = network.cfg
     # The set's own names only: a previous model's split rasters (as its card names them),
     # never other split*.tif files a user keeps in the folder.
     written = set((splits or {}).keys())
     card.training = {**(card.training or {}), "split_files": sorted(written)}
-    family = {WEIGHTS, CARD, HISTORY} | written | _model_split_files(out)
+    family = {WEIGHTS, CLASSIFIER, CARD, HISTORY} | written | _model_split_files(out)
     with OutputSet(out, "model", family) as files:
-        save_file(state, str(files.path(WEIGHTS)), metadata={"format": FORMAT})
+        if network is not None:
+            state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+            save_file(state, str(files.path(WEIGHTS)), metadata={"format": FORMAT})
+        if classifier is not None:
+            from safetensors.numpy import save_file as save_arrays
+
+            save_arrays({k: np.ascontiguousarray(v) for k, v in classifier.items()},
+                        str(files.path(CLASSIFIER)), metadata={"format": FORMAT,
+                                                               "kind": card.baseline})
         if history:
             with open(files.path(HISTORY), "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=list(history[0].keys()))
@@ -318,16 +376,25 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Tra
     if not d.is_dir():
         raise HsimapError(f"{d}: not a model folder (expected the folder `hsimap train` wrote)")
     weights, card_path = d / WEIGHTS, d / CARD
-    if not weights.exists() or not card_path.exists():
+
+    def missing() -> HsimapError:
         pickles = [p.name for p in d.iterdir() if p.suffix in PICKLE_SUFFIXES]
         hint = (f"; {', '.join(pickles)} may be pickles, which hsimap never loads" if pickles
                 else "")
-        raise HsimapError(f"{d}: no {WEIGHTS} + {CARD} in this folder{hint}")
+        return HsimapError(f"{d}: no {WEIGHTS} + {CARD} in this folder{hint}")
+
+    if not card_path.exists():
+        raise missing()
     try:
         raw = json.loads(card_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HsimapError(f"{card_path}: not an hsimap model card ({exc})") from None
     card = ModelCard.from_dict(raw, card_path)
+    classifier = _load_classifier(d / CLASSIFIER, card) if card.baseline else None
+    if not card.has_network:
+        return TrainedModel(None, card, classifier)
+    if not weights.exists():
+        raise missing()
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
@@ -351,7 +418,27 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Tra
         from hsimap.model.mamba import use_cuda_kernels
 
         use_cuda_kernels(net)
-    return TrainedModel(net, card)
+    return TrainedModel(net, card, classifier)
+
+
+def _load_classifier(path: Path, card: ModelCard) -> PixelClassifier:
+    """A baseline's arrays (safetensors, read as numpy: nothing is unpickled), checked against
+    the card."""
+    from safetensors.numpy import load_file as load_arrays
+
+    if not path.exists():
+        raise HsimapError(f"{path.parent}: no {CLASSIFIER} in this folder (its card says its "
+                          f"classes come from --classifier {card.baseline})")
+    try:
+        arrays = load_arrays(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise HsimapError(f"{path}: not a safetensors file ({exc}); hsimap never unpickles "
+                          "model files") from None
+    clf = PixelClassifier(card.baseline, arrays, len(card.classes.ids))
+    problem = clf.check(len(card.bands_used))
+    if problem:
+        raise HsimapError(f"{path}: {problem}; the model is damaged, train it again")
+    return clf
 
 
 def resolve_device(name: str) -> torch.device:

@@ -22,6 +22,7 @@ from hsimap.model.store import TrainedModel
 from hsimap.products import (
     DEFAULT_RASTERS,
     PROBABILITIES_UINT8,
+    UNMIXING_RASTERS,
     EndmemberLibrary,
     OutputOptions,
     provenance,
@@ -70,10 +71,14 @@ def predict_scene(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
         bar = TileProgress(scene, stem, out.progress)
         ds = predict(scene, model, window=window, halo=halo, on_tile=bar.on_tile, check=False,
                      probabilities=opts.probabilities is not None)
-        spectra, wl = model.endmember_spectra()
-        library = EndmemberLibrary(spectra, model.endmember_names, wl,
-                                   f"hsimap endmembers of {stem}")
-        rasters = {k: ds[k].data for k in DEFAULT_RASTERS}
+        library = None
+        if model.unmixes:
+            spectra, wl = model.endmember_spectra()
+            library = EndmemberLibrary(spectra, model.endmember_names, wl,
+                                       f"hsimap endmembers of {stem}")
+        # An SVM or forest alone classifies: no abundances, errors or endmembers to write.
+        rasters = {k: ds[k].data for k in DEFAULT_RASTERS
+                   if model.unmixes or k not in UNMIXING_RASTERS}
         products = {}
         if opts.probabilities is not None:
             prob = ds["probabilities"].data

@@ -36,6 +36,7 @@ from hsimap.io.labels import split_labels
 from hsimap.io.rasters import SCATTERED_CACHE_BYTES, Grid, bounded_write_cache
 from hsimap.io.scene import read_window, usable_bands
 from hsimap.metrics import Metrics, classification_metrics
+from hsimap.model.baselines import KINDS, PixelClassifier
 from hsimap.model.losses import make_optimizer, sad_loss, sparsity_loss
 from hsimap.model.naming import endmember_names
 from hsimap.model.network import ModelConfig, UnmixingGuidedMamba
@@ -52,6 +53,7 @@ from hsimap.model.vca import VCA_SAMPLE, vca_best
 from hsimap.runtime import release_memory, seeded, thread_budget
 from hsimap.sampling import Chip, label_chips, sample_tiles
 from hsimap.windows import Tile, TrainingScan, tiles
+from hsimap.workflows.classifiers import CHOICES, chip_pixels, choose, fit_baselines
 
 
 @dataclass
@@ -91,6 +93,9 @@ class TrainOptions:
     cache_mb: int = 512
     # Naming: the library whose nearest spectra name the endmembers (None: embedded USGS).
     name_library: str | None = None
+    # Which classifier gives the classes: the network ("mamba"), a baseline alone ("svm",
+    # "rf"), or the best of the three on the validation pixels ("auto").
+    classifier: str = "mamba"
     # Runtime.
     device: str = "cpu"
     threads: int | None = None
@@ -115,6 +120,9 @@ class TrainOptions:
             raise HsimapError(f"--threads must be at least 1, got {self.threads}")
         if self.window < 8:
             raise HsimapError(f"--window must be at least 8 px, got {self.window}")
+        if self.classifier not in CHOICES:
+            raise HsimapError(f"--classifier must be one of {', '.join(CHOICES)}, got "
+                              f"{self.classifier!r}")
         if not 0 <= 2 * self.halo < self.window:
             raise HsimapError(f"--halo must be non-negative and less than half the window "
                               f"({self.window}), got {self.halo}")
@@ -130,6 +138,13 @@ class TrainResult:
     seconds_per_step: float
     stopped_early: bool
     test_pixels: int = 0       # how many test pixels test_metrics scored
+    # Every classifier fitted and its validation OA (one entry, except with --classifier auto).
+    validation_oa: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def classifier(self) -> str:
+        """What gives the model's classes: "mamba", "svm" or "rf"."""
+        return self.model.card.baseline or "mamba"
 
 
 def sigmoid_rampup(step: int, length: int) -> float:
@@ -206,7 +221,7 @@ def _setup(scenes: list[TrainScene], class_table: ClassTable, opts: TrainOptions
     excluded, kept, bands = bands[dead], ~dead, bands[~dead]
     n_classes = len(class_table.ids)
     p = opts.endmembers or max(4, n_classes + 2)
-    if len(bands) < p:
+    if len(bands) < p and opts.classifier not in KINDS:
         raise HsimapError(f"the scene has {len(bands)} usable bands, fewer than the {p} "
                           "endmembers asked for; use --endmembers with a smaller number")
     if n_classes < 2:
@@ -627,21 +642,24 @@ def _train(scenes: list[TrainScene], class_table: ClassTable, out_dir: str | Pat
            opts: TrainOptions, overwrite: bool, threads: int) -> TrainResult:
     t_start = time.perf_counter()
     setup = _setup(scenes, class_table, opts)
-    net = UnmixingGuidedMamba(setup.cfg)
-    model = TrainedModel(net, setup.card)
     grids = [sc.grid for sc in scenes]
     splits = [sc.split for sc in scenes]
     labels = [sc.labels for sc in scenes]
     chips = label_chips(splits, grids, Split.TRAIN)
     if not chips:
         raise HsimapError("no training pixels fall on valid scene pixels")
+    val_chips = sample_tiles(label_chips(splits, grids, Split.VALIDATION), labels,
+                             max_tiles=opts.val_windows, max_pixels=None, seed=opts.seed)
+    if opts.classifier in KINDS:
+        return _train_baseline(setup, chips, val_chips, out_dir, opts, overwrite, threads,
+                               t_start)
+    net = UnmixingGuidedMamba(setup.cfg)
+    model = TrainedModel(net, setup.card)
     lo, hi = model.scale
     _init_endmembers(net, (setup.sample - np.float32(lo)) / np.float32(max(hi - lo, 1e-12)),
                      opts.seed)
     net.to(torch.device(opts.device))
     reader = ChipReader(model, scenes, chips, opts.cache_mb * 2 ** 20)
-    val_chips = sample_tiles(label_chips(splits, grids, Split.VALIDATION), labels,
-                             max_tiles=opts.val_windows, max_pixels=None, seed=opts.seed)
     # A quarter more for the validation sample, which is scored every val_every steps.
     val_reader = ChipReader(model, scenes, val_chips, opts.cache_mb * 2 ** 20 // 4)
     fit = _Fit(model, setup, reader, val_reader, opts)
@@ -658,19 +676,16 @@ def _train(scenes: list[TrainScene], class_table: ClassTable, out_dir: str | Pat
     val_reader.clear()
     fit.ema = None
     release_memory()  # the test pass's worker threads allocate elsewhere than the caches did
-    test, n_test = None, 0
-    test_chips = label_chips(splits, grids, Split.TEST)
-    if test_chips:
-        if not opts.test_all:
-            test_chips = sample_tiles(test_chips, labels, max_tiles=opts.test_windows,
-                                      max_pixels=opts.test_pixels, seed=opts.seed + 1)
-        test, n_test = score_chips(model, scenes, test_chips, batch=opts.batch,
-                                   workers=threads if opts.device == "cpu" else 1,
-                                   progress=opts.progress, desc="test")
+    card = setup.card
+    val_metrics, oas = fit.best_val, {"mamba": fit.best_val.overall_accuracy}
+    arrays = None
+    if opts.classifier == "auto":
+        val_metrics, arrays, oas = _auto(model, scenes, chips, val_chips, val_metrics, opts,
+                                         threads)
+    test, n_test = _test(model, scenes, opts, threads)
     seconds = time.perf_counter() - t_start
     per_step = float(np.mean([h["seconds"] for h in fit.history]))
-    card = setup.card
-    card.model_hash = model_hash(net)
+    card.model_hash = model_hash(net, arrays)
     card.endmember_names = endmember_names(*model.endmember_spectra(), opts.name_library)
     card.training = {"steps_run": len(fit.history), "best_step": fit.best_step,
                      "stopped_early": stopped, "seconds": round(seconds, 2),
@@ -680,14 +695,101 @@ def _train(scenes: list[TrainScene], class_table: ClassTable, out_dir: str | Pat
                      "validation_reads": val_reader.reads,
                      "test_sample": None if opts.test_all else
                      {"max_windows": opts.test_windows, "max_pixels": opts.test_pixels}}
-    card.validation_metrics = fit.best_val.to_dict()
+    card.validation_metrics = val_metrics.to_dict()
     card.test_metrics = test.to_dict() if test is not None else None
     net.to("cpu")
-    rasters = {name: (sc.split, Grid.from_scene(sc.data))
-               for name, sc in zip(split_names(scenes), scenes, strict=True)}
-    save_model(out_dir, net, card, history=fit.history, splits=rasters, overwrite=overwrite)
-    return TrainResult(model, fit.best_step, fit.best_val, test, seconds, per_step, stopped,
-                       n_test)
+    save_model(out_dir, net, card, history=fit.history, splits=_split_rasters(scenes),
+               overwrite=overwrite, classifier=arrays)
+    return TrainResult(model, fit.best_step, val_metrics, test, seconds, per_step, stopped,
+                       n_test, oas)
+
+
+def _split_rasters(scenes: list[TrainScene]) -> dict[str, tuple[np.ndarray, Grid]]:
+    return {name: (sc.split, Grid.from_scene(sc.data))
+            for name, sc in zip(split_names(scenes), scenes, strict=True)}
+
+
+def _test(model: TrainedModel, scenes: list[TrainScene], opts: TrainOptions, threads: int
+          ) -> tuple[Metrics | None, int]:
+    """The final test pass: a bounded, class-stratified sample of test pixels (all of them
+    with ``test_all``), predicted as prediction does."""
+    labels = [sc.labels for sc in scenes]
+    test_chips = label_chips([sc.split for sc in scenes], [sc.grid for sc in scenes],
+                             Split.TEST)
+    if not test_chips:
+        return None, 0
+    if not opts.test_all:
+        test_chips = sample_tiles(test_chips, labels, max_tiles=opts.test_windows,
+                                  max_pixels=opts.test_pixels, seed=opts.seed + 1)
+    return score_chips(model, scenes, test_chips, batch=opts.batch,
+                       workers=threads if opts.device == "cpu" else 1,
+                       progress=opts.progress, desc="test")
+
+
+def _validation_metrics(model: TrainedModel, clf: PixelClassifier, val) -> Metrics:
+    ids = np.asarray(model.class_table.ids)
+    return classification_metrics(ids[val.y], ids[clf.predict(val.x)[0]],
+                                  list(model.class_table.ids))
+
+
+def _auto(model: TrainedModel, scenes: list[TrainScene], chips: list[Chip],
+          val_chips: list[Chip], network_val: Metrics, opts: TrainOptions, threads: int
+          ) -> tuple[Metrics, dict[str, np.ndarray] | None, dict[str, float]]:
+    """Fit the SVM and the forest beside the trained network; keep the classifier with the
+    highest validation OA on the same validation pixels (the network's validation metrics,
+    the winner's arrays, every OA). The network stays, for the abundances, whichever
+    classifies."""
+    train_px, val_px = chip_pixels(model, scenes, chips), chip_pixels(model, scenes, val_chips)
+    fitted = fit_baselines(KINDS, train_px, val_px, seed=opts.seed, threads=threads)
+    oas = {"mamba": network_val.overall_accuracy,
+           **{k: f.validation_oa for k, f in fitted.items()}}
+    winner = choose(oas)
+    card = model.card
+    card.classifier = {
+        "kind": winner, "unmixing": True,
+        "chosen_by": f"highest validation OA over {len(val_px.y)} validation pixels (ties: "
+                     "mamba, then svm); the network gives the abundances whichever classifies",
+        "validation_oa": {k: round(v, 6) for k, v in oas.items()},
+        "params": {k: f.params for k, f in fitted.items()}}
+    if winner == "mamba":
+        return network_val, None, oas
+    f = fitted[winner]
+    model.classifier = PixelClassifier(winner, f.arrays, len(model.class_table.ids))
+    return _validation_metrics(model, model.classifier, val_px), f.arrays, oas
+
+
+def _train_baseline(setup: _Setup, chips: list[Chip], val_chips: list[Chip],
+                    out_dir: str | Path, opts: TrainOptions, overwrite: bool, threads: int,
+                    t_start: float) -> TrainResult:
+    """``--classifier svm|rf``: the baseline alone, on the run's bands, scaling and split; no
+    network, so no abundances or endmembers."""
+    import dataclasses
+
+    kind, scenes = opts.classifier, setup.scenes
+    card = setup.card
+    card.config = dataclasses.replace(setup.cfg, endmembers=0)
+    card.endmember_names = []
+    card.classifier = {"kind": kind, "unmixing": False}
+    model = TrainedModel(None, card)
+    train_px, val_px = chip_pixels(model, scenes, chips), chip_pixels(model, scenes, val_chips)
+    f = fit_baselines((kind,), train_px, val_px, seed=opts.seed, threads=threads)[kind]
+    model.classifier = PixelClassifier(kind, f.arrays, len(card.classes.ids))
+    card.classifier.update(params=f.params,
+                           validation_oa={kind: round(f.validation_oa, 6)})
+    val_metrics = _validation_metrics(model, model.classifier, val_px)
+    test, n_test = _test(model, scenes, opts, threads)
+    seconds = time.perf_counter() - t_start
+    card.model_hash = model_hash(None, f.arrays)
+    card.training = {"seconds": round(seconds, 2), "train_pixels": int(len(train_px.y)),
+                     "validation_pixels": int(len(val_px.y)), "test_pixels": n_test,
+                     "test_sample": None if opts.test_all else
+                     {"max_windows": opts.test_windows, "max_pixels": opts.test_pixels}}
+    card.validation_metrics = val_metrics.to_dict()
+    card.test_metrics = test.to_dict() if test is not None else None
+    save_model(out_dir, None, card, splits=_split_rasters(scenes), overwrite=overwrite,
+               classifier=f.arrays)
+    return TrainResult(model, 0, val_metrics, test, seconds, 0.0, False, n_test,
+                       {kind: f.validation_oa})
 
 
 def pair_labels(scenes: Sequence[str | Path], labels: Sequence[str | Path],
