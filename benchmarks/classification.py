@@ -76,7 +76,10 @@ VARIANTS = {"hsimap": {}, "hsimap --tokens raster": {"tokens": "raster"},
             "hsimap --hidden 64": {"hidden": 64}, "hsimap --hidden 256": {"hidden": 256},
             "hsimap --variants 4": {"variants": 4},
             "hsimap --window 32 --halo 4": {"window": 32, "halo": 4},
-            "hsimap --window 128 --halo 16": {"window": 128, "halo": 16}}
+            "hsimap --window 128 --halo 16": {"window": 128, "halo": 16},
+            "hsimap --augment 0.1": {"augment": 0.1},
+            "hsimap --label-smoothing 0.1": {"label_smoothing": 0.1},
+            "hsimap --weight-decay 0.01": {"weight_decay": 0.01}}
 DEFAULT_VARIANTS = ["hsimap", "hsimap --tokens raster", "hsimap --no-unmixing"]
 BASELINES = {"SVM (RBF)": "svm", "random forest": "rf"}
 

@@ -76,3 +76,11 @@ def test_batch_benchmark(capsys):
     out = _run("batch", ["--scenes", "2", "--size", "48", "--bands", "16", "--hidden", "16"],
                capsys)
     assert len(_rows(out)) == 4 and re.search(r"efficiency 1 -> 2 workers: \d", out)
+
+
+@pytest.mark.slow  # a benchmark's smoke run (about a minute); run by hand with -m slow
+def test_classifier_predict_benchmark(capsys):
+    out = _run("classifier_predict", ["--size", "48", "--bands", "12"], capsys)
+    rows = {r[0]: r for r in _rows(out)[1:]}
+    assert set(rows) == {"mamba", "svm", "rf"}
+    assert all(float(r[3].replace(",", "")) > 0 for r in rows.values())

@@ -35,18 +35,22 @@ def sparsity_loss(a: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 
 
 def make_optimizer(net: nn.Module, *, lr: float, endmember_lr: float | None, steps: int,
-                   decay: float = 0.9, fused: bool = True
+                   decay: float = 0.9, fused: bool = True, weight_decay: float = 0.0
                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.StepLR]:
     """Adam over ``net``'s parameters, the endmember bank at ``endmember_lr`` (None: frozen,
     left out), and a step decay by ``decay`` every ``steps // 10`` scheduler steps (training
     steps for the classifier, epochs for the unmixing fit).
 
     ``fused`` updates every parameter in one kernel instead of a dozen ops per tensor.
+    ``weight_decay`` > 0: AdamW's decoupled decay, on the network's weights only (never on
+    the endmember spectra, which are reflectances, not weights).
     """
     others = [q for n, q in net.named_parameters() if n != ENDMEMBERS]
-    groups = [{"params": others, "lr": lr}]
+    groups = [{"params": others, "lr": lr, "weight_decay": weight_decay}]
     if endmember_lr is not None:
-        groups.append({"params": [net.get_parameter(ENDMEMBERS)], "lr": endmember_lr})
-    optim = torch.optim.Adam(groups, fused=fused)
+        groups.append({"params": [net.get_parameter(ENDMEMBERS)], "lr": endmember_lr,
+                       "weight_decay": 0.0})
+    optim = (torch.optim.AdamW(groups, fused=fused) if weight_decay
+             else torch.optim.Adam(groups, fused=fused))
     sched = torch.optim.lr_scheduler.StepLR(optim, step_size=max(1, steps // 10), gamma=decay)
     return optim, sched

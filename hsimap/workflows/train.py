@@ -80,6 +80,12 @@ class TrainOptions:
     sparsity_weight: float = 0.001
     ema_alpha: float = 0.9
     ema_weight: float = 0.3
+    # Regularisation for few labels (0: off, the method as published): spectral augmentation
+    # (each pixel's brightness scaled by up to +-augment, and Gaussian noise of augment / 10
+    # in the [0, 1] input), label smoothing of the cross-entropy, decoupled weight decay.
+    augment: float = 0.0
+    label_smoothing: float = 0.0
+    weight_decay: float = 0.0
     # Protocol: which labelled pixels train, validate and test.
     train_per_class: int = 30
     val_per_class: int = 10
@@ -120,6 +126,10 @@ class TrainOptions:
             raise HsimapError(f"--threads must be at least 1, got {self.threads}")
         if self.window < 8:
             raise HsimapError(f"--window must be at least 8 px, got {self.window}")
+        for name in ("augment", "label_smoothing", "weight_decay"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise HsimapError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
         if self.classifier not in CHOICES:
             raise HsimapError(f"--classifier must be one of {', '.join(CHOICES)}, got "
                               f"{self.classifier!r}")
@@ -455,7 +465,8 @@ class _Fit:
         self.net = self.model.network
         self.device = torch.device(o.device)
         self.optim, self.sched = make_optimizer(self.net, lr=o.lr, endmember_lr=o.endmember_lr,
-                                                steps=o.steps, decay=o.decay)
+                                                steps=o.steps, decay=o.decay,
+                                                weight_decay=o.weight_decay)
         self.gen = torch.Generator().manual_seed(o.seed)
         self.rampup = max(1, o.steps // 10)
         chip = self.reader.chips[0].tile
@@ -496,6 +507,8 @@ class _Fit:
         for members in groups.values():
             chips = [data[i] for i in members]
             x = torch.stack([c.x for c in chips]).to(dev, torch.float32)
+            if o.augment:
+                x = self._augment(x)
             valid = torch.stack([c.valid for c in chips]).to(dev)
             need = torch.stack([c.train for c in chips]).to(dev)
             target = torch.stack([c.target for c in chips]).to(dev)
@@ -512,7 +525,8 @@ class _Fit:
                       generator=self.gen)
             share = len(members) / len(ids)
             logits = out.logits.permute(0, 2, 3, 1)[need]                  # (labelled, C)
-            ce = F.cross_entropy(logits, target[need], reduction="sum") / max(1, labelled)
+            ce = F.cross_entropy(logits, target[need], reduction="sum",
+                                 label_smoothing=o.label_smoothing) / max(1, labelled)
             sad = sad_loss(out.reconstruction, x, valid)
             sparse = sparsity_loss(out.abundances, valid)
             loss = ce
@@ -528,6 +542,15 @@ class _Fit:
         self.optim.step()
         self.sched.step()
         return sums
+
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Illumination and sensor noise a 30 m pixel's label does not depend on: a brightness
+        factor per pixel and Gaussian noise, drawn from the run's generator."""
+        a = self.opts.augment
+        b, _, h, w = x.shape
+        scale = 1 + a * (2 * torch.rand((b, 1, h, w), generator=self.gen) - 1)
+        noise = torch.randn(x.shape, generator=self.gen) * (a / 10)
+        return x * scale.to(x.device) + noise.to(x.device)
 
     @torch.no_grad()
     def score_validation(self) -> Metrics:
