@@ -5,8 +5,9 @@ the rest test; the same split (``hsimap.io.labels.split_labels``, same seed) for
 given to every run, and every test pixel scored. SVM and RF are hsimap's own
 (``hsimap train --classifier svm|rf``): the model's bands and min-max scaling; SVM RBF with C
 and gamma tuned on the validation pixels, RF 500 trees with max_features tuned on them.
-``auto`` is what ``--classifier auto`` keeps: per seed, the method of the highest validation
-OA among hsimap, SVM and RF (ties: hsimap, then SVM), scored on the test pixels.
+``auto`` is what ``--classifier auto`` keeps (``hsimap.workflows.classifiers.choose``): per
+seed, the method of the highest validation OA among hsimap, SVM and RF, a baseline replacing
+hsimap only when higher by more than one binomial standard error; scored on the test pixels.
 Houston 2018 crop: labels brought to the 128 x 128 scene grid as the majority of each 4 x 4
 block where at least 9 of the 16 sub-pixels agree. EnMAP west: the 9 tiles mosaicked as
 their PROVENANCE.md says (nodata between them).
@@ -163,12 +164,13 @@ def main(argv=None) -> None:
                 results.setdefault(method, []).append(r.test_metrics)
                 timing.setdefault(method, []).append((r.seconds_per_step, seconds))
                 val_oa[method] = (r.val_metrics.overall_accuracy, r.test_metrics)
+                val_pixels = r.val_metrics.pixels
                 print(f"{name} {method} seed {seed}: val OA {r.val_metrics.overall_accuracy:.4f}"
                       f" test OA {r.test_metrics.overall_accuracy:.4f}", file=sys.stderr,
                       flush=True)
             key = {"hsimap": "mamba", "SVM (RBF)": "svm", "random forest": "rf"}
             if all(m in val_oa for m in key):
-                kept = choose({key[m]: val_oa[m][0] for m in key})
+                kept = choose({key[m]: val_oa[m][0] for m in key}, val_pixels)
                 method = next(m for m, k in key.items() if k == kept)
                 results.setdefault("auto", []).append(val_oa[method][1])
                 print(f"{name} auto seed {seed}: kept {kept}", file=sys.stderr, flush=True)

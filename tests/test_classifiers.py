@@ -83,11 +83,16 @@ def test_a_damaged_forest_cannot_hang_prediction():
     assert len(cls) == 5
 
 
-def test_choose_keeps_the_highest_validation_oa_and_prefers_the_mamba_on_ties():
+def test_choose_keeps_the_highest_validation_oa_and_the_mamba_unless_clearly_beaten():
     assert choose({"mamba": 0.8, "svm": 0.9, "rf": 0.7}) == "svm"
     assert choose({"mamba": 0.8, "svm": 0.7, "rf": 0.85}) == "rf"
     assert choose({"mamba": 0.9, "svm": 0.9, "rf": 0.9}) == "mamba"
     assert choose({"mamba": 0.7, "svm": 0.9, "rf": 0.9}) == "svm"
+    # Over 57 validation pixels one standard error of 0.6 is 0.065: two pixels more is noise.
+    assert choose({"mamba": 0.60, "svm": 0.63, "rf": 0.5}, 57) == "mamba"
+    assert choose({"mamba": 0.60, "svm": 0.70, "rf": 0.5}, 57) == "svm"
+    assert choose({"mamba": 0.60, "svm": 0.63, "rf": 0.5}, 5700) == "svm"
+    assert choose({"svm": 0.6, "rf": 0.61}, 57) == "rf"      # no Mamba: the plain maximum
 
 
 def _outputs(d: Path) -> set[str]:
@@ -195,7 +200,8 @@ def test_auto_keeps_a_baseline_where_it_validates_better_with_the_mamba_unmixing
     r = train(scene, labels, table, tmp_path / "m",
               TrainOptions(**{**FAST, "steps": 3, "val_every": 3}, classifier="auto", seed=0))
     oa = r.validation_oa
-    assert r.classifier in ("svm", "rf") and oa[r.classifier] == max(oa.values()) > oa["mamba"]
+    assert r.classifier in ("svm", "rf") and oa[r.classifier] == max(oa.values())
+    assert oa[r.classifier] > oa["mamba"] + 0.2
     model = load_model(tmp_path / "m")
     assert model.network is not None and model.classifier.kind == r.classifier
     assert model.card.validation_metrics["overall_accuracy"] == pytest.approx(oa[r.classifier])

@@ -766,12 +766,14 @@ def _auto(model: TrainedModel, scenes: list[TrainScene], chips: list[Chip],
     fitted = fit_baselines(KINDS, train_px, val_px, seed=opts.seed, threads=threads)
     oas = {"mamba": network_val.overall_accuracy,
            **{k: f.validation_oa for k, f in fitted.items()}}
-    winner = choose(oas)
+    winner = choose(oas, len(val_px.y))
     card = model.card
     card.classifier = {
         "kind": winner, "unmixing": True,
         "chosen_by": f"highest validation OA over {len(val_px.y)} validation pixels (ties: "
-                     "mamba, then svm); the network gives the abundances whichever classifies",
+                     "mamba, then svm), a baseline replacing the Mamba only when higher by "
+                     "more than one binomial standard error of the Mamba's; the network gives "
+                     "the abundances whichever classifies",
         "validation_oa": {k: round(v, 6) for k, v in oas.items()},
         "params": {k: f.params for k, f in fitted.items()}}
     if winner == "mamba":
