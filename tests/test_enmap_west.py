@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import rasterio
 
+from hsimap.workflows.classifiers import choose
 from tests.conftest import hsimap, shared
 
-# hsimap (the Mamba alone) and auto, test OA over seeds 0-4: mean - 3 std (see docs).
-MAMBA_FLOOR = 0.45
-AUTO_FLOOR = 0.50
+# auto's test OA over seeds 0-4, 0.5762 +- 0.0099 (it kept the Mamba in every seed):
+# mean - 3 std = 0.546 (docs/benchmarks.md).
+AUTO_FLOOR = 0.546
 
 
 @pytest.mark.slow  # about 5 minutes on 2 cores
@@ -34,7 +35,7 @@ def test_enmap_west_trains_with_auto_and_predicts_in_its_crs(tmp_path: Path):
     card = json.loads((m / "model.json").read_text())
     oa = card["classifier"]["validation_oa"]
     assert set(oa) == {"mamba", "svm", "rf"}
-    assert card["classifier"]["kind"] == max(oa, key=lambda k: (oa[k], k == "mamba"))
+    assert card["classifier"]["kind"] == choose(oa, card["training"]["validation_pixels"])
     assert card["excluded_bands"] == list(range(130, 136))   # the 6 water-vapour bands
     assert card["test_metrics"]["overall_accuracy"] >= AUTO_FLOOR
     for line in r.stdout.splitlines():
