@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint bench clean
+.PHONY: demo test test-all coverage lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check hsimap cli tests benchmarks examples
+	$(BIN)/python -m pytest -q -n 2
+
+# The default tests with a coverage report (slower: coverage traces the in-process tests).
+coverage: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --cov=hsimap --cov=cli --cov-report=term:skip-covered
 
 test-all: $(STAMP)

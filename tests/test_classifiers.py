@@ -99,7 +99,7 @@ def _outputs(d: Path) -> set[str]:
     return {p.name.removeprefix("scene") for p in d.iterdir()}
 
 
-@pytest.mark.parametrize("kind", ["svm", "rf"])
+@pytest.mark.parametrize("kind", ["svm", pytest.param("rf", marks=pytest.mark.slow)])
 def test_a_baseline_writes_the_output_set_and_loads_in_predict_and_batch(
         kind, trained: Trained, tmp_path: Path):
     m = tmp_path / kind

@@ -32,6 +32,7 @@ def _history(d: Path) -> list[dict]:
                 for row in csv.DictReader(f)]
 
 
+@pytest.mark.slow  # eight short trainings (about 40 s)
 def test_each_candidate_changes_training_and_off_is_the_default(trained: Trained, tmp_path):
     base = _losses(trained, tmp_path / "base")
     assert _losses(trained, tmp_path / "again") == base          # deterministic
