@@ -36,7 +36,8 @@ def test_enmap_west_trains_with_auto_and_predicts_in_its_crs(tmp_path: Path):
     oa = card["classifier"]["validation_oa"]
     assert set(oa) == {"mamba", "svm", "rf"}
     assert card["classifier"]["kind"] == choose(oa, card["training"]["validation_pixels"])
-    assert card["excluded_bands"] == list(range(130, 136))   # the 6 water-vapour bands
+    # The 6 water-vapour bands (130-135, 1-based) are bad (bbl = 0): not used.
+    assert len(card["bands_used"]) == 218 and not set(range(129, 135)) & set(card["bands_used"])
     assert card["test_metrics"]["overall_accuracy"] >= AUTO_FLOOR
     for line in r.stdout.splitlines():
         if line.startswith("validation OA"):

@@ -317,8 +317,7 @@ class PixelClassifier:
                       bool(np.all(a["leaf"][a["left"] == np.arange(n)])))
         except KeyError as exc:
             return f"no array {exc}"
-        values = [v for v in a.values() if v.dtype.kind == "f"]
-        if not all(np.isfinite(v).all() for v in values if v is not a.get("threshold")):
+        if not all(np.isfinite(v).all() for v in a.values() if v.dtype.kind == "f"):
             return "NaN or infinite values"
         return None if ok else f"arrays do not fit a {self.kind} of {bands} bands and " \
                                f"{self.classes} classes"

@@ -37,7 +37,9 @@ class Pixels:
 def chip_pixels(model: TrainedModel, scenes, chips: list[Chip]) -> Pixels:
     """The valid masked pixels of ``chips`` (each a tile's core and a mask on it), read from
     their scenes and scaled as the network's input is."""
-    lut = {c: i for i, c in enumerate(model.class_table.ids)}
+    ids = model.class_table.ids
+    lut = np.full(max(ids) + 1, -1, np.int64)
+    lut[ids] = np.arange(len(ids))
     xs, ys = [], []
     bands = model.band_indices
     with bounded_write_cache(SCATTERED_CACHE_BYTES):
@@ -47,7 +49,8 @@ def chip_pixels(model: TrainedModel, scenes, chips: list[Chip]) -> Pixels:
             keep = chip.mask & valid
             labels = sc.labels[t.core_rows, t.core_cols][keep]
             xs.append(scale_values(model, values)[:, keep].T)
-            ys.append(np.array([lut.get(int(v), -1) for v in labels], np.int64))
+            inside = (labels >= 0) & (labels < len(lut))
+            ys.append(np.where(inside, lut[np.where(inside, labels, 0)], -1))
     x = np.concatenate(xs) if xs else np.zeros((0, len(bands)), np.float32)
     y = np.concatenate(ys) if ys else np.zeros(0, np.int64)
     known = y >= 0

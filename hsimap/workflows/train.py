@@ -17,7 +17,7 @@ import platform
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -788,11 +788,9 @@ def _train_baseline(setup: _Setup, chips: list[Chip], val_chips: list[Chip],
                     t_start: float) -> TrainResult:
     """``--classifier svm|rf``: the baseline alone, on the run's bands, scaling and split; no
     network, so no abundances or endmembers."""
-    import dataclasses
-
     kind, scenes = opts.classifier, setup.scenes
     card = setup.card
-    card.config = dataclasses.replace(setup.cfg, endmembers=0)
+    card.config = replace(setup.cfg, endmembers=0)
     card.endmember_names = []
     card.classifier = {"kind": kind, "unmixing": False}
     model = TrainedModel(None, card)
