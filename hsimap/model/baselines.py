@@ -133,8 +133,7 @@ def to_arrays(kind: str, estimator, platt: tuple[np.ndarray, np.ndarray] | None 
     sigmoids, or ``RandomForestClassifier``), classes numbered 0..C-1."""
     if kind == "svm":
         if platt is None:
-            pairs = len(estimator.classes_) * (len(estimator.classes_) - 1) // 2
-            platt = (np.full(pairs, -1.0), np.zeros(pairs))
+            raise ValueError("an SVM needs its pairs' Platt sigmoids (prob_a, prob_b)")
         return _svm_arrays(estimator, platt)
     return _forest_arrays(estimator)
 
