@@ -17,8 +17,13 @@ from hsimap.cli.options import (
     predict_options,
     quiet_opt,
 )
+from hsimap.errors import Stopped
 from hsimap.io.rasters import write_vrt
 from hsimap.workflows.batch import BatchOptions, expand_scenes, run_batch
+
+
+def _stop(signum, frame) -> None:
+    raise Stopped("batch stopped by SIGTERM; rerun the same command to resume")
 
 
 @click.command("batch")
@@ -53,7 +58,7 @@ def command(scenes, model_dir, output, list_file, jobs, workers, workers_old, sc
     """
     paths = expand_scenes(list(scenes), list_file)
     # SIGTERM ends the client cleanly: the cluster is closed and the manifest kept.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, _stop)
     # --threads-per-worker and --force: earlier names, kept so that scripts still run.
     workers = workers_old or workers
     options = BatchOptions(build_predict_options(predict, workers=workers, overwrite=True,

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
+from typing import NoReturn
 
 import click
 
 from hsimap import __version__
-from hsimap.errors import HsimapError
+from hsimap.errors import HsimapError, is_out_of_memory, says_out_of_memory
+
+OUT_OF_MEMORY = ("out of memory; no partial output was kept (use fewer --workers, a smaller "
+                 "--window or --batch)")
+
+
+def _exit_out_of_memory(message: str) -> NoReturn:
+    """Say ``message`` and end the process at once. The outputs are already cleaned up; the
+    interpreter's own teardown (GDAL closing its datasets, dask its pools) would allocate
+    again and could end in GDAL's "FATAL: CPLMalloc(): Out of memory" and SIGABRT."""
+    click.echo(f"Error: {message}", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 class HsimapGroup(click.Group):
@@ -21,7 +36,11 @@ class HsimapGroup(click.Group):
         except HsimapError as exc:
             if ctx.meta.get("hsimap.debug"):
                 raise
-            raise click.ClickException(str(exc)) from None
+            if says_out_of_memory(str(exc)):
+                _exit_out_of_memory(str(exc))
+            err = click.ClickException(str(exc))
+            err.exit_code = exc.exit_code
+            raise err from None
         except click.UsageError as exc:
             # Without its context click prints the "Error:" line alone: the usage block and
             # the --help hint would make every bad value three lines (exit code stays 2).
@@ -35,11 +54,12 @@ class HsimapGroup(click.Group):
         except MemoryError:
             if ctx.meta.get("hsimap.debug"):
                 raise
-            raise click.ClickException("out of memory; no partial output was kept (use fewer "
-                                       "--workers, a smaller --window or --batch)") from None
+            _exit_out_of_memory(OUT_OF_MEMORY)
         except Exception as exc:  # a bug or an environment problem: still one line
             if ctx.meta.get("hsimap.debug"):
                 raise
+            if is_out_of_memory(exc):  # torch's allocator, a thread that could not start
+                _exit_out_of_memory(OUT_OF_MEMORY)
             name = type(exc).__name__
             raise click.ClickException(f"{name}: {exc} (run with --debug for details)") from None
 

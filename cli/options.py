@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from hsimap.errors import HsimapError
-from hsimap.io.rasters import parse_creation_options
+from hsimap.io.gdal import parse_creation_options
 
 
 def _existing(ctx: click.Context, param: click.Parameter, value: str | None

@@ -21,7 +21,8 @@ import xarray as xr
 from tqdm import tqdm
 
 from hsimap.errors import HsimapError
-from hsimap.io.rasters import STREAM_CACHE_BYTES, RasterSink, bounded_write_cache
+from hsimap.io.gdal import STREAM_CACHE_BYTES, bounded_write_cache
+from hsimap.io.rasters import RasterSink
 from hsimap.io.scene import read_window
 from hsimap.runtime import available_cores
 from hsimap.windows import Tile, tiles

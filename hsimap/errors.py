@@ -1,4 +1,5 @@
-"""The one exception type the CLI turns into a one-line message and a non-zero exit."""
+"""The one exception type the CLI turns into a one-line message and a non-zero exit, and how
+to tell a failed allocation from other failures."""
 
 
 class HsimapError(Exception):
@@ -6,3 +7,30 @@ class HsimapError(Exception):
 
     The message says what is wrong and what to do, on one line.
     """
+
+    exit_code = 1
+
+
+class Stopped(HsimapError):
+    """A run stopped by a signal (SIGTERM): what it finished is kept, exit code 128 + 15."""
+
+    exit_code = 143
+
+
+# The ways a failed allocation is worded below Python: GDAL and libtiff, torch's CPU allocator,
+# and a thread whose stack could not be mapped.
+_MEMORY_WORDS = ("out of memory", "cannot allocate", "can't allocate", "memory not allocated",
+                 "failed to allocate", "can't start new thread",
+                 "failed to map segment")  # a library loaded late, its pages unmappable
+
+
+def says_out_of_memory(text: str) -> bool:
+    """Whether a library's message reports an allocation that failed (not a damaged file,
+    not a full disk)."""
+    t = text.lower()
+    return any(w in t for w in _MEMORY_WORDS)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A MemoryError, or a library error (torch's RuntimeError, GDAL's) that is one."""
+    return isinstance(exc, MemoryError) or says_out_of_memory(str(exc))

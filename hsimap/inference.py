@@ -22,7 +22,7 @@ import xarray as xr
 from hsimap.classes import class_dtype
 from hsimap.engine import scene_tiles, tile_array
 from hsimap.errors import HsimapError
-from hsimap.io.rasters import bounded_write_cache
+from hsimap.io.gdal import bounded_write_cache
 from hsimap.io.scene import read_window
 from hsimap.model.store import TrainedModel
 from hsimap.windows import Tile, check_magnitude, fill_invalid

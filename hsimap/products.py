@@ -23,16 +23,11 @@ from rasterio.errors import RasterioError
 
 from hsimap.classes import ClassTable, class_dtype
 from hsimap.engine import TileProgress, check_workers, store
-from hsimap.errors import HsimapError
+from hsimap.errors import HsimapError, says_out_of_memory
+from hsimap.io.gdal import bounded_write_cache, check_creation_options, gdal_messages
 from hsimap.io.outputset import OutputSet
 from hsimap.io.qml import classes_qml, ramp_qml
-from hsimap.io.rasters import (
-    Grid,
-    RasterSink,
-    bounded_write_cache,
-    check_creation_options,
-    gdal_messages,
-)
+from hsimap.io.rasters import Grid, RasterSink
 from hsimap.io.speclib import write_library
 from hsimap.io.stac import acquisition_time, require_pystac, write_item
 
@@ -215,6 +210,12 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
                 s.abort()
             outset.abort()
             progress.close(failed=True)
+            if isinstance(exc, MemoryError) or (
+                    isinstance(exc, (OSError, RasterioError, CPLE_BaseError))
+                    and any(says_out_of_memory(m) for m in [*gdal, str(exc)])):
+                raise HsimapError(f"{out_dir}: out of memory writing the outputs of {stem}; "
+                                  "no output was changed (use fewer --workers or a smaller "
+                                  "--window)") from None
             if isinstance(exc, (OSError, RasterioError, CPLE_BaseError)):
                 # libtiff prints the root cause (``File too large``, ``No space left``)
                 # itself; what reaches Python is its consequence.

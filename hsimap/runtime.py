@@ -1,4 +1,5 @@
-"""The process's compute budget: one thread count shared by torch, numba's scan and BLAS.
+"""The process's compute budget: one thread count shared by torch, numba's scan and BLAS, and
+the memory it may still take.
 
 torch, the fused scan (which sizes its pool from torch's thread count) and OpenBLAS each start
 a pool as large as the machine unless told otherwise. Two hsimap runs on one machine, or
@@ -61,3 +62,24 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+def available_memory() -> int:
+    """Bytes this process may still allocate: MemAvailable, or the cgroup limit if lower."""
+    from pathlib import Path
+
+    avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            avail = min(avail, int(text))
+    return avail

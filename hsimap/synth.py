@@ -27,7 +27,8 @@ from hsimap.classes import ClassTable
 from hsimap.errors import HsimapError
 from hsimap.io.envi import WRITE_SUFFIXES
 from hsimap.io.files import check_output, temp_name, with_extension
-from hsimap.io.rasters import Grid, RasterSink, bounded_write_cache
+from hsimap.io.gdal import bounded_write_cache
+from hsimap.io.rasters import Grid, RasterSink
 from hsimap.io.speclib import envi_safe_text, write_library
 
 INT_SCALE = 10000.0

@@ -203,6 +203,25 @@ def library_on_another_scale(d, t):
     return ["unmix", t.made.scene, "-o", d / "out", "--library", d / "lib.sli"]
 
 
+def geotiff_damaged_in_its_tags(d, t):
+    """The trained scene as a GeoTIFF whose geokey tags declare impossible counts: libtiff
+    skips them, and GDAL would read it as not georeferenced."""
+    import struct
+
+    src = open_scene(t.made.scene)
+    path = write_raster(d / "damaged.tif", src.values, Grid.from_scene(src))
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"II*\0"   # classic little-endian TIFF
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for i in range(struct.unpack("<H", data[ifd:ifd + 2])[0]):
+        entry = ifd + 2 + 12 * i
+        tag, _, count = struct.unpack("<HHI", data[entry:entry + 8])
+        if tag in (33550, 33922, 34735):   # pixel scale, tie points, geokey directory
+            data[entry + 4:entry + 8] = struct.pack("<I", count * 1_000_000)
+    path.write_bytes(bytes(data))
+    return ["predict", path, "-m", t.model_dir, "-o", d / "out"]
+
+
 @dataclass
 class Case:
     name: str
@@ -247,6 +266,8 @@ REFUSED = [
     Case("vectorize -o a folder", vectorize_into_a_folder, "dir.gpkg: is a folder"),
     Case("unmix --library on another scale", library_on_another_scale,
          "times the scene's pixels"),
+    Case("GeoTIFF damaged inside its tags", geotiff_damaged_in_its_tags,
+         "damaged.tif: damaged TIFF tags (GeoPixelScale, GeoTiePoints, GeoKeyDirectory)"),
 ]
 
 
@@ -481,3 +502,54 @@ def test_a_failed_batch_scene_leaves_no_folder(trained: Trained, tmp_path: Path)
                         BatchOptions())
     assert rec["status"] == "failed" and "bands" in rec["reason"], rec
     assert not (tmp_path / "out" / "broken").exists()
+
+
+def _mat_v73(path: Path, shape: tuple[int, ...], data: np.ndarray | None = None) -> Path:
+    """A MATLAB v7.3 file (HDF5 behind MATLAB's 512-byte header) holding one array ``cube``
+    of MATLAB shape ``shape`` (h5py stores it reversed); unwritten: fill values only."""
+    import h5py
+
+    with h5py.File(path, "w", userblock_size=512) as f:
+        if data is None:
+            f.create_dataset("cube", shape=shape[::-1], dtype="float32", chunks=(1, 64, 64))
+        else:
+            f.create_dataset("cube", data=data.T)
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 "
+    with open(path, "r+b") as f:
+        f.write(header.ljust(116) + b"\0" * 8 + b"\x00\x02" + b"IM")
+    return path
+
+
+def test_info_on_a_mat_reads_its_headers_only(tmp_path: Path):
+    """A 2 KB .mat declaring a 3.2 GB cube: info gives its size from the headers, and never
+    reads the cube (it used to hold 3.5 GB resident)."""
+    import resource
+    import subprocess
+    import sys
+
+    path = _mat_v73(tmp_path / "big.mat", (2000, 2000, 200))
+    assert path.stat().st_size < 100_000
+    r = subprocess.run([sys.executable, "-m", "hsimap", "info", str(path)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "2000 x 2000 px, 200 bands, float32" in r.stdout
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < 1_000_000  # KiB: < 1 GB
+
+
+@pytest.mark.parametrize("version", ["v5", "v7.3"])
+def test_a_mat_cube_read_lazily_equals_the_array_written(version: str, tmp_path: Path):
+    """Found from the headers, read on first use: the same (band, row, col) values either
+    way, for a (rows, cols, bands) cube and a bands x pixels matrix with nRow/nCol."""
+    from scipy.io import savemat
+
+    cube = np.random.default_rng(0).random((20, 30, 5)).astype(np.float32)
+    if version == "v5":
+        savemat(tmp_path / "c.mat", {"cube": cube})
+        path = tmp_path / "c.mat"
+    else:
+        path = _mat_v73(tmp_path / "c.mat", cube.shape, cube)
+    np.testing.assert_array_equal(open_scene(path).values, np.moveaxis(cube, 2, 0))
+    matrix = np.moveaxis(cube, 2, 0).reshape(5, 600, order="F")  # Zhu's column-major pixels
+    savemat(tmp_path / "m.mat", {"Y": matrix, "nRow": 20, "nCol": 30})
+    np.testing.assert_array_equal(open_scene(tmp_path / "m.mat").values,
+                                  np.moveaxis(cube, 2, 0))

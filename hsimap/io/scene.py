@@ -10,7 +10,6 @@ h5py. Whatever the format, the result carries the same things: CRS and transform
 from __future__ import annotations
 
 import math
-import os
 import re
 import warnings
 from dataclasses import asdict, dataclass
@@ -25,8 +24,10 @@ import xarray as xr
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-from hsimap.errors import HsimapError
+from hsimap.errors import HsimapError, says_out_of_memory
 from hsimap.io.envi import DATA_SUFFIXES, parse_list, to_nm
+from hsimap.io.gdal import gdal_messages
+from hsimap.io.mat import mat_cube
 
 DEFAULT_CHUNK = 512
 
@@ -170,12 +171,43 @@ def is_virtual(path: str | Path) -> bool:
     return text.startswith("/vsi") or re.match(r"^[a-z][a-z0-9+.-]*://", text) is not None
 
 
+# libtiff's words for a tag it could not read, and so skipped: GDAL then opens the file
+# without it, and a GeoTIFF whose geokeys are damaged reads as "not georeferenced".
+_DAMAGED_TAG = re.compile(r'(?:TIFFFetchNormalTag|TIFFReadDirectory|ReadDirEntry\w*):.*?'
+                          r'(?:"(\w+)"|tag (\d+))')
+
+
+def _refuse_damaged_tags(path: Path | str, messages: list[str]) -> None:
+    """Refuse a TIFF whose tags GDAL had to skip: its georeferencing, band metadata or
+    nodata would be lost without a word. Other GDAL messages become one warning line each."""
+    tags: list[str] = []
+    for m in messages:
+        hit = _DAMAGED_TAG.search(m)
+        if hit:
+            tag = hit.group(1) or _TIFF_TAG_NAMES.get(int(hit.group(2)), f"tag {hit.group(2)}")
+            if tag not in tags:
+                tags.append(tag)
+        else:
+            warnings.warn(f"{path}: GDAL: {m.split(': ', 1)[-1]}", stacklevel=3)
+    if tags:
+        raise HsimapError(f"{path}: damaged TIFF tags ({', '.join(tags)}), which GDAL would "
+                          "skip, losing what they hold (georeferencing, band metadata); the "
+                          "file is damaged: export it again from its source")
+
+
+_TIFF_TAG_NAMES = {33550: "GeoPixelScale", 33922: "GeoTiePoints", 34264: "GeoTransformation",
+                   34735: "GeoKeyDirectory", 34736: "GeoDoubleParams",
+                   34737: "GeoASCIIParams", 42112: "GDALMetadata", 42113: "GDALNoData"}
+
+
 def _open_gdal(path: Path | str, chunks: int) -> xr.DataArray:
     virtual = isinstance(path, str)
     if not virtual and path.suffix.lower() == ".hdr":
         path = resolve_envi_path(path)
     try:
-        with warnings.catch_warnings():
+        # Within an Env, GDAL's messages reach rasterio's logger (and gdal_messages) rather
+        # than stderr, where rioxarray's own open printed them as bare "Warning 1:" lines.
+        with warnings.catch_warnings(), rasterio.Env(), gdal_messages() as messages:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as src:
                 meta = _band_metadata(src)
@@ -195,6 +227,7 @@ def _open_gdal(path: Path | str, chunks: int) -> xr.DataArray:
     except RasterioIOError as exc:
         msg = str(exc).splitlines()[0]
         raise HsimapError(f"{path}: GDAL cannot read it as a raster ({msg})") from None
+    _refuse_damaged_tags(path, messages)
     if driver == "ENVI":
         # The header is the ENVI truth: a .aux.xml left beside it (GDAL writes them, and so
         # did hsimap synth) would otherwise override wavelengths edited in the .hdr.
@@ -214,108 +247,12 @@ def _open_gdal(path: Path | str, chunks: int) -> xr.DataArray:
     return arr
 
 
-def load_mat(path: Path) -> dict[str, Any]:
-    """All variables of a .mat file, v5 (scipy) or v7.3 (HDF5)."""
-    try:
-        from scipy.io import loadmat
-
-        data = {k: v for k, v in loadmat(path).items() if not k.startswith("__")}
-    except NotImplementedError:  # MATLAB v7.3 is HDF5
-        import h5py
-
-        with h5py.File(path, "r") as f:
-            sets = {k: f[k] for k in f.keys() if isinstance(f[k], h5py.Dataset)}
-            _check_declared_sizes(path, {k: d.size * d.dtype.itemsize for k, d in sets.items()})
-            # h5py reverses MATLAB's dimension order; transposing restores it.
-            data = {k: np.asarray(d).T for k, d in sets.items()}
-    except Exception as exc:  # scipy raises a variety of errors for non-MAT files
-        raise HsimapError(f"{path}: not a readable .mat file ({exc})") from None
-    return data
-
-
-def available_memory() -> int:
-    """Bytes this process may still allocate: MemAvailable, or the cgroup limit if lower."""
-    avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                avail = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(limit).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit():
-            avail = min(avail, int(text))
-    return avail
-
-
-def _check_declared_sizes(path: Path, sizes: dict[str, int]) -> None:
-    """Refuse an HDF5 (.mat v7.3) file whose arrays declare more than memory can hold: a 2 KB
-    file can declare a 134 GiB array of fill values, and reading it would take the machine."""
-    total, avail = sum(sizes.values()), available_memory()
-    if total > avail:
-        big = max(sizes, key=sizes.get)
-        raise HsimapError(f"{path}: its arrays declare {total / 2**30:,.1f} GiB ({big!r} "
-                          f"{sizes[big] / 2**30:,.1f} GiB), more than the "
-                          f"{avail / 2**30:,.1f} GiB of memory available; the file is damaged "
-                          "or too large to load whole (convert it to GeoTIFF or ENVI)")
-
-
-def _cube_from_mat(path: Path, variable: str | None) -> np.ndarray:
-    data = load_mat(path)
-    numeric = {k: v for k, v in data.items()
-               if isinstance(v, np.ndarray) and v.dtype.kind in "iuf" and v.ndim in (2, 3)}
-    if variable is not None:
-        if variable not in data:
-            raise HsimapError(f"{path}: no variable {variable!r}; it has {sorted(data)}")
-        chosen = variable
-    else:
-        cubes = {k: v for k, v in numeric.items() if v.ndim == 3}
-        pool = cubes or {k: v for k, v in numeric.items() if min(v.shape) > 1 and v.size > 1000}
-        if not pool:
-            raise HsimapError(f"{path}: no hyperspectral cube in this .mat file "
-                              f"(variables: {sorted(data)}); name one with --variable")
-        chosen = max(pool, key=lambda k: pool[k].size)
-    cube = np.asarray(data[chosen])
-    if cube.ndim == 3:
-        # MATLAB benchmark cubes (Indian Pines, Salinas, Pavia, ...) are (rows, cols, bands).
-        return np.moveaxis(cube, 2, 0)
-    if cube.ndim == 2:
-        rows = _mat_scalar(data, ("nRow", "lines", "nrow", "rows"))
-        cols = _mat_scalar(data, ("nCol", "cols", "ncol", "samples"))
-        bands_first = cube.shape[0] < cube.shape[1]
-        mat = cube if bands_first else cube.T
-        n_pix = mat.shape[1]
-        if rows is None or cols is None:
-            side = int(round(math.sqrt(n_pix)))
-            if side * side != n_pix:
-                raise HsimapError(f"{path}: {chosen!r} is a bands x pixels matrix but the file "
-                                  "has no nRow/nCol to give the image shape")
-            rows = cols = side
-        if rows * cols != n_pix:
-            raise HsimapError(f"{path}: declares {rows} rows x {cols} columns = {rows * cols:,} "
-                              f"px, but {chosen!r} holds {n_pix:,} pixels of {mat.shape[0]} "
-                              "bands")
-        # Zhu's benchmark matrices list pixels in MATLAB column-major order.
-        return mat.reshape(mat.shape[0], rows, cols, order="F")
-    raise HsimapError(f"{path}: {chosen!r} is not a 2-D or 3-D numeric array")
-
-
-def _mat_scalar(data: dict[str, Any], names: tuple[str, ...]) -> int | None:
-    for n in names:
-        if n in data:
-            return int(np.asarray(data[n]).ravel()[0])
-    return None
-
-
 def _open_mat(path: Path, variable: str | None, chunks: int) -> xr.DataArray:
-    cube = _cube_from_mat(path, variable)
+    cube = mat_cube(path, variable)
     b, h, w = cube.shape
     arr = xr.DataArray(
-        da.from_array(cube, chunks=(b, chunks, chunks)),
+        # meta given: dask would otherwise slice the cube to learn its type, reading it
+        da.from_array(cube, chunks=(b, chunks, chunks), meta=np.empty((0, 0, 0), cube.dtype)),
         dims=("band", "y", "x"),
         coords={"band": np.arange(1, b + 1), "y": np.arange(h) + 0.5, "x": np.arange(w) + 0.5},
     )
@@ -383,14 +320,16 @@ def valid_mask(raw: np.ndarray, nodata: float | None) -> np.ndarray:
 def read_block(scene: xr.DataArray, key: tuple) -> np.ndarray:
     """``scene.data[key]`` as numpy, a damaged file refused in one line naming it."""
     try:
-        return np.asarray(scene.data[key].compute(scheduler="synchronous"))
+        # On a worker thread, GDAL's messages reach rasterio's logger only inside an Env.
+        with rasterio.Env():
+            return np.asarray(scene.data[key].compute(scheduler="synchronous"))
     except MemoryError:
         raise HsimapError(f"{scene.attrs.get('source', 'scene')}: out of memory reading a "
                           "window; use fewer --workers or a smaller --window") from None
     except RasterioIOError as exc:
         cause = str(exc.__cause__ or exc).splitlines()[0]
         rows, cols = key[-2], key[-1]
-        if any(w in cause.lower() for w in ("out of memory", "cannot allocate", "alloc")):
+        if says_out_of_memory(cause):
             raise HsimapError(f"{scene.attrs.get('source', 'scene')}: out of memory reading "
                               f"rows {rows.start or 0}-{rows.stop} ({cause}); the file is "
                               "intact: use fewer --workers or a smaller --window") from None

@@ -13,6 +13,7 @@ import contextlib
 import glob
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -288,9 +289,20 @@ def _connect(scheduler: str | None, workers: int, threads: int):
     try:
         yield client
     finally:
+        if cluster is not None:
+            # Closing workers that are still computing (a stopped run) makes each log a
+            # CancelledError warning: shutdown chatter that says nothing to the user.
+            with contextlib.suppress(Exception):
+                client.run(_quiet_logs)
+            _quiet_logs()
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _quiet_logs() -> None:
+    for name in ("distributed", "tornado"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _collect(futures: dict, out: Path, summary: BatchSummary, t0: float,

@@ -15,7 +15,7 @@ import numpy as np
 
 from hsimap.errors import HsimapError
 from hsimap.inference import scale_values
-from hsimap.io.rasters import SCATTERED_CACHE_BYTES, bounded_write_cache
+from hsimap.io.gdal import SCATTERED_CACHE_BYTES, bounded_write_cache
 from hsimap.io.scene import read_window
 from hsimap.model.baselines import KINDS, Fitted, fit
 from hsimap.model.store import TrainedModel

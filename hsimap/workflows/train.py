@@ -32,8 +32,9 @@ from hsimap.engine import map_tiles
 from hsimap.errors import HsimapError
 from hsimap.inference import batch_products, model_input
 from hsimap.io.files import output_stem
+from hsimap.io.gdal import SCATTERED_CACHE_BYTES, bounded_write_cache
 from hsimap.io.labels import split_labels
-from hsimap.io.rasters import SCATTERED_CACHE_BYTES, Grid, bounded_write_cache
+from hsimap.io.rasters import Grid
 from hsimap.io.scene import read_window, usable_bands
 from hsimap.metrics import Metrics, classification_metrics
 from hsimap.model.baselines import KINDS, PixelClassifier
