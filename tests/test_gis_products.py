@@ -108,6 +108,12 @@ def test_vectorize_to_geopackage(maps, tmp_path):
     # valid now (QGIS's Clip and Dissolve stop on invalid ones), one geometry type for all.
     assert all(shapely.is_valid(polys)), shapely.is_valid_reason(polys[~shapely.is_valid(polys)])
     assert set(shapely.get_type_id(polys)) == {6}   # MultiPolygon
+    import sqlite3
+
+    # GeoPackage 1.2: QGIS 3.22 (GDAL 3.6) warns that 1.4, GDAL 3.10's default, "may only be
+    # partially supported" on every open.
+    with sqlite3.connect(out) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 10200
     ids, names, ha = fields
     for c in np.unique(ids):
         assert ha[ids == c].sum() == pytest.approx((a == c).sum() * res[0] * res[1] / 1e4)

@@ -16,6 +16,9 @@ from hsimap.errors import HsimapError
 from hsimap.io.files import atomic_output, check_output
 from hsimap.io.rasters import open_class_map, read_class_table
 
+# GeoPackage 1.2, not GDAL 3.10's default 1.4: QGIS 3.22 (GDAL 3.6, Debian 12's LTR) warns on
+# every open of a 1.4 file that it "may only be partially supported".
+DATASET_OPTIONS = {"GPKG": {"dataset_options": {"VERSION": "1.2"}}}
 DRIVERS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf", ".geojson": "GeoJSON", ".shp": "ESRI Shapefile"}
 
 
@@ -66,7 +69,8 @@ def vectorize(classes: str | Path, output: str | Path, *, mmu: int = 0,
         pyogrio.raw.write(tmp, shapely.to_wkb(geoms), [np.array(ids, np.int32), names, hectares],
                           fields=["class_id", "class_name", "area_ha"],
                           geometry_type="MultiPolygon",
-                          crs=crs.to_wkt() if crs else None, driver=driver, layer=out.stem)
+                          crs=crs.to_wkt() if crs else None, driver=driver, layer=out.stem,
+                          **DATASET_OPTIONS.get(driver, {}))
     return VectorizeReport(out, len(polys), len(set(ids)))
 
 
