@@ -29,7 +29,7 @@ def load_mat(path: Path) -> dict[str, Any]:
     """All variables of a .mat file, read whole (for small files: labels, ground truth)."""
     hdf5 = _is_hdf5(path)
     if hdf5:
-        variables = _variables(path)
+        variables = _variables(path, hdf5)
         _check_declared_sizes(path, {k: math.prod(s) * np.dtype(t).itemsize
                                      for k, (s, t) in variables.items() if t is not None})
     return _read(path, None, hdf5)
@@ -47,11 +47,11 @@ def _is_hdf5(path: Path) -> bool:
     return False
 
 
-def _variables(path: Path) -> dict[str, tuple[tuple[int, ...], str | None]]:
+def _variables(path: Path, hdf5: bool) -> dict[str, tuple[tuple[int, ...], str | None]]:
     """Each variable's MATLAB shape and numpy type (None: not a numeric array), from the
     headers only."""
     try:
-        if not _is_hdf5(path):
+        if not hdf5:
             from scipy.io import whosmat
 
             return {name: (tuple(shape), _CLASSES.get(cls))
@@ -107,8 +107,8 @@ class MatCube:
     ndim = 3
 
     def __init__(self, path: Path, variable: str, shape: tuple[int, int, int], dtype: str,
-                 layout: tuple[str, int, int] | None) -> None:
-        self.path, self.variable, self.shape = path, variable, shape
+                 layout: tuple[str, int, int] | None, hdf5: bool) -> None:
+        self.path, self.variable, self.shape, self._hdf5 = path, variable, shape, hdf5
         self.dtype = np.dtype(dtype)
         self._layout = layout  # None: (rows, cols, bands); else (orientation, rows, cols)
         self._cube: np.ndarray | None = None
@@ -125,7 +125,7 @@ class MatCube:
         return self._cube[key]
 
     def _load(self) -> np.ndarray:
-        data = _read(self.path, [self.variable], _is_hdf5(self.path))[self.variable]
+        data = _read(self.path, [self.variable], self._hdf5)[self.variable]
         cube = np.asarray(data)
         if self._layout is None:
             # MATLAB benchmark cubes (Indian Pines, Salinas, Pavia, ...) are (rows, cols, bands).
@@ -139,7 +139,8 @@ class MatCube:
 def mat_cube(path: Path, variable: str | None) -> MatCube:
     """The hyperspectral cube of a .mat file, found and shaped from its headers (the named
     ``variable``, else the largest 3-D numeric array, else the largest 2-D matrix), unread."""
-    variables = _variables(path)
+    hdf5 = _is_hdf5(path)
+    variables = _variables(path, hdf5)
     numeric = {k: s for k, (s, t) in variables.items() if t is not None and len(s) in (2, 3)}
     if variable is not None:
         if variable not in variables:
@@ -156,12 +157,11 @@ def mat_cube(path: Path, variable: str | None) -> MatCube:
                               f"(variables: {sorted(variables)}); name one with --variable")
         chosen = max(pool, key=lambda k: math.prod(pool[k]))
     shape, dtype = variables[chosen]
-    hdf5 = _is_hdf5(path)
     if hdf5:
         _check_declared_sizes(path, {chosen: math.prod(shape) * np.dtype(dtype).itemsize})
     if len(shape) == 3:
         rows, cols, bands = shape
-        return MatCube(path, chosen, (bands, rows, cols), dtype, None)
+        return MatCube(path, chosen, (bands, rows, cols), dtype, None, hdf5)
     scalars = _read(path, [n for n in (*_ROWS, *_COLS) if n in variables], hdf5)
     rows, cols = _scalar(scalars, _ROWS), _scalar(scalars, _COLS)
     bands_first = shape[0] < shape[1]
@@ -176,7 +176,8 @@ def mat_cube(path: Path, variable: str | None) -> MatCube:
         raise HsimapError(f"{path}: declares {rows} rows x {cols} columns = {rows * cols:,} "
                           f"px, but {chosen!r} holds {n_pix:,} pixels of {bands} bands")
     orientation = "bands-first" if bands_first else "pixels-first"
-    return MatCube(path, chosen, (bands, rows, cols), dtype, (orientation, rows, cols))
+    return MatCube(path, chosen, (bands, rows, cols), dtype, (orientation, rows, cols),
+                   hdf5)
 
 
 def _scalar(data: dict[str, Any], names: tuple[str, ...]) -> int | None:
