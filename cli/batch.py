@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-from pathlib import Path
 
 import click
 
@@ -18,7 +17,6 @@ from hsimap.cli.options import (
     quiet_opt,
 )
 from hsimap.errors import Stopped
-from hsimap.io.rasters import write_vrt
 from hsimap.workflows.batch import BatchOptions, expand_scenes, run_batch
 
 
@@ -29,7 +27,7 @@ def _stop(signum, frame) -> None:
 @click.command("batch")
 @click.argument("scenes", nargs=-1)
 @model_opt
-@output_opt
+@output_opt("Folder holding one folder of outputs per scene, the manifest and the VRT.")
 @click.option("--list", "list_file", type=click.Path(exists=True), default=None,
               help="File with one scene path a line.")
 @click.option("-j", "--jobs", type=int, default=None, callback=at_least_one,
@@ -63,10 +61,9 @@ def command(scenes, model_dir, output, list_file, jobs, workers, workers_old, sc
     workers = workers_old or workers
     options = BatchOptions(build_predict_options(predict, workers=workers, overwrite=True,
                                                  progress=False), device=device)
-    options.predict.check()  # before any cluster starts
     summary = run_batch(paths, model_dir, output, jobs=jobs, scheduler=scheduler,
                         overwrite=overwrite or overwrite_old, options=options,
-                        progress=not quiet,
+                        progress=not quiet, mosaic=vrt,
                         echo=lambda m: click.echo(m, err=True))
     width = max([len(str(p)) for p in paths] + [5])
     click.echo(f"{'scene':<{width}}  status   seconds  note")
@@ -80,10 +77,7 @@ def command(scenes, model_dir, output, list_file, jobs, workers, workers_old, sc
         click.echo(f"{len(summary.records) - len(summary.failed)} done, "
                    f"{len(summary.failed)} failed, {len(summary.skipped)} skipped; "
                    f"{summary.pixels} px in {summary.seconds:.1f} s ({rate:,.0f} px/s)")
-    if vrt:
-        maps = sorted(Path(output).glob("*/*_classes.tif"))
-        # The mosaic of the batch folder's maps is the batch's own: each run brings it up to date.
-        vrt_path = write_vrt(maps, Path(output) / "classes_mosaic.vrt", overwrite=True)
-        click.echo(f"mosaic: {vrt_path}")
+    if summary.mosaic is not None:
+        click.echo(f"mosaic: {summary.mosaic}")
     if summary.failed:
         sys.exit(1)

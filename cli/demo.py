@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import click
 
-from hsimap.cli.options import quiet_opt
+from hsimap.cli.options import output_opt, quiet_opt
 
 
 @click.command("demo")
-@click.option("-o", "--output", default="demo-output", show_default=True, type=click.Path(),
-              help="Folder for the demo's files (replaced on every run).")
+@output_opt("Folder for the demo's files (replaced on every run).", default="demo-output")
 @click.option("--overwrite", is_flag=True, hidden=True,
               help="Accepted for symmetry; the demo always replaces its own files.")
 @click.option("--quick", is_flag=True, help="A smaller scene and fewer steps (tests).")

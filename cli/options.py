@@ -38,8 +38,37 @@ def _creation(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
 
 
 scene_arg = click.argument("scene", metavar="SCENE", callback=_existing)
-output_opt = click.option("-o", "--output", required=True, type=click.Path(),
-                          help="Output folder (or file, for commands that write one).")
+
+
+def output_opt(what: str = "Output folder.", *, default: str | None = None,
+               required: bool = True):
+    """``-o/--output``, the one definition: ``what`` says what the command writes there;
+    required unless the command has a ``default`` (or says otherwise)."""
+    return click.option("-o", "--output", required=required and default is None,
+                        default=default,
+                        show_default=default is not None, type=click.Path(), help=what)
+
+
+def window_opt(default: int | None, what: str = "Window size, px."):
+    """``--window``: the square read window a model runs on."""
+    return click.option("--window", type=int, default=default, show_default=default is not None,
+                        help=what)
+
+
+def halo_opt(default: int | None, what: str = "Context around each window's core, px."):
+    """``--halo``: what each window reads beyond its core (discarded after)."""
+    return click.option("--halo", type=int, default=default, show_default=default is not None,
+                        help=what)
+
+
+mmu_opt = click.option("--mmu", type=int, default=0, metavar="PIXELS",
+                       help="Minimum mapping unit: class patches smaller than PIXELS "
+                            "(8-connected) take the class of their largest neighbour.")
+stac_opt = click.option("--stac", is_flag=True,
+                        help="Also write SCENE_item.json, a STAC Item of the outputs (needs "
+                             "pystac).")
+no_quicklooks_opt = click.option("--no-quicklooks", is_flag=True,
+                                 help="Skip the PNG quicklooks.")
 overwrite_opt = click.option("--overwrite", is_flag=True,
                              help="Replace outputs that already exist.")
 creation_opt = click.option("--co", "creation_options", multiple=True, metavar="NAME=VALUE",
@@ -77,17 +106,14 @@ quiet_opt = click.option("-q", "--quiet", is_flag=True, callback=_quiet,
 
 # What `hsimap predict` and `hsimap batch` share: every option of a prediction, once.
 _PREDICT = [
-    click.option("--window", type=int, default=None,
-                 help="Window size, px (default: the model's)."),
-    click.option("--halo", type=int, default=None, help="Halo, px (default: the model's)."),
+    window_opt(None, "Window size, px (default: the model's)."),
+    halo_opt(None, "Halo, px (default: the model's)."),
     click.option("--ignore-wavelengths", is_flag=True,
                  help="Proceed although the scene's wavelengths differ from the model's."),
     click.option("--ignore-scale", is_flag=True,
                  help="Proceed although the scene's values are on another scale than the "
                       "model's training scene (other units)."),
-    click.option("--mmu", type=int, default=0, metavar="PIXELS",
-                 help="Minimum mapping unit: class patches smaller than PIXELS (8-connected) "
-                      "take the class of their largest neighbour."),
+    mmu_opt,
     click.option("--probabilities", is_flag=True,
                  help="Also write SCENE_probabilities.tif: one band per class, the model's "
                       "probability of it."),
@@ -95,9 +121,8 @@ _PREDICT = [
                  default="float32", show_default=True,
                  help="How probabilities are stored: float32, or uint8 0-254 with a scale "
                       "factor of 1/254 (255 nodata; for large scenes)."),
-    click.option("--stac", is_flag=True,
-                 help="Also write SCENE_item.json, a STAC Item of the outputs (needs pystac)."),
-    click.option("--no-quicklooks", is_flag=True, help="Skip the PNG quicklooks."),
+    stac_opt,
+    no_quicklooks_opt,
     cog_opt,
     creation_opt,
 ]

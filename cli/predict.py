@@ -21,7 +21,7 @@ from hsimap.cli.options import (
 @click.command("predict")
 @scene_arg
 @model_opt
-@output_opt
+@output_opt("Folder for the scene's outputs (created if missing).")
 @predict_options
 @workers_opt
 @device_opt

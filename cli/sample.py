@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import click
 
-from hsimap.cli.options import overwrite_opt, seed_opt
+from hsimap.cli.options import output_opt, overwrite_opt, seed_opt
 from hsimap.design import ALLOCATIONS
 
 
 @click.command("sample")
 @click.argument("classes", metavar="MAP", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(),
-              help="GeoPackage of sample points to write (.gpkg).")
+@output_opt("GeoPackage of sample points to write (.gpkg).")
 @click.option("--target-se", type=float, default=0.01, show_default=True,
               help="Standard error of overall accuracy the sample size is set for "
                    "(Olofsson et al. 2014, eq. 13).")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hsimap.cli.options import device_opt, overwrite_opt, seed_opt, workers_opt
+from hsimap.cli.options import device_opt, output_opt, overwrite_opt, seed_opt, workers_opt
 
 
 @click.command("suggest")
@@ -12,8 +12,7 @@ from hsimap.cli.options import device_opt, overwrite_opt, seed_opt, workers_opt
                                                                          dir_okay=False))
 @click.option("-m", "--model", "model_dir", type=click.Path(exists=True), default=None,
               help="Model folder: suggest from SCENE (not needed for a probabilities raster).")
-@click.option("-o", "--output", required=True, type=click.Path(),
-              help="GeoPackage of points to write (.gpkg).")
+@output_opt("GeoPackage of points to write (.gpkg).")
 @click.option("-n", "n", type=int, default=100, show_default=True, help="Points to suggest.")
 @click.option("--measure", type=click.Choice(["margin", "entropy"]), default="margin",
               show_default=True,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 
-from hsimap.cli.options import overwrite_opt, seed_opt
+from hsimap.cli.options import output_opt, overwrite_opt, seed_opt
 from hsimap.synth import SynthSpec, make_scene
 
 
 @click.command("synth")
-@click.argument("output", type=click.Path())
+@click.argument("output_arg", metavar="[OUTPUT]", required=False, type=click.Path())
+@output_opt("Scene file to write: .tif, or ENVI .img/.bsq/.bil/.bip (OUTPUT as an argument "
+            "still works).", required=False)
 @click.option("--width", type=int, default=256, show_default=True)
 @click.option("--height", type=int, default=256, show_default=True)
 @click.option("--bands", type=int, default=64, show_default=True)
@@ -27,15 +29,16 @@ from hsimap.synth import SynthSpec, make_scene
 @click.option("--nodata-edges", is_flag=True, help="Nodata outside a rotated flight-line strip.")
 @seed_opt
 @overwrite_opt
-def command(output, width, height, bands, endmembers, classes, snr, variability, region_size,
-            pixel_size, crs, dtype, nodata_edges, seed, overwrite) -> None:
-    """Write a synthetic scene to OUTPUT (.tif, or ENVI .img/.bsq/.bil/.bip) with its truth.
+def command(output_arg, output, width, height, bands, endmembers, classes, snr, variability,
+            region_size, pixel_size, crs, dtype, nodata_edges, seed, overwrite) -> None:
+    """Write a synthetic scene (-o, .tif or ENVI) with its truth.
 
     Beside it: OUTPUT_labels.tif, OUTPUT_abundances.tif and OUTPUT_endmembers.sli/.hdr/.csv.
     Endmembers are real USGS spectra embedded in hsimap.
     """
-    if min(width, height, bands) < 1:
-        raise click.BadParameter("width, height and bands must be positive")
+    if (output is None) == (output_arg is None):
+        raise click.UsageError("name the scene to write once, with -o/--output")
+    output = output or output_arg
     spec = SynthSpec(width=width, height=height, bands=bands, endmembers=endmembers,
                      classes=classes, snr=snr, variability=variability, region_size=region_size,
                      pixel_size=pixel_size, crs=crs, dtype=dtype, nodata_edges=nodata_edges,

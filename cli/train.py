@@ -7,10 +7,13 @@ import click
 from hsimap.cli.options import (
     device_opt,
     existing_all,
+    halo_opt,
+    output_opt,
     overwrite_opt,
     quiet_opt,
     seed_opt,
     variable_opt,
+    window_opt,
 )
 
 
@@ -19,7 +22,7 @@ from hsimap.cli.options import (
 @click.option("-l", "--labels", required=True, multiple=True, type=click.Path(),
               help="Class raster (0 = unlabelled), vector file (polygons/points) or .mat; "
                    "one per scene, in order, or one vector file for all scenes.")
-@click.option("-o", "--output", required=True, type=click.Path(), help="Model folder to write.")
+@output_opt("Model folder to write.")
 @click.option("--class-field", default=None, help="Vector attribute holding the class.")
 @click.option("--classes", "classes_csv", type=click.Path(exists=True), default=None,
               help="CSV of id,name,color giving class names and colours.")
@@ -37,10 +40,8 @@ from hsimap.cli.options import (
 @click.option("--endmembers", type=int, default=None, help="P (default: classes + 2, >= 4).")
 @click.option("--variants", type=int, default=10, show_default=True, help="R per endmember.")
 @click.option("--hidden", type=int, default=128, show_default=True, help="D.")
-@click.option("--window", type=int, default=64, show_default=True,
-              help="Window size, px: the training chip and the prediction window.")
-@click.option("--halo", type=int, default=8, show_default=True,
-              help="Context around each window's core, px.")
+@window_opt(64, "Window size, px: the training chip and the prediction window.")
+@halo_opt(8)
 @click.option("--val-every", type=int, default=25, show_default=True, help="Steps.")
 @click.option("--test-all", is_flag=True,
               help="Score every test pixel (default: a class-stratified sample of at most "

@@ -8,19 +8,23 @@ from hsimap.cli.options import (
     cog_opt,
     creation_opt,
     device_opt,
+    halo_opt,
+    no_quicklooks_opt,
     output_opt,
     overwrite_opt,
     quiet_opt,
     scene_arg,
     seed_opt,
+    stac_opt,
     variable_opt,
+    window_opt,
     workers_opt,
 )
 
 
 @click.command("unmix")
 @scene_arg
-@output_opt
+@output_opt("Folder for the scene's outputs (created if missing).")
 @click.option("-p", "--endmembers", type=int, default=4, show_default=True,
               help="Number of endmembers P (ignored with --library).")
 @click.option("--method", type=click.Choice(["hsimap", "vca-fcls"]), default="hsimap",
@@ -37,17 +41,16 @@ from hsimap.cli.options import (
               help="Spectral library (.sli or .csv, with wavelengths) whose nearest spectrum "
                    "by spectral angle names each endmember (default: the embedded USGS one).")
 @click.option("--epochs", type=int, default=300, show_default=True)
-@click.option("--window", type=int, default=128, show_default=True)
-@click.option("--halo", type=int, default=16, show_default=True)
+@window_opt(128)
+@halo_opt(16)
 @variable_opt
 @seed_opt
 @workers_opt
 @device_opt
 @cog_opt
 @creation_opt
-@click.option("--stac", is_flag=True,
-              help="Also write SCENE_item.json, a STAC Item of the outputs (needs pystac).")
-@click.option("--no-quicklooks", is_flag=True, help="Skip the PNG quicklooks.")
+@stac_opt
+@no_quicklooks_opt
 @overwrite_opt
 @quiet_opt
 def command(scene, output, endmembers, method, extraction, library, fixed_library, name_library,
@@ -68,7 +71,6 @@ def command(scene, output, endmembers, method, extraction, library, fixed_librar
                         name_library=name_library, epochs=epochs,
                         window=window, halo=halo, seed=seed,
                         device=str(resolve_device(device)), output=out)
-    opts.check()
     data = open_scene(scene, variable=variable)
     result = unmix(data, output, opts)
     click.echo(f"unmixed in {result.seconds:.1f} s")

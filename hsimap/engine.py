@@ -9,7 +9,6 @@ parallelism, memory bound (window size x workers) and all-or-nothing files.
 
 from __future__ import annotations
 
-import ctypes
 import operator
 import threading
 from collections.abc import Callable, Sequence
@@ -18,13 +17,12 @@ import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
-from tqdm import tqdm
 
 from hsimap.errors import HsimapError
 from hsimap.io.gdal import STREAM_CACHE_BYTES, bounded_write_cache
 from hsimap.io.rasters import RasterSink
 from hsimap.io.scene import read_window
-from hsimap.runtime import available_cores
+from hsimap.runtime import available_cores, fewer_malloc_arenas, torch_threads
 from hsimap.windows import Tile, tiles
 
 # values (bands, h, w) in physical units, valid (h, w), origin (row, col) of the read window
@@ -147,39 +145,10 @@ def map_tiles(scene: xr.DataArray, grid: list[Tile],
 
     groups = [grid[i:i + batch] for i in range(0, len(grid), max(1, batch))]
     tasks = [dask.delayed(run, pure=False)(g) for g in groups]
-    import torch  # here, not at the top: commands that never run a model start without it
-
     fewer_malloc_arenas()
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with bounded_write_cache(cache_bytes):
-            done = dask.compute(*tasks, scheduler="threads", num_workers=workers)
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(1), bounded_write_cache(cache_bytes):
+        done = dask.compute(*tasks, scheduler="threads", num_workers=workers)
     return [r for group in done for r in group]
-
-
-class TileProgress:
-    """A progress bar in pixels, advanced as tiles finish (from any worker thread)."""
-
-    def __init__(self, scene: xr.DataArray, desc: str, enabled: bool = True):
-        self.total = scene.sizes["x"] * scene.sizes["y"]
-        self.tiles = 0
-        self._lock = threading.Lock()
-        self._bar = tqdm(total=self.total, unit="px", unit_scale=True, desc=desc,
-                         disable=not enabled, dynamic_ncols=True, smoothing=0.1)
-
-    def on_tile(self, tile: Tile) -> None:
-        with self._lock:
-            self._bar.update(tile.pixels)
-            self.tiles += 1
-
-    def close(self, failed: bool = False) -> None:
-        if failed:
-            self._bar.leave = False  # clear the bar so the error message stands on its own
-        self._bar.close()
 
 
 class _Target:
@@ -193,31 +162,14 @@ class _Target:
         self.sink.write(value, rows.start or 0, cols.start or 0)
 
 
-def fewer_malloc_arenas(arenas: int = 2) -> None:
-    """Cap glibc's malloc arenas (``M_ARENA_MAX``) for threads started from now on.
-
-    glibc gives each new thread its own heap arena; windows allocated and freed on several
-    worker threads fragment them, and a streaming run's RSS crept up with the scene (2048 x 2048
-    x 200: peak 2,477 MiB, against 2,145 MiB with two arenas). No-op off glibc.
-    """
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8: M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
-
-
 def store(arrays: Sequence[da.Array], sinks: Sequence[RasterSink], *, workers: int) -> None:
     """Compute ``arrays`` ((bands, y, x) or (y, x)) into ``sinks`` on ``workers`` threads, then
     commit every sink; on any error (or Ctrl-C) abort them all, leaving no file behind."""
-    import torch
-
     fewer_malloc_arenas()
-    threads = torch.get_num_threads()
     # Parallelism is across windows; one torch thread each keeps the cores from being
     # oversubscribed and makes results independent of the worker count.
-    torch.set_num_threads(1)
     try:
-        with bounded_write_cache():
+        with torch_threads(1), bounded_write_cache():
             da.store(list(arrays), [_Target(s) for s in sinks], lock=False,
                      scheduler="threads", num_workers=workers)
             for s in sinks:
@@ -226,5 +178,3 @@ def store(arrays: Sequence[da.Array], sinks: Sequence[RasterSink], *, workers: i
         for s in sinks:
             s.abort()
         raise
-    finally:
-        torch.set_num_threads(threads)

@@ -1,7 +1,8 @@
 """Applying a trained model: one window-forward function, and scenes of any size streamed.
 
-:func:`window_products` is the only place a model is applied to pixels; training validation,
-test metrics and prediction all go through it. :func:`predict` builds a lazy
+:func:`apply_window` is the only place a network is applied to pixels: the classifier's
+windows (:func:`batch_products`, for prediction, training validation and test metrics) and
+``hsimap unmix``'s go through it. :func:`predict` builds a lazy
 ``xarray.Dataset`` over the scene's tiles through :mod:`hsimap.engine` (cores kept, halos
 discarded, one dask task per tile); :func:`hsimap.workflows.predict.predict_scene` streams it
 to disk.
@@ -50,18 +51,78 @@ class WindowProducts:
         return np.concatenate(planes)
 
 
+@dataclass(frozen=True)
+class Scaling:
+    """How a network sees a scene: the bands it reads and the span they were scaled with when
+    it was fitted (from the training scene, never recomputed per window)."""
+
+    bands: np.ndarray
+    lo: float
+    hi: float
+
+    @classmethod
+    def of(cls, model: TrainedModel) -> Scaling:
+        lo, hi = model.scale
+        return cls(model.band_indices, lo, hi)
+
+    def scaled(self, values: np.ndarray) -> np.ndarray:
+        """Physical values (all bands) to the used bands, scaled."""
+        x = values[self.bands]
+        return (x - np.float32(self.lo)) / np.float32(max(self.hi - self.lo, 1e-12))
+
+    def input(self, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """A window's network input: used bands, scaled, nodata filled (float32)."""
+        return np.ascontiguousarray(fill_invalid(self.scaled(values), valid), dtype=np.float32)
+
+
 def scale_values(model: TrainedModel, values: np.ndarray) -> np.ndarray:
     """Physical values (all bands) to the model's input: used bands, scaled with the stored
-    training statistics (never recomputed per window)."""
-    lo, hi = model.scale
-    x = values[model.band_indices]
-    return (x - np.float32(lo)) / np.float32(max(hi - lo, 1e-12))
+    training statistics."""
+    return Scaling.of(model).scaled(values)
 
 
 def model_input(model: TrainedModel, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """The network's input for a window: used bands, scaled, nodata filled (float32)."""
-    return np.ascontiguousarray(fill_invalid(scale_values(model, values), valid),
-                                dtype=np.float32)
+    return Scaling.of(model).input(values, valid)
+
+
+@dataclass
+class Applied:
+    """A network's outputs for a batch of windows, as numpy; NaN at invalid pixels."""
+
+    abundances: np.ndarray             # float32 (B, P, h, w)
+    error: np.ndarray                  # float32 (B, h, w), spectral angle to the reconstruction
+    logits: torch.Tensor | None        # (B, C, h, w) on the network's device, for a classifier
+
+
+Window = tuple[np.ndarray, np.ndarray, tuple[int, int]]  # values, valid, origin (row, col)
+
+
+@torch.no_grad()
+def apply_window(network: torch.nn.Module, scaling: Scaling, windows: Sequence[Window],
+                 device: torch.device | str = "cpu") -> Applied:
+    """Run a network (the classifier, or ``hsimap unmix``'s unmixing network) on windows of
+    one size: the one place a network meets pixels. Scaling, nodata filling, the error map and
+    masking are the same for every caller."""
+    dev = torch.device(device)
+    xs = np.stack([scaling.input(v, m) for v, m, _ in windows])
+    valid = np.stack([m for _, m, _ in windows])
+    xt = torch.from_numpy(xs).to(dev)
+    out = network(xt, torch.from_numpy(valid).to(dev), [o for _, _, o in windows])
+    if isinstance(out, tuple):  # the unmixing network alone
+        (abundances, recon), logits = out, None
+    else:
+        abundances, recon, logits = out.abundances, out.reconstruction, out.logits
+    # The angle in physical units: min-max scaling adds an offset to every band, which
+    # changes angles.
+    span, lo = scaling.hi - scaling.lo, scaling.lo
+    recon, x = recon * span + lo, xt * span + lo
+    cos = (recon * x).sum(1) / (recon.norm(dim=1) * x.norm(dim=1)).clamp_min(1e-12)
+    err = torch.arccos(cos.clamp(-1, 1)).cpu().numpy().astype(np.float32)
+    ab = abundances.cpu().numpy().astype(np.float32)
+    err[~valid] = np.nan
+    ab[np.broadcast_to(~valid[:, None], ab.shape)] = np.nan
+    return Applied(ab, err, logits)
 
 
 def window_products(model: TrainedModel, values: np.ndarray, valid: np.ndarray,
@@ -98,20 +159,27 @@ def batch_products(model: TrainedModel,
                                     np.full((n_classes, h, w), np.nan, np.float32))
     if not live:
         return out
-    xs = np.stack([model_input(model, windows[k][0], windows[k][1]) for k in live])
     valid = np.stack([windows[k][1] for k in live])
+    b, (h, w) = len(live), valid.shape[1:]
     ids = np.asarray(model.class_table.ids, np.int32)
     if model.network is not None:
-        classes, conf_np, err, ab, pr = _network_products(model, xs, valid,
-                                                          [windows[k][2] for k in live])
+        applied = apply_window(model.network, Scaling.of(model), [windows[k] for k in live],
+                               model.device)
+        prob = torch.softmax(applied.logits, dim=1)
+        conf, idx = prob.max(dim=1)
+        classes = ids[idx.cpu().numpy()].astype(np.int32)
+        conf_np = conf.cpu().numpy().astype(np.float32)
+        pr = prob.cpu().numpy().astype(np.float32)
+        err, ab = applied.error, applied.abundances
     else:
-        b, _, h, w = xs.shape
         err = np.full((b, h, w), np.nan, np.float32)
         ab = np.zeros((b, 0, h, w), np.float32)
     if model.classifier is not None:
         # The baseline classifies each valid pixel on its own (the network, when there is one,
         # still unmixes); its probabilities replace the network's.
-        b, bands, h, w = xs.shape
+        scaling = Scaling.of(model)
+        xs = np.stack([scaling.input(windows[k][0], windows[k][1]) for k in live])
+        bands = xs.shape[1]
         flat = xs.transpose(0, 2, 3, 1).reshape(-1, bands)
         pick = valid.reshape(-1)
         idx, prob = model.classifier.predict(flat[pick])
@@ -128,33 +196,11 @@ def batch_products(model: TrainedModel,
         c, cf, e, a, pj = classes[j], conf_np[j], err[j], ab[j], pr[j]
         c[~v] = 0
         cf[~v] = np.nan
-        e[~v] = np.nan
+        e[~v] = np.nan       # already, from apply_window; not for a baseline alone
         a[:, ~v] = np.nan
         pj[:, ~v] = np.nan
         out[k] = WindowProducts(c, cf, e, a, pj)
     return out
-
-
-def _network_products(model: TrainedModel, xs: np.ndarray, valid: np.ndarray,
-                      origins: list[tuple[int, int]]) -> tuple[np.ndarray, ...]:
-    """The network on scaled windows (B, bands, h, w): class ids, confidence, error,
-    abundances and probabilities, as numpy."""
-    net, dev = model.network, model.device
-    xt = torch.from_numpy(xs).to(dev)
-    res = net(xt, torch.from_numpy(valid).to(dev), origins)
-    prob = torch.softmax(res.logits, dim=1)
-    conf, idx = prob.max(dim=1)
-    ids = torch.as_tensor(model.class_table.ids, device=dev)
-    # The angle in physical units, as hsimap unmix computes it: min-max scaling adds an offset
-    # to every band, which changes angles.
-    lo, hi = model.scale
-    recon = res.reconstruction * (hi - lo) + lo
-    x = xt * (hi - lo) + lo
-    cos = (recon * x).sum(1) / (recon.norm(dim=1) * x.norm(dim=1)).clamp_min(1e-12)
-    err = torch.arccos(cos.clamp(-1, 1)).cpu().numpy().astype(np.float32)
-    return (ids[idx].cpu().numpy().astype(np.int32), conf.cpu().numpy().astype(np.float32), err,
-            res.abundances.cpu().numpy().astype(np.float32),
-            prob.cpu().numpy().astype(np.float32))
 
 
 def check_compatible(scene: xr.DataArray, model: TrainedModel, *,

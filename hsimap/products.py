@@ -22,7 +22,7 @@ from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
 
 from hsimap.classes import ClassTable, class_dtype
-from hsimap.engine import TileProgress, check_workers, store
+from hsimap.engine import check_workers, store
 from hsimap.errors import HsimapError, says_out_of_memory
 from hsimap.io.gdal import bounded_write_cache, check_creation_options, gdal_messages
 from hsimap.io.outputset import OutputSet
@@ -30,6 +30,7 @@ from hsimap.io.qml import classes_qml, ramp_qml
 from hsimap.io.rasters import Grid, RasterSink
 from hsimap.io.speclib import write_library
 from hsimap.io.stac import acquisition_time, require_pystac, write_item
+from hsimap.progress import TileProgress
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,7 @@ same scene up to its noise.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -24,23 +22,15 @@ from rasterio.windows import Window
 from scipy.spatial import cKDTree
 
 from hsimap.classes import ClassTable
+from hsimap.data.usgs import library_spectra
 from hsimap.errors import HsimapError
 from hsimap.io.envi import WRITE_SUFFIXES
-from hsimap.io.files import check_output, temp_name, with_extension
+from hsimap.io.files import atomic_output, check_output, with_extension
 from hsimap.io.gdal import bounded_write_cache
 from hsimap.io.rasters import Grid, RasterSink
 from hsimap.io.speclib import envi_safe_text, write_library
 
 INT_SCALE = 10000.0
-
-
-def library_spectra() -> tuple[np.ndarray, list[str], np.ndarray]:
-    """The embedded USGS spectra: (n, 224) reflectance, names, wavelengths in nm."""
-    with resources.files("hsimap.data").joinpath("usgs_spectra.csv").open() as f:
-        rows = list(csv.reader(f))
-    names = rows[0][1:]
-    table = np.array([[float(v) for v in r] for r in rows[1:]])
-    return table[:, 1:].T.copy(), names, table[:, 0]
 
 
 @dataclass
@@ -65,6 +55,16 @@ class SynthSpec:
     block: int = 256
     wavelength_range: tuple[float, float] = (400.0, 2450.0)
     class_names: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        """Refuse sizes that make no scene, in one line."""
+        if min(self.width, self.height, self.bands) < 1:
+            raise HsimapError(f"width, height and bands must be at least 1, got {self.width}, "
+                              f"{self.height} and {self.bands}")
+        if self.classes < 1 or self.endmembers < 2:
+            raise HsimapError("need at least 1 class and 2 endmembers")
+        if self.block < 1:
+            raise HsimapError(f"block must be at least 1, got {self.block}")
 
 
 @dataclass
@@ -102,8 +102,6 @@ class _Model:
         lib, names, lib_wl = library_spectra()
         if spec.endmembers > len(names):
             raise HsimapError(f"at most {len(names)} endmembers are embedded")
-        if spec.classes < 1 or spec.endmembers < 2:
-            raise HsimapError("need at least 1 class and 2 endmembers")
         self.wavelengths = np.linspace(*spec.wavelength_range, spec.bands)
         resampled = np.array([np.interp(self.wavelengths, lib_wl, s) for s in lib])
         # Farthest-angle picks keep the endmembers spectrally distinct.
@@ -218,6 +216,7 @@ def make_scene(path: str | Path, spec: SynthSpec | None = None, *,
     ``<stem>_endmembers.sli/.hdr/.csv`` (true endmember spectra).
     """
     spec = spec or SynthSpec()
+    spec.check()
     path = Path(path)
     model = _Model(spec)
     stem = path.with_suffix("")
@@ -230,8 +229,7 @@ def make_scene(path: str | Path, spec: SynthSpec | None = None, *,
     table = ClassTable(list(range(1, spec.classes + 1)), names[: spec.classes])
     profile = _scene_profile(spec, path, model)
     grid = Grid(spec.width, spec.height, profile["crs"], profile["transform"])
-    tmp = temp_name(path)
-    try:
+    with atomic_output(path, overwrite) as tmp:
         with bounded_write_cache(), \
                 rasterio.open(tmp, "w", **profile) as dst, \
                 RasterSink(labels_path, grid, 1, "uint8", nodata=0, class_table=table,
@@ -253,34 +251,21 @@ def make_scene(path: str | Path, spec: SynthSpec | None = None, *,
                     dst.write(x.astype(spec.dtype), window=win)
                     lab.write(y, r0, c0)
                     ab.write(a.astype(np.float32), r0, c0)
-        _commit_gdal(tmp, path)
-    except BaseException:
-        for p in tmp.parent.glob(tmp.stem + "*"):
-            p.unlink(missing_ok=True)
-        raise
+        if path.suffix.lower() in WRITE_SUFFIXES:
+            _describe_envi(tmp.with_suffix(".hdr"), path)
     write_library(lib_base, model.E, model.names, model.wavelengths, overwrite=overwrite,
                   description="hsimap synth: true endmembers")
     return SynthScene(path, labels_path, abund_path, with_extension(lib_base, ".sli"), model.E,
                       model.names, model.wavelengths, table, model.mixtures)
 
 
-def _commit_gdal(tmp: Path, final: Path) -> None:
-    """Rename a finished GDAL file set (ENVI has a header beside the data) to its final name."""
-    import os
-
-    if final.suffix.lower() in WRITE_SUFFIXES:
-        tmp_hdr = tmp.with_suffix(".hdr")
-        # GDAL's ENVI driver describes the file by the name it was written under: the
-        # temporary one. The description names the scene.
-        text = tmp_hdr.read_text()
-        start = text.find("description = {")
-        if start >= 0:
-            end = text.index("}", start)
-            name = envi_safe_text(final.name)
-            text = text[:start] + f"description = {{hsimap synth scene {name}" + text[end:]
-            tmp_hdr.write_text(text)
-        os.replace(tmp_hdr, final.with_suffix(".hdr"))
-        aux = Path(str(tmp) + ".aux.xml")
-        if aux.exists():
-            os.replace(aux, Path(str(final) + ".aux.xml"))
-    os.replace(tmp, final)
+def _describe_envi(header: Path, final: Path) -> None:
+    """GDAL's ENVI driver describes the file by the name it was written under (the temporary
+    one): the description names the scene instead."""
+    text = header.read_text()
+    start = text.find("description = {")
+    if start >= 0:
+        end = text.index("}", start)
+        name = envi_safe_text(final.name)
+        header.write_text(text[:start] + f"description = {{hsimap synth scene {name}"
+                          + text[end:])

@@ -268,6 +268,17 @@ REFUSED = [
          "times the scene's pixels"),
     Case("GeoTIFF damaged inside its tags", geotiff_damaged_in_its_tags,
          "damaged.tif: damaged TIFF tags (GeoPixelScale, GeoTiePoints, GeoKeyDirectory)"),
+    # Issue 20: one output option, settings checked by the workflow (the same message and code
+    # from the API and the shell).
+    Case("synth with a width of 0",
+         lambda d, t: ["synth", "-o", d / "s.tif", "--width", 0, "--height", 4],
+         "width, height and bands must be at least 1, got 0, 4 and 64"),
+    Case("synth told its output twice",
+         lambda d, t: ["synth", d / "a.tif", "-o", d / "b.tif", "--width", 4, "--height", 4],
+         "name the scene to write once, with -o/--output", 2),
+    Case("synth given one endmember",
+         lambda d, t: ["synth", "-o", d / "s.tif", "--endmembers", 1],
+         "need at least 1 class and 2 endmembers"),
 ]
 
 
@@ -419,7 +430,8 @@ def test_info_and_help_start_without_torch(small_scene, tmp_path: Path):
 
 
 def test_vrt_mosaic_carries_names_and_a_style(tmp_path: Path):
-    from hsimap.io.rasters import read_class_table, write_vrt
+    from hsimap.io.classmaps import read_class_table
+    from hsimap.io.mosaic import write_vrt
 
     table = ClassTable([1, 2, 3], ["roof", "water", "tree"])
     paths = []

@@ -1,8 +1,8 @@
 """The package's layers: each module imports only its own layer or the layers below it.
 
-errors, classes, metrics, accuracy, runtime -> io, synth -> windows, sampling -> model ->
-engine -> inference ->
-products, quicklook -> workflows -> cli. Imports inside functions count too.
+errors, classes, metrics, accuracy, runtime, design, progress, data -> io, synth ->
+windows, sampling -> model -> engine -> inference -> products, quicklook -> workflows -> cli.
+Imports inside functions count too.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("hsimap.errors", "hsimap.classes", "hsimap.metrics", "hsimap.accuracy", "hsimap.runtime",
-     "hsimap.design"),
+     "hsimap.design", "hsimap.progress", "hsimap.data"),
     ("hsimap.io", "hsimap.synth"),
     ("hsimap.windows", "hsimap.sampling"),
     ("hsimap.model",),

@@ -205,8 +205,8 @@ def test_ablations_change_the_token_path_and_only_it():
 
 def test_vca_and_fcls_recover_synthetic_truth():
     """Linear mixtures of 4 real USGS spectra, with a few pure pixels, at 40 dB SNR."""
+    from hsimap.data.usgs import library_spectra
     from hsimap.model.vca import match_endmembers
-    from hsimap.synth import library_spectra
 
     rng = np.random.default_rng(0)
     lib, _, _ = library_spectra()
@@ -226,8 +226,8 @@ def test_vca_and_fcls_recover_synthetic_truth():
 def test_purify_moves_noisy_vertices_to_typical_spectra():
     """Each material has pure pixels with 5% brightness and 5% spectral noise: the vertex VCA
     picks is a noisy extreme, the mean of the purest pixels is near the truth."""
+    from hsimap.data.usgs import library_spectra
     from hsimap.model.vca import match_endmembers, purify
-    from hsimap.synth import library_spectra
 
     rng = np.random.default_rng(1)
     lib, _, _ = library_spectra()

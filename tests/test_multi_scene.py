@@ -11,7 +11,7 @@ import pytest
 import rasterio
 
 from hsimap.classes import Split
-from hsimap.io.rasters import read_class_table
+from hsimap.io.classmaps import read_class_table
 from hsimap.synth import SynthSpec, make_scene
 from tests.conftest import hsimap
 

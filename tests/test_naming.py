@@ -7,9 +7,9 @@ import csv
 import numpy as np
 import rasterio
 
+from hsimap.data.usgs import library_spectra
 from hsimap.io.scene import open_scene
 from hsimap.model.naming import MATCH_ANGLE, endmember_names, nearest_spectra
-from hsimap.synth import library_spectra
 from hsimap.workflows.unmix import unmix
 
 

@@ -214,7 +214,7 @@ def test_memory_bounded_by_window_not_scene(trained, tmp_path):
 def test_python_api_classes_keep_their_table_through_rioxarray(trained, tmp_path):
     """hsimap.predict gives classes as uint8 with nodata 0 and the class table in attrs;
     rio.to_raster writes a map that hsimap (and GDAL) read back with its classes."""
-    from hsimap.io.rasters import read_class_table
+    from hsimap.io.classmaps import read_class_table
 
     ds = hsimap.predict(hsimap.open_scene(trained.made.scene), trained.model)
     assert ds.classes.dtype == np.uint8

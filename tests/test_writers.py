@@ -14,7 +14,8 @@ from rasterio.crs import CRS
 
 from hsimap.classes import ClassTable
 from hsimap.errors import HsimapError
-from hsimap.io.rasters import Grid, RasterSink, read_class_table, write_raster
+from hsimap.io.classmaps import read_class_table
+from hsimap.io.rasters import Grid, RasterSink, write_raster
 from hsimap.io.speclib import read_library, write_library
 
 GRID = Grid(300, 260, CRS.from_epsg(32611), Affine(2.5, 0.0, 512345.0, 0.0, -2.5, 4123456.0))
@@ -133,7 +134,7 @@ def test_reads_berlin_library():
 
 def test_vrt_mosaic_keeps_valid_pixels_where_lines_overlap(tmp_path):
     """Two lines overlapping by 20 columns; line A's nodata edge lies in the overlap."""
-    from hsimap.io.rasters import write_vrt
+    from hsimap.io.mosaic import write_vrt
 
     table = ClassTable([1, 2], ["maize", "orchard"])
     a = np.ones((30, 40), np.uint8)

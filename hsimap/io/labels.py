@@ -18,8 +18,9 @@ from rasterio.warp import reproject, transform_geom
 
 from hsimap.classes import ClassTable, Split
 from hsimap.errors import HsimapError
+from hsimap.io.classmaps import read_class_table
 from hsimap.io.mat import load_mat
-from hsimap.io.rasters import Grid, read_class_table
+from hsimap.io.rasters import Grid
 
 MAX_CLASS_ID = 65535   # the largest id a paletted (UInt16) GeoTIFF class map can hold
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml")

@@ -1,4 +1,4 @@
-"""GIS-ready rasters: window-by-window sinks, whole-array writes, class tables, the VRT mosaic.
+"""GIS-ready rasters: window-by-window sinks and whole-array writes.
 
 Every writer goes through :class:`RasterSink`: windows are written into a hidden temporary file
 beside the output, which on :meth:`RasterSink.commit` is copied into its final layout (tiled,
@@ -11,13 +11,11 @@ worker threads wrote windows.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
@@ -25,8 +23,8 @@ import rasterio.shutil
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
-from hsimap.classes import ClassTable, class_dtype, parse_color
-from hsimap.errors import HsimapError
+from hsimap.classes import ClassTable, class_dtype
+from hsimap.io.classmaps import category_aux_xml
 from hsimap.io.files import atomic_output, check_output, remove, temp_name
 from hsimap.io.grid import Grid  # noqa: F401  (re-exported: io.rasters.Grid is public)
 
@@ -137,19 +135,17 @@ class RasterSink:
         self._closed = True
         if self.sieve > 1:
             self._sieve()
-        staged = temp_name(self.path)
         try:
-            opts = self._finish_options()
-            driver = opts.pop("driver")
-            rasterio.shutil.copy(self._tmp, staged, driver=driver, **opts)
-            if self.class_table is not None:
-                Path(str(staged) + ".aux.xml").write_text(category_aux_xml(self.class_table))
-                os.replace(str(staged) + ".aux.xml", str(self.path) + ".aux.xml")
-            os.replace(staged, self.path)
-        except BaseException:
-            remove(staged, self._tmp)
-            raise
-        remove(self._tmp)
+            # Refused or not at construction: an existing file is this run's to replace now.
+            with atomic_output(self.path, overwrite=True) as staged:
+                opts = self._finish_options()
+                driver = opts.pop("driver")
+                rasterio.shutil.copy(self._tmp, staged, driver=driver, **opts)
+                if self.class_table is not None:
+                    Path(str(staged) + ".aux.xml").write_text(
+                        category_aux_xml(self.class_table))
+        finally:
+            remove(self._tmp)
         return self.path
 
     def _sieve(self) -> None:
@@ -179,32 +175,6 @@ class RasterSink:
             self.commit()
 
 
-def category_aux_xml(table: ClassTable) -> str:
-    """GDAL PAM sidecar with category names and a thematic raster attribute table.
-
-    GeoTIFF keeps colour tables in the file but category names and attribute tables only in
-    ``.aux.xml``; gdalinfo and QGIS read both from there.
-    """
-    top = max(table.ids)
-    names = ["unclassified"] + [""] * top
-    for i, n in zip(table.ids, table.names, strict=True):
-        names[i] = n
-    cats = "".join(f"<Category>{escape(n)}</Category>" for n in names)
-    rows = []
-    color = dict(zip(table.ids, table.colors, strict=True))
-    for k, (i, n) in enumerate(zip([0, *table.ids], ["unclassified", *table.names], strict=True)):
-        r, g, b = color.get(i, (0, 0, 0))
-        rows.append(f'<Row index="{k}"><F>{i}</F><F>{escape(n)}</F>'
-                    f"<F>{r}</F><F>{g}</F><F>{b}</F></Row>")
-    fields = [("Value", 0, 5), ("Class_Name", 2, 2), ("Red", 0, 6), ("Green", 0, 7),
-              ("Blue", 0, 8)]
-    defs = "".join(f'<FieldDefn index="{k}"><Name>{n}</Name><Type>{t}</Type><Usage>{u}</Usage>'
-                   f"</FieldDefn>" for k, (n, t, u) in enumerate(fields))
-    return (f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{cats}</CategoryNames>'
-            f'<GDALRasterAttributeTable tableType="thematic">{defs}{"".join(rows)}'
-            "</GDALRasterAttributeTable></PAMRasterBand></PAMDataset>\n")
-
-
 def write_raster(path: str | Path, array: np.ndarray, grid: Grid, **kwargs: Any) -> Path:
     """Write a whole in-memory array through a :class:`RasterSink` (same guarantees).
 
@@ -222,116 +192,3 @@ def write_raster(path: str | Path, array: np.ndarray, grid: Grid, **kwargs: Any)
     with RasterSink(path, grid, a.shape[0], dtype, **kwargs) as sink:
         sink.write(a, 0, 0)
     return Path(path)
-
-
-CLASS_DTYPES = ("uint8", "uint16", "int16", "int32", "uint32")
-
-
-def open_class_map(path: str | Path):
-    """An open class map (rasterio dataset), refused in one line if unreadable or not of
-    integers. GDAL's warning about a missing geotransform is left to the caller to judge."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        try:
-            src = rasterio.open(path)
-        except rasterio.errors.RasterioIOError:
-            raise HsimapError(f"{path}: not a readable class map") from None
-    if src.dtypes[0] not in CLASS_DTYPES:
-        src.close()
-        raise HsimapError(f"{path}: a class map holds integers, this holds {src.dtypes[0]}")
-    return src
-
-
-def read_class_table(path: str | Path) -> ClassTable | None:
-    """The class table hsimap wrote into a class map (names and colours), if any: from the
-    band's CLASS_NAMES item and colour table, or from the dataset's CLASS_NAMES and
-    CLASS_COLORS items (what ``hsimap.predict(...).classes.rio.to_raster()`` writes)."""
-    with rasterio.open(path) as src:
-        names = src.tags(1).get("CLASS_NAMES") or src.tags().get("CLASS_NAMES")
-        hexes = src.tags().get("CLASS_COLORS")
-        try:
-            cmap = src.colormap(1)
-        except ValueError:
-            cmap = None
-    if not names:
-        return None
-    try:
-        d = {int(k): str(v) for k, v in json.loads(names).items()}
-        ids = sorted(d)
-        if cmap:
-            colors = [tuple(cmap[i][:3]) for i in ids]
-        elif hexes:
-            h = {int(k): v for k, v in json.loads(hexes).items()}
-            colors = [parse_color(h[i]) for i in ids]
-        else:
-            colors = []
-    except (ValueError, KeyError, AttributeError, HsimapError):
-        raise HsimapError(f"{path}: its CLASS_NAMES or CLASS_COLORS metadata is not valid "
-                          "JSON of id: name (or id: #rrggbb)") from None
-    return ClassTable(ids, [d[i] for i in ids], colors)
-
-
-def write_vrt(class_maps: list[Path], path: Path, overwrite: bool = False) -> Path:
-    """A GDAL VRT mosaic of class maps that share CRS and pixel size (and its QGIS style),
-    each file complete or not at all; an existing one is refused unless ``overwrite``.
-
-    Where lines overlap, the first map in ``class_maps`` with data wins: a map's nodata (0,
-    outside its swath) never paints over another map's pixels. Colours and class names come
-    from the first map.
-    """
-    if not class_maps:
-        raise HsimapError("no class maps to mosaic")
-    infos = []
-    for p in class_maps:
-        with rasterio.open(p) as src:
-            infos.append((p, src.crs, src.transform, src.width, src.height, src.dtypes[0],
-                          src.colormap(1)))
-    _, crs, t0, _, _, dtype, cmap = infos[0]
-    grids = [Grid(w, h, c, t) for _, c, t, w, h, _, _ in infos]
-    for (p, *_), g in zip(infos, grids, strict=True):
-        if not g.aligned_with(grids[0]):
-            raise HsimapError(f"{p}: CRS or pixel size differs from {infos[0][0]}; "
-                              "no VRT written")
-    mosaic = grids[0].union(grids[1:])
-    width, height = mosaic.width, mosaic.height
-    left, top = mosaic.transform.c, mosaic.transform.f
-    gdt = {"uint8": "Byte", "uint16": "UInt16"}[dtype]
-    table = read_class_table(infos[0][0])
-    # The colour table up to the largest class only: GDAL pads a Byte palette to 256 entries,
-    # and QGIS shows every entry of the table as a legend item.
-    last = max(table.ids) if table is not None else max(cmap)
-    colors = "".join(f'<Entry c1="{r}" c2="{g}" c3="{b}" c4="{a}"/>'
-                     for i, (r, g, b, a) in sorted(cmap.items()) if i <= last)
-    names = ""
-    if table is not None:
-        cats = ["unclassified"] + [""] * max(table.ids)
-        for i, n in zip(table.ids, table.names, strict=True):
-            cats[i] = n
-        ids_names = json.dumps(dict(zip(map(str, table.ids), table.names, strict=True)))
-        names = ("<CategoryNames>" + "".join(f"<Category>{escape(n)}</Category>"
-                                             for n in cats) + "</CategoryNames>"
-                 f'<Metadata><MDI key="CLASS_NAMES">{escape(ids_names)}</MDI></Metadata>')
-    sources = []
-    # GDAL draws sources in order, each over the last: the first map is drawn last to win.
-    for p, _, t, w, h, _, _ in reversed(infos):
-        xo, yo = round((t.c - left) / t0.a), round((t.f - top) / t0.e)
-        rel = os.path.relpath(p, path.parent)
-        sources.append(
-            f'<ComplexSource><SourceFilename relativeToVRT="1">{escape(rel)}</SourceFilename>'
-            f'<SourceBand>1</SourceBand><SrcRect xOff="0" yOff="0" xSize="{w}" ySize="{h}"/>'
-            f'<DstRect xOff="{xo}" yOff="{yo}" xSize="{w}" ySize="{h}"/>'
-            f"<NODATA>0</NODATA></ComplexSource>")
-    xml = (f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">'
-           f"<SRS>{escape(crs.to_wkt()) if crs else ''}</SRS>"
-           f"<GeoTransform>{left}, {t0.a}, 0, {top}, 0, {t0.e}</GeoTransform>"
-           f'<VRTRasterBand dataType="{gdt}" band="1"><NoDataValue>0</NoDataValue>'
-           f"<ColorInterp>Palette</ColorInterp>{names}<ColorTable>{colors}</ColorTable>"
-           f"{''.join(sources)}</VRTRasterBand></VRTDataset>\n")
-    if table is not None:  # the style QGIS loads with the mosaic, as beside every class map
-        from hsimap.io.qml import classes_qml
-
-        with atomic_output(path.with_suffix(".qml"), overwrite) as tmp:
-            tmp.write_text(classes_qml(table))
-    with atomic_output(path, overwrite) as tmp:
-        tmp.write_text(xml)
-    return path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 
 from hsimap.errors import HsimapError
 from hsimap.io.envi import to_nm
-from hsimap.io.files import check_output, temp_name, with_extension
+from hsimap.io.files import atomic_output, check_output, with_extension
 
 
 def write_library(base: str | Path, spectra: np.ndarray, names: Sequence[str],
@@ -49,23 +48,16 @@ def write_library(base: str | Path, spectra: np.ndarray, names: Sequence[str],
     description = envi_safe_text(description)
     names = header["spectra names"]
     lib.bands.band_unit = header["wavelength units"]
-    tmp = str(temp_name(base))
-    tmp_sli, tmp_hdr, tmp_csv = Path(tmp + ".sli"), Path(tmp + ".hdr"), Path(tmp + ".csv")
-    try:
-        lib.save(tmp, description)
-        with open(tmp_csv, "w", newline="") as f:
+    # The data file is the one atomic_output names, and it moves last: a .sli under its final
+    # name means the header and the CSV beside it are complete too.
+    with atomic_output(finals[0], overwrite) as tmp_sli:
+        tmp = tmp_sli.with_suffix("")
+        lib.save(str(tmp), description)
+        with open(with_extension(tmp, ".csv"), "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["wavelength_nm" if has_wl else "band", *names])
             for k in range(b):
                 w.writerow([repr(float(wl[k])), *(f"{spectra[i, k]:.9g}" for i in range(n))])
-        # The data file goes last: a .sli under its final name means the set is complete.
-        os.replace(tmp_hdr, finals[1])
-        os.replace(tmp_csv, finals[2])
-        os.replace(tmp_sli, finals[0])
-    except BaseException:
-        for p in (tmp_sli, tmp_hdr, tmp_csv):
-            p.unlink(missing_ok=True)
-        raise
     return finals
 
 

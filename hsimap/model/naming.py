@@ -1,7 +1,7 @@
 """Endmembers named by what they are: the nearest spectrum of a reference library by spectral
 angle, instead of "endmember 3".
 
-The library is the embedded USGS one (:func:`hsimap.synth.library_spectra`) or one the user
+The library is the embedded USGS one (:func:`hsimap.data.usgs.library_spectra`) or one the user
 gives (ENVI .sli or CSV, :func:`hsimap.io.speclib.read_library`). Library spectra are resampled
 (linear interpolation) to the endmembers' wavelengths; bands outside the library's range are
 left out of the angle. Spectral angles ignore brightness, so scene units do not matter.
@@ -50,7 +50,7 @@ def endmember_names(spectra: np.ndarray, wavelengths: np.ndarray | None,
     if wavelengths is None or not np.all(np.isfinite(wavelengths)):
         return [f"endmember {i + 1}" for i in range(n)]
     if library_path is None:
-        from hsimap.synth import library_spectra
+        from hsimap.data.usgs import library_spectra
 
         library = library_spectra()
     else:

@@ -388,12 +388,16 @@ class UnmixingNetwork(nn.Module):
         self.unmixing_gate = CoordinateGate(cfg.hidden, "channel")
         self.unmixing = UnmixingBranch(cfg)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor, origin: tuple[int, int]
+    def forward(self, x: torch.Tensor, valid: torch.Tensor,
+                origin: tuple[int, int] | Sequence[tuple[int, int]] = (0, 0)
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(1, B, h, w) -> abundances (1, P, h, w), zero at invalid pixels; recon (1, B, h, w)."""
-        _, _, h, w = x.shape
-        coords = coordinate_encoding(origin[0], origin[1], h, w, self.cfg.coord_period,
-                                     x.device)                               # (1, 3, h, w)
-        features = self.unmixing_gate(self.patch_embedding(x), coords, valid)  # (1, D, h, w)
+        """(B, bands, h, w) -> abundances (B, P, h, w), zero at invalid pixels, and the
+        reconstruction (B, bands, h, w); ``valid`` and ``origin`` as for
+        :class:`UnmixingGuidedMamba`."""
+        b, _, h, w = x.shape
+        valid = _per_window(valid, b)                                        # (B, h, w)
+        coords = torch.cat([coordinate_encoding(r, c, h, w, self.cfg.coord_period, x.device)
+                            for r, c in _origins(origin, b)])                # (B, 3, h, w)
+        features = self.unmixing_gate(self.patch_embedding(x), coords, valid)  # (B, D, h, w)
         a, _, recon = self.unmixing(features)
-        return a * valid[None, None].to(a.dtype), recon
+        return a * valid[:, None].to(a.dtype), recon

@@ -25,6 +25,7 @@ from typing import Any
 from hsimap.engine import default_workers
 from hsimap.errors import HsimapError
 from hsimap.io.files import output_stem
+from hsimap.io.mosaic import write_vrt
 from hsimap.workflows.options import PredictOptions
 
 MANIFEST = "manifest.jsonl"
@@ -206,6 +207,7 @@ class BatchSummary:
     skipped: list[str] = field(default_factory=list)
     dashboard: str | None = None
     seconds: float = 0.0
+    mosaic: Path | None = None
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -219,7 +221,7 @@ class BatchSummary:
 def run_batch(scenes: list[Path], model_dir: str | Path, out_dir: str | Path, *,
               jobs: int | None = None, scheduler: str | None = None, overwrite: bool = False,
               options: BatchOptions | None = None, progress: bool = True,
-              echo=print) -> BatchSummary:
+              mosaic: bool = False, echo=print) -> BatchSummary:
     """Run ``scenes`` through the model on dask.distributed; see the module docstring.
 
     Args:
@@ -229,17 +231,35 @@ def run_batch(scenes: list[Path], model_dir: str | Path, out_dir: str | Path, *,
             default: a LocalCluster of ``jobs`` processes on this machine.
         overwrite: redo scenes the manifest records as done.
         options: how each scene is predicted.
+        mosaic: also write ``classes_mosaic.vrt``, a VRT of every class map in ``out_dir``
+            (done before or now), with its class names and QGIS style.
     """
     from hsimap.model.store import load_model
 
     options = options or BatchOptions()
+    options.predict.check()  # before any cluster starts
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_hash = load_model(model_dir).card.model_hash  # checked before any cluster starts
     summary = BatchSummary()
     todo = _plan(scenes, out, model_hash, overwrite, summary, options.recorded(), echo)
-    if not todo:
-        return summary
+    t0 = time.time()
+    if todo:
+        _run(todo, model_dir, out, model_hash, jobs, scheduler, options, summary, progress,
+             echo)
+    summary.seconds = time.time() - t0
+    if mosaic:
+        maps = sorted(out.glob("*/*_classes.tif"))
+        # The mosaic of the batch folder's maps is the batch's own: each run brings it up to
+        # date.
+        summary.mosaic = write_vrt(maps, out / "classes_mosaic.vrt", overwrite=True)
+    return summary
+
+
+def _run(todo: list[tuple[Path, dict[str, Any]]], model_dir: str | Path, out: Path,
+         model_hash: str, jobs: int | None, scheduler: str | None, options: BatchOptions,
+         summary: BatchSummary, progress: bool, echo) -> None:
+    """The scenes to do, on the cluster; their records land in ``summary``."""
     t0 = time.time()
     if jobs is None:
         jobs = max(1, default_workers() // options.workers)
@@ -252,8 +272,6 @@ def run_batch(scenes: list[Path], model_dir: str | Path, out_dir: str | Path, *,
                                  key=f"hsimap-{output_stem(s)}-{model_hash}", retries=2,
                                  pure=False): (s, sig) for s, sig in todo}
         _collect(futures, out, summary, t0, progress)
-    summary.seconds = time.time() - t0
-    return summary
 
 
 def _plan(scenes: list[Path], out: Path, model_hash: str, overwrite: bool, summary: BatchSummary,

@@ -20,9 +20,9 @@ from hsimap.accuracy import AreaAdjusted, area_adjusted
 from hsimap.classes import ClassTable, Split
 from hsimap.errors import HsimapError
 from hsimap.io.areas import MappedArea, mapped_area
+from hsimap.io.classmaps import read_class_table
 from hsimap.io.files import atomic_output
 from hsimap.io.labels import load_labels
-from hsimap.io.rasters import read_class_table
 from hsimap.io.scene import open_scene
 from hsimap.metrics import Metrics, classification_metrics, json_number
 from hsimap.workflows.sample import check_design, read_design

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from hsimap.engine import TileProgress, scene_tiles
+from hsimap.engine import scene_tiles
 from hsimap.inference import check_compatible, check_values, predict
 from hsimap.io.files import output_folder, output_stem
 from hsimap.model.store import TrainedModel
@@ -29,6 +29,7 @@ from hsimap.products import (
     refuse_existing,
     write_products,
 )
+from hsimap.progress import TileProgress
 from hsimap.workflows.options import PredictOptions
 
 

@@ -21,8 +21,8 @@ import rasterio
 from hsimap.classes import ClassTable
 from hsimap.design import Design, allocate, draw, parse_distance, sample_size
 from hsimap.errors import HsimapError
+from hsimap.io.classmaps import open_class_map, read_class_table
 from hsimap.io.files import atomic_output
-from hsimap.io.rasters import open_class_map, read_class_table
 
 DESIGN_KEY = "HSIMAP_SAMPLE_DESIGN"
 

@@ -18,8 +18,9 @@ import torch
 import xarray as xr
 from tqdm import tqdm
 
-from hsimap.engine import TileProgress, check_workers, scene_tiles, tile_array
+from hsimap.engine import check_workers, scene_tiles, tile_array
 from hsimap.errors import HsimapError
+from hsimap.inference import Scaling, apply_window
 from hsimap.io.files import output_folder, output_stem
 from hsimap.io.scene import read_window, usable_bands
 from hsimap.io.speclib import read_library
@@ -34,7 +35,8 @@ from hsimap.products import (
     refuse_existing,
     write_products,
 )
-from hsimap.windows import SceneScan, Tile, dead_bands, fill_invalid, scan_scene
+from hsimap.progress import TileProgress
+from hsimap.windows import SceneScan, Tile, dead_bands, scan_scene
 
 METHODS = ("hsimap", "vca-fcls")
 EXTRACTIONS = ("purified", "vca", "vca-affine")
@@ -201,7 +203,7 @@ def _unmix_into(scene: xr.DataArray, out_dir: str | Path, stem: str, grid: list[
         run, spectra = _fcls_window(init, bands), init
     else:
         net = _train_network(scene, scan, bands, init, opts)
-        run, spectra = _network_window(net, scan, bands, opts.device), \
+        run, spectra = _network_window(net, Scaling(bands, scan.lo, scan.hi), opts.device), \
             net.unmixing.mean_endmembers().detach().cpu().numpy() * (scan.hi - scan.lo) + scan.lo
     p = len(init)
     bar = TileProgress(scene, "unmix", out.progress)
@@ -240,21 +242,13 @@ def _fcls_window(init: np.ndarray, bands: np.ndarray):
     return run
 
 
-def _network_window(net: UnmixingNetwork, scan: SceneScan, bands: np.ndarray, device: str):
+def _network_window(net: UnmixingNetwork, scaling: Scaling, device: str):
     """The per-window function of the unmixing network: abundances and error planes."""
-    lo, hi = scan.lo, scan.hi
-    dev = torch.device(device)
-    net.to(dev)
+    net.to(torch.device(device))
 
-    @torch.no_grad()
     def run(values: np.ndarray, valid: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
-        x = fill_invalid((values[bands] - lo) / (hi - lo), valid).astype(np.float32)
-        a, recon = net(torch.from_numpy(x)[None].to(dev), torch.from_numpy(valid).to(dev),
-                       origin)
-        a = a[0].cpu().numpy()
-        a[:, ~valid] = np.nan
-        recon = recon[0].cpu().numpy() * (hi - lo) + lo
-        return np.concatenate([a, _error_plane(recon, values[bands], valid)])
+        applied = apply_window(net, scaling, [(values, valid, origin)], device)
+        return np.concatenate([applied.abundances[0], applied.error])
     return run
 
 
@@ -268,7 +262,8 @@ def _fit_windows(scene: xr.DataArray, scan: SceneScan, bands: np.ndarray, seed: 
                  ) -> list[tuple[Tile, torch.Tensor, torch.Tensor]]:
     """The windows fitting sees, scaled and filled: all of a small scene's, or
     :data:`MAX_FIT_WINDOWS` drawn evenly from a large one's."""
-    lo, hi = scan.lo, scan.hi
+    # The windows are read in ``bands`` only: their scaling reads every band it is given.
+    scaling = Scaling(np.arange(len(bands)), scan.lo, scan.hi)
     usable = scan.usable
     if len(usable) > MAX_FIT_WINDOWS:
         rng = np.random.default_rng(seed)
@@ -277,8 +272,8 @@ def _fit_windows(scene: xr.DataArray, scan: SceneScan, bands: np.ndarray, seed: 
     windows = []
     for t in usable:
         values, valid = read_window(scene, t.rows, t.cols, bands)
-        x = fill_invalid((values - lo) / (hi - lo), valid).astype(np.float32)
-        windows.append((t, torch.from_numpy(x)[None], torch.from_numpy(valid)))
+        windows.append((t, torch.from_numpy(scaling.input(values, valid))[None],
+                        torch.from_numpy(valid)))
     return windows
 
 

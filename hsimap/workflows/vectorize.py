@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from hsimap.errors import HsimapError
+from hsimap.io.classmaps import open_class_map, read_class_table
 from hsimap.io.files import atomic_output, check_output
-from hsimap.io.rasters import open_class_map, read_class_table
 
 # GeoPackage 1.2, not GDAL 3.10's default 1.4: QGIS 3.22 (GDAL 3.6, Debian 12's LTR) warns on
 # every open of a 1.4 file that it "may only be partially supported".

@@ -1,0 +1,1 @@
+"""Data shipped with hsimap: the embedded USGS spectral library (:mod:`hsimap.data.usgs`)."""
