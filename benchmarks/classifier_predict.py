@@ -45,7 +45,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
         scene, labels = d / "scene.tif", d / "scene_labels.tif"
-        subprocess.run(hs + ["synth", str(scene), "--width", str(args.size), "--height",
+        subprocess.run(hs + ["synth", "-o", str(scene), "--width", str(args.size), "--height",
                              str(args.size), "--bands", str(args.bands), "--classes", "8",
                              "--endmembers", "8"], check=True, capture_output=True)
         for kind in args.classifiers:

@@ -37,7 +37,7 @@ def make_scene(folder: Path, side: int, bands: int) -> tuple[Path, Path]:
     """The scene and its truth map (cached in ``folder``)."""
     scene, labels = folder / f"scene{side}.tif", folder / f"scene{side}_labels.tif"
     if not scene.exists():
-        subprocess.run([sys.executable, "-m", "hsimap", "-q", "synth", scene,
+        subprocess.run([sys.executable, "-m", "hsimap", "-q", "synth", "-o", scene,
                         "--width", str(side), "--height", str(side), "--bands", str(bands),
                         "--classes", "8", "--region-size", "96", "--dtype", "int16",
                         "--seed", "1"], check=True)

@@ -13,6 +13,7 @@ from hsimap.cli.options import (
     device_opt,
     model_opt,
     output_opt,
+    overwrite_opt,
     predict_options,
     quiet_opt,
 )
@@ -39,8 +40,7 @@ def _stop(signum, frame) -> None:
               callback=at_least_one)
 @click.option("--scheduler", default=None,
               help="Existing cluster: tcp://HOST:PORT or a scheduler JSON file.")
-@click.option("--overwrite", is_flag=True,
-              help="Redo scenes the manifest records as done, replacing their outputs.")
+@overwrite_opt
 @click.option("--force", "overwrite_old", is_flag=True, hidden=True)
 @click.option("--vrt", is_flag=True, help="Also write a GDAL VRT mosaic of the class maps.")
 @predict_options
@@ -52,7 +52,8 @@ def command(scenes, model_dir, output, list_file, jobs, workers, workers_old, sc
 
     Every option of `hsimap predict` applies to each scene. A manifest
     (OUTDIR/manifest.jsonl) records each scene; a rerun skips the scenes already done with the
-    same model, input and options. Exits non-zero if any scene failed.
+    same model, input and options (--overwrite redoes them, replacing their outputs). Exits
+    non-zero if any scene failed.
     """
     paths = expand_scenes(list(scenes), list_file)
     # SIGTERM ends the client cleanly: the cluster is closed and the manifest kept.

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import click
 
-from hsimap.cli.options import output_opt, quiet_opt
+from hsimap.cli.options import output_opt, overwrite_opt, quiet_opt
 
 
 @click.command("demo")
 @output_opt("Folder for the demo's files (replaced on every run).", default="demo-output")
-@click.option("--overwrite", is_flag=True, hidden=True,
-              help="Accepted for symmetry; the demo always replaces its own files.")
+@overwrite_opt
 @click.option("--quick", is_flag=True, help="A smaller scene and fewer steps (tests).")
 @quiet_opt
 def command(output, overwrite, quick, quiet) -> None:

@@ -3,6 +3,7 @@ a trained model, and the one way tests run hsimap as a user does (a real process
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -10,9 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from hsimap.model.store import TrainedModel
-from hsimap.synth import SynthScene, SynthSpec, make_scene
-from hsimap.workflows.train import TrainResult
+# Each pytest-xdist worker (make test runs two on the two cores) gets a core of its own, before
+# torch is imported: hsimap sizes torch's, the scan's and BLAS's threads and its dask workers
+# from the cores a process may use, so two workers each sized for the whole machine ran four
+# threads or more on two cores, and a shared run took far longer than two runs alone. The
+# commands tests start inherit the mask. Tests that exercise several threads say so with
+# explicit counts (--workers 2, threads=2), which still run.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER.startswith("gw") and hasattr(os, "sched_setaffinity"):
+    _CORES = sorted(os.sched_getaffinity(0))
+    if len(_CORES) >= int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        os.sched_setaffinity(0, {_CORES[int(_WORKER[2:]) % len(_CORES)]})
+
+from hsimap.model.store import TrainedModel  # noqa: E402  (after the core is chosen)
+from hsimap.synth import SynthScene, SynthSpec, make_scene  # noqa: E402
+from hsimap.workflows.train import TrainResult  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
