@@ -93,6 +93,7 @@ class Applied:
     abundances: np.ndarray             # float32 (B, P, h, w)
     error: np.ndarray                  # float32 (B, h, w), spectral angle to the reconstruction
     logits: torch.Tensor | None        # (B, C, h, w) on the network's device, for a classifier
+    inputs: np.ndarray                 # float32 (B, bands used, h, w): what the network read
 
 
 Window = tuple[np.ndarray, np.ndarray, tuple[int, int]]  # values, valid, origin (row, col)
@@ -122,7 +123,7 @@ def apply_window(network: torch.nn.Module, scaling: Scaling, windows: Sequence[W
     ab = abundances.cpu().numpy().astype(np.float32)
     err[~valid] = np.nan
     ab[np.broadcast_to(~valid[:, None], ab.shape)] = np.nan
-    return Applied(ab, err, logits)
+    return Applied(ab, err, logits, xs)
 
 
 def window_products(model: TrainedModel, values: np.ndarray, valid: np.ndarray,
@@ -162,6 +163,7 @@ def batch_products(model: TrainedModel,
     valid = np.stack([windows[k][1] for k in live])
     b, (h, w) = len(live), valid.shape[1:]
     ids = np.asarray(model.class_table.ids, np.int32)
+    xs = None
     if model.network is not None:
         applied = apply_window(model.network, Scaling.of(model), [windows[k] for k in live],
                                model.device)
@@ -170,15 +172,16 @@ def batch_products(model: TrainedModel,
         classes = ids[idx.cpu().numpy()].astype(np.int32)
         conf_np = conf.cpu().numpy().astype(np.float32)
         pr = prob.cpu().numpy().astype(np.float32)
-        err, ab = applied.error, applied.abundances
+        err, ab, xs = applied.error, applied.abundances, applied.inputs
     else:
         err = np.full((b, h, w), np.nan, np.float32)
         ab = np.zeros((b, 0, h, w), np.float32)
     if model.classifier is not None:
         # The baseline classifies each valid pixel on its own (the network, when there is one,
         # still unmixes); its probabilities replace the network's.
-        scaling = Scaling.of(model)
-        xs = np.stack([scaling.input(windows[k][0], windows[k][1]) for k in live])
+        if xs is None:  # a baseline alone: the network did not scale the windows already
+            scaling = Scaling.of(model)
+            xs = np.stack([scaling.input(windows[k][0], windows[k][1]) for k in live])
         bands = xs.shape[1]
         flat = xs.transpose(0, 2, 3, 1).reshape(-1, bands)
         pick = valid.reshape(-1)
