@@ -6,7 +6,7 @@ import json
 
 import click
 
-from hsimap.cli.options import json_opt, overwrite_opt
+from hsimap.cli.options import json_opt, label_variable_opt, overwrite_opt, quiet_opt
 
 SUBSETS = ("train", "validation", "test")
 
@@ -16,9 +16,12 @@ SUBSETS = ("train", "validation", "test")
 @click.option("-l", "--labels", required=True, type=click.Path(exists=True),
               help="Reference labels: raster, vector or .mat, as for `hsimap train`.")
 @click.option("--class-field", default=None, help="Vector attribute holding the class.")
+@label_variable_opt
 @click.option("--split", "split_path", type=click.Path(exists=True), default=None,
               help="split.tif from the model folder: score only one subset.")
-@click.option("--subset", type=click.Choice(SUBSETS), default="test", show_default=True)
+@click.option("--subset", type=click.Choice(SUBSETS), default="test", show_default=True,
+              help="With --split: which labelled pixels to score (the split.tif of the "
+                   "training run says which were train, validation and test).")
 @click.option("--stratified", is_flag=True,
               help="The reference pixels are a stratified random sample of the map's classes: "
                    "add area-adjusted accuracy and area estimates with 95% intervals "
@@ -31,8 +34,9 @@ SUBSETS = ("train", "validation", "test")
 @click.option("--png", "png_path", type=click.Path(), default=None,
               help="Write the confusion matrix, counts in its cells, as a picture.")
 @overwrite_opt
-def command(prediction, labels, class_field, split_path, subset, stratified, as_json,
-            csv_path, confusion_path, png_path, overwrite) -> None:
+@quiet_opt
+def command(prediction, labels, class_field, label_variable, split_path, subset, stratified,
+            as_json, csv_path, confusion_path, png_path, overwrite, quiet) -> None:
     """Score PREDICTION (a class map) against LABELS: an accuracy report.
 
     Confusion matrix with counts, producer's and user's accuracy, F1, OA, kappa and each
@@ -48,7 +52,8 @@ def command(prediction, labels, class_field, split_path, subset, stratified, as_
 
     for path in (csv_path, confusion_path, png_path):
         check_report_path(path, overwrite)
-    ev = evaluate(prediction, labels, class_field=class_field, split=split_path, subset=subset,
+    ev = evaluate(prediction, labels, class_field=class_field, variable=label_variable,
+                  split=split_path, subset=subset,
                   stratified=stratified)
     if as_json:
         click.echo(json.dumps(ev.to_dict()))

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from hsimap.cli.options import json_opt, scene_arg, variable_opt
+from hsimap.cli.options import json_opt, quiet_opt, scene_arg, variable_opt
 from hsimap.io.scene import open_scene, scene_info
 
 
@@ -15,7 +15,8 @@ from hsimap.io.scene import open_scene, scene_info
 @variable_opt
 @json_opt
 @click.option("--indent", type=int, default=None, help="Indent the JSON output.")
-def command(scene, variable, as_json, indent) -> None:
+@quiet_opt
+def command(scene, variable, as_json, indent, quiet) -> None:
     """Print size, bands, CRS, transform, wavelengths, nodata and bad bands of SCENE."""
     info = scene_info(open_scene(scene, variable=variable))
     if as_json:

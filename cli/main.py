@@ -10,7 +10,8 @@ from typing import NoReturn
 
 import click
 
-from hsimap import __version__
+from hsimap._version import version_report
+from hsimap.cli.options import silence
 from hsimap.errors import HsimapError, is_out_of_memory, says_out_of_memory
 
 OUT_OF_MEMORY = ("out of memory; no partial output was kept (use fewer --workers, a smaller "
@@ -64,13 +65,22 @@ class HsimapGroup(click.Group):
             raise click.ClickException(f"{name}: {exc} (run with --debug for details)") from None
 
 
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(version_report())
+        ctx.exit()
+
+
 def _one_line(message, category, filename, lineno, file=None, line=None) -> str:
     """Warnings as one line in hsimap's voice, without the source path and code line."""
     return f"Warning: {message}\n"
 
 
 @click.group(cls=HsimapGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="hsimap")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True,
+              callback=_show_version,
+              help="Show the versions of hsimap, Python, torch, numba, GDAL and rasterio (for "
+                   "bug reports), then exit.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress bars and no warnings: only results and errors.")
 @click.option("-v", "--verbose", count=True,
@@ -87,8 +97,7 @@ def cli(ctx: click.Context, quiet: bool, verbose: int, debug: bool) -> None:
         logging.basicConfig(level=logging.INFO if verbose == 1 else logging.DEBUG,
                             format="%(levelname)s %(name)s: %(message)s")
     elif quiet:
-        logging.getLogger("rasterio").setLevel(logging.CRITICAL)
-        warnings.simplefilter("ignore")
+        silence()
 
 
 def _register() -> None:

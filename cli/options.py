@@ -78,6 +78,10 @@ cog_opt = click.option("--cog", is_flag=True,
                        help="Write Cloud Optimized GeoTIFFs with overviews.")
 model_opt = click.option("-m", "--model", "model_dir", required=True, callback=_existing,
                          help="Model folder written by `hsimap train`.")
+label_variable_opt = click.option(
+    "--label-variable", default=None,
+    help="Variable holding the labels in a .mat label file (default: the integer image of the "
+         "scene's size, or a whole multiple of it).")
 variable_opt = click.option("--variable", default=None,
                             help="Variable holding the cube in .mat scenes (default: detected).")
 device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
@@ -97,11 +101,25 @@ workers_opt = click.option(
 
 
 def _quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-    return value or bool(ctx.meta.get("hsimap.quiet"))
+    quiet = value or bool(ctx.meta.get("hsimap.quiet"))
+    if quiet:
+        silence()
+    return quiet
+
+
+def silence() -> None:
+    """What -q means, wherever it is given: no warnings and no library chatter (progress bars
+    are the command's to leave out)."""
+    import logging
+    import warnings
+
+    logging.getLogger("rasterio").setLevel(logging.CRITICAL)
+    warnings.simplefilter("ignore")
 
 
 quiet_opt = click.option("-q", "--quiet", is_flag=True, callback=_quiet,
-                         help="No progress bar (`hsimap -q` says it for every command).")
+                         help="No progress bar and no warnings: only results and errors "
+                              "(the same as `hsimap -q COMMAND`).")
 
 
 # What `hsimap predict` and `hsimap batch` share: every option of a prediction, once.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hsimap.cli.options import output_opt, overwrite_opt, seed_opt
+from hsimap.cli.options import output_opt, overwrite_opt, quiet_opt, seed_opt
 from hsimap.design import ALLOCATIONS
 
 
@@ -27,8 +27,9 @@ from hsimap.design import ALLOCATIONS
               help="Keep points at least this far apart: pixels (3) or metres (90m).")
 @seed_opt
 @overwrite_opt
+@quiet_opt
 def command(classes, output, target_se, expected_ua, allocation, min_per_class, min_distance,
-            seed, overwrite) -> None:
+            seed, overwrite, quiet) -> None:
     """A stratified random sample of MAP's pixels, for an honest accuracy assessment.
 
     The strata are MAP's classes. Fill the points' empty `reference` field with the class id
@@ -53,5 +54,7 @@ def command(classes, output, target_se, expected_ua, allocation, min_per_class, 
     click.echo(f"{sum(d.drawn)} points ({d.allocation} allocation, target SE of OA "
                f"{d.target_se}): {r.path}")
     if sum(d.drawn) < sum(d.planned):
-        click.echo(f"warning: {sum(d.planned) - sum(d.drawn)} points could not be placed "
-                   "that far apart", err=True)
+        import warnings
+
+        warnings.warn(f"{sum(d.planned) - sum(d.drawn)} points could not be placed that far "
+                      "apart", stacklevel=1)

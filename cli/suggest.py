@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from hsimap.cli.options import device_opt, output_opt, overwrite_opt, seed_opt, workers_opt
+from hsimap.cli.options import (
+    device_opt,
+    label_variable_opt,
+    output_opt,
+    overwrite_opt,
+    quiet_opt,
+    seed_opt,
+    workers_opt,
+)
 
 
 @click.command("suggest")
@@ -16,22 +24,25 @@ from hsimap.cli.options import device_opt, output_opt, overwrite_opt, seed_opt, 
 @click.option("-n", "n", type=int, default=100, show_default=True, help="Points to suggest.")
 @click.option("--measure", type=click.Choice(["margin", "entropy"]), default="margin",
               show_default=True,
-              help="Uncertainty: 1 - the margin between the two most probable classes, or the "
-                   "entropy of the probabilities.")
+              help="Which uncertainty orders the points: the margin between the two most "
+                   "probable classes (smallest first), or the entropy of the probabilities "
+                   "(largest first). Both are written.")
 @click.option("--per-window", type=int, default=None,
-              help="Candidates at most from each window, so that points spread over the scene "
-                   "(default: 3, more where the scene has too few windows for N).")
+              help="Candidates at most from each 64 x 64 px cell of the scene, so that points "
+                   "spread over it (default: 3, more where the scene has too few cells for N).")
 @click.option("--min-distance", default="5", show_default=True, metavar="PX|Nm",
               help="Points at least this far apart: pixels (5) or metres (150m).")
 @click.option("-l", "--labels", "labels_path", type=click.Path(exists=True), default=None,
               help="Labels already made (raster or vector on the scene's grid): passed over.")
 @click.option("--class-field", default=None, help="Vector attribute holding the class.")
+@label_variable_opt
 @workers_opt
 @device_opt
 @seed_opt
 @overwrite_opt
+@quiet_opt
 def command(source, model_dir, output, n, measure, per_window, min_distance, labels_path,
-            class_field, workers, device, seed, overwrite) -> None:
+            class_field, label_variable, workers, device, seed, overwrite, quiet) -> None:
     """The N pixels where the model is least sure, spread over the scene and the classes.
 
     Experimental: on the benchmarks (docs/benchmarks.md) its points are measured against as
@@ -43,7 +54,7 @@ def command(source, model_dir, output, n, measure, per_window, min_distance, lab
 
     opts = SuggestOptions(n=n, measure=measure, per_window=per_window,
                           min_distance=min_distance, seed=seed, workers=workers,
-                          overwrite=overwrite)
+                          overwrite=overwrite, progress=not quiet)
     model = None
     if model_dir is not None:
         from hsimap.model.store import load_model, resolve_device
@@ -54,7 +65,7 @@ def command(source, model_dir, output, n, measure, per_window, min_distance, lab
         from hsimap.io.labels import load_labels
 
         labels, _ = load_labels(labels_path, open_scene(source), class_field=class_field,
-                                partial=True)
+                                variable=label_variable, partial=True)
     r = suggest(source, output, opts, model=model, labels=labels)
     shares = ", ".join(f"{k} {v}" for k, v in r.per_class.items())
     click.echo(f"{r.points} points of {r.candidates} candidates ({shares}): {r.path}")

@@ -8,6 +8,7 @@ from hsimap.cli.options import (
     device_opt,
     existing_all,
     halo_opt,
+    label_variable_opt,
     output_opt,
     overwrite_opt,
     quiet_opt,
@@ -26,9 +27,11 @@ from hsimap.cli.options import (
 @click.option("--class-field", default=None, help="Vector attribute holding the class.")
 @click.option("--classes", "classes_csv", type=click.Path(exists=True), default=None,
               help="CSV of id,name,color giving class names and colours.")
-@click.option("--label-variable", default=None, help="Variable of a .mat ground truth.")
-@click.option("--train-per-class", type=int, default=30, show_default=True)
-@click.option("--val-per-class", type=int, default=10, show_default=True)
+@label_variable_opt
+@click.option("--train-per-class", type=int, default=30, show_default=True,
+              help="Labelled pixels per class to train on (classes with that many or fewer: 5).")
+@click.option("--val-per-class", type=int, default=10, show_default=True,
+              help="Labelled pixels per class held out to pick the best step (validation).")
 @click.option("--train-fraction", type=float, default=None,
               help="Train on this fraction of each class instead of a fixed count.")
 @click.option("--steps", type=int, default=300, show_default=True,
@@ -37,12 +40,19 @@ from hsimap.cli.options import (
               help="Before 0.2: passes over the windows; now read as --steps.")
 @click.option("--batch", type=int, default=4, show_default=True,
               help="Chips (training windows holding labels) per step.")
-@click.option("--endmembers", type=int, default=None, help="P (default: classes + 2, >= 4).")
-@click.option("--variants", type=int, default=10, show_default=True, help="R per endmember.")
-@click.option("--hidden", type=int, default=128, show_default=True, help="D.")
+@click.option("--endmembers", type=int, default=None,
+              help="Number of endmembers (pure materials) the unmixing branch learns (P; "
+                   "default: classes + 2, at least 4).")
+@click.option("--variants", type=int, default=10, show_default=True,
+              help="Spectral variants of each endmember, for materials whose spectrum "
+                   "varies across the scene (R).")
+@click.option("--hidden", type=int, default=128, show_default=True,
+              help="Width of the network's feature vectors (D): larger learns more, "
+                   "runs slower.")
 @window_opt(64, "Window size, px: the training chip and the prediction window.")
 @halo_opt(8)
-@click.option("--val-every", type=int, default=25, show_default=True, help="Steps.")
+@click.option("--val-every", type=int, default=25, show_default=True,
+              help="Score the validation pixels every this many steps; the best step is kept.")
 @click.option("--test-all", is_flag=True,
               help="Score every test pixel (default: a class-stratified sample of at most "
                    "50,000 px in at most 256 windows).")

@@ -26,7 +26,7 @@ from hsimap.cli.options import (
 @scene_arg
 @output_opt("Folder for the scene's outputs (created if missing).")
 @click.option("-p", "--endmembers", type=int, default=4, show_default=True,
-              help="Number of endmembers P (ignored with --library).")
+              help="Number of endmembers (pure materials, P) to find (ignored with --library).")
 @click.option("--method", type=click.Choice(["hsimap", "vca-fcls"]), default="hsimap",
               show_default=True, help="The unmixing network, or the classic VCA + FCLS.")
 @click.option("--extraction", type=click.Choice(["purified", "vca", "vca-affine"]),
@@ -40,7 +40,9 @@ from hsimap.cli.options import (
 @click.option("--name-library", type=click.Path(exists=True), default=None,
               help="Spectral library (.sli or .csv, with wavelengths) whose nearest spectrum "
                    "by spectral angle names each endmember (default: the embedded USGS one).")
-@click.option("--epochs", type=int, default=300, show_default=True)
+@click.option("--epochs", type=int, default=300, show_default=True,
+              help="Training rounds of the unmixing network (method hsimap), each on up to 16 "
+                   "of the scene's windows.")
 @window_opt(128)
 @halo_opt(16)
 @variable_opt

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hsimap.cli.options import mmu_opt, output_opt, overwrite_opt
+from hsimap.cli.options import mmu_opt, output_opt, overwrite_opt, quiet_opt
 
 
 @click.command("vectorize")
@@ -12,7 +12,8 @@ from hsimap.cli.options import mmu_opt, output_opt, overwrite_opt
 @output_opt("Vector file to write: .gpkg (default layer: its name), .fgb, .geojson, .shp.")
 @mmu_opt
 @overwrite_opt
-def command(classes, output, mmu, overwrite) -> None:
+@quiet_opt
+def command(classes, output, mmu, overwrite, quiet) -> None:
     """Polygons of the patches of CLASSES (a class map), with class id, name and area (ha)."""
     from hsimap.workflows.vectorize import vectorize
 

@@ -12,15 +12,14 @@ The public API, each a step of the command of the same name::
     ev = hsimap.evaluate("maps/flight_classes.tif", "reference.gpkg", stratified=True)
 """
 
-__version__ = "0.2.0"
-
-import os as _os  # noqa: E402
+import os as _os
 
 # torch's OpenMP threads spin while they wait; two runs on one machine then took 7.4x as long
 # as one alone, 1.4x with waiting threads asleep (benchmarks/contention.py). Set before torch
 # is imported; a user's own setting wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from hsimap._version import __version__  # noqa: E402
 from hsimap.errors import HsimapError  # noqa: E402
 from hsimap.io.scene import open_scene  # noqa: E402
 

@@ -275,9 +275,24 @@ def check_values(scene: xr.DataArray, model: TrainedModel, grid: list[Tile], *,
 GPU_BATCH = 8
 
 
+def prepare(scene: xr.DataArray, model: TrainedModel, *, window: int | None = None,
+            halo: int | None = None, ignore_wavelengths: bool = False,
+            ignore_scale: bool = False) -> list[Tile]:
+    """Every check a scene passes before a model sees it, once: bands and wavelengths
+    (:func:`check_compatible`), window and halo, values and scale (:func:`check_values`).
+    Returns the tile grid the model runs on. Every path from a scene to a model (predict,
+    batch, suggest, the public :func:`predict`) goes through here."""
+    check_compatible(scene, model, ignore_wavelengths=ignore_wavelengths)
+    window = model.window if window is None else window
+    halo = model.halo if halo is None else halo
+    grid = scene_tiles(scene, window, halo)   # refuses a window or halo that cannot tile
+    check_values(scene, model, grid, ignore_scale=ignore_scale)
+    return grid
+
+
 def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = None,
             halo: int | None = None, on_tile: Callable[[Tile], None] | None = None,
-            ignore_wavelengths: bool = False, check: bool = True,
+            ignore_wavelengths: bool = False, ignore_scale: bool = False,
             batch: int | None = None, probabilities: bool = False) -> xr.Dataset:
     """Lazy predictions over a whole scene.
 
@@ -286,8 +301,8 @@ def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = No
         model: from :func:`hsimap.model.store.load_model`.
         window, halo: override the model's window and halo, px.
         on_tile: called after each tile is computed (progress).
-        check: refuse a scene the model was not trained for (callers that checked already
-            pass False).
+        ignore_wavelengths, ignore_scale: proceed although the scene's wavelengths or value
+            scale differ from the model's (:func:`prepare` refuses them otherwise).
         batch: windows per forward pass (default: :data:`GPU_BATCH` on CUDA, 1 on the CPU,
             where windows run in parallel on the engine's threads instead).
         probabilities: also ``probabilities`` (class, y, x), the softmax per class.
@@ -300,11 +315,10 @@ def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = No
         JSON), so that ``ds.classes.rio.to_raster(path)`` writes a map hsimap reads back with
         its classes.
     """
-    if check:
-        check_compatible(scene, model, ignore_wavelengths=ignore_wavelengths)
+    grid = prepare(scene, model, window=window, halo=halo,
+                   ignore_wavelengths=ignore_wavelengths, ignore_scale=ignore_scale)
     window = model.window if window is None else window
     halo = model.halo if halo is None else halo
-    grid = scene_tiles(scene, window, halo)
 
     def run(values: np.ndarray, valid: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         return window_products(model, values, valid, origin).stack(probabilities)

@@ -26,6 +26,7 @@ from hsimap.engine import check_workers, store
 from hsimap.errors import HsimapError, says_out_of_memory
 from hsimap.io.gdal import bounded_write_cache, check_creation_options, gdal_messages
 from hsimap.io.outputset import OutputSet
+from hsimap.io.probabilities import UINT8_NODATA, UINT8_SCALE, UNIT
 from hsimap.io.qml import classes_qml, ramp_qml
 from hsimap.io.rasters import Grid, RasterSink
 from hsimap.io.speclib import write_library
@@ -53,14 +54,14 @@ PRODUCTS = {
     "error": Product("_error.tif", "float32", math.nan,
                      "spectral angle to reconstruction (radians)", "radians"),
     # Only when asked for (--probabilities): one band per class, named for it.
-    "probabilities": Product("_probabilities.tif", "float32", math.nan, None, "probability"),
+    "probabilities": Product("_probabilities.tif", "float32", math.nan, None, UNIT),
 }
 DEFAULT_RASTERS = ("classes", "abundances", "confidence", "error")
 UNMIXING_RASTERS = ("abundances", "error")   # what a classifier without unmixing lacks
 # Probabilities for large scenes: 0-254 in steps of 1/254 (rounding error at most 0.002),
 # 255 nodata; a quarter of float32's size before compression.
-PROBABILITIES_UINT8 = Product("_probabilities.tif", "uint8", 255, None, "probability",
-                              scale=1 / 254)
+PROBABILITIES_UINT8 = Product("_probabilities.tif", "uint8", UINT8_NODATA, None, UNIT,
+                              scale=UINT8_SCALE)
 LIBRARY = "_endmembers"        # .sli + .hdr (ENVI spectral library) and .csv
 QUICKLOOKS = {"classes_png": "_classes.png", "abundances_png": "_abundances.png",
               "endmembers_png": "_endmembers.png"}
@@ -256,7 +257,7 @@ def provenance(scene: xr.DataArray, **items: object) -> dict[str, str]:
     No time of writing: outputs stay byte-for-byte reproducible, so a rerun can be checked
     against a checksum (batch manifests do).
     """
-    from hsimap import __version__
+    from hsimap._version import __version__
     from hsimap.io.scene import is_virtual
 
     source = str(scene.attrs.get("source", ""))

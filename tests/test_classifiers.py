@@ -43,16 +43,21 @@ def test_stored_svm_predicts_as_scikit_learn(k):
                           k)
     assert clf.check(x.shape[1]) is None
     cls, prob = clf.predict(xt)
-    np.testing.assert_array_equal(cls, m.predict(xt))     # the classes are sklearn's, exactly
+    # The class is the most probable one (libsvm's svm_predict_probability); sklearn's votes
+    # agree nearly everywhere.
+    np.testing.assert_array_equal(cls, prob.argmax(1))
     np.testing.assert_allclose(prob.sum(1), 1.0, atol=1e-5)
-    assert (prob.argmax(1) == cls).mean() > 0.95
+    assert (m.predict(xt) == cls).mean() > 0.95
     with warnings.catch_warnings():  # SVC(probability=True) is deprecated since sklearn 1.9
         warnings.simplefilter("ignore", FutureWarning)
         ref = SVC(C=10.0, gamma=1.0, probability=True, random_state=0).fit(x, y)
         ref_platt = (np.asarray(ref.probA_), np.asarray(ref.probB_))
     # With libsvm's own sigmoids, the coupled probabilities are libsvm's.
     same = PixelClassifier("svm", to_arrays("svm", ref, ref_platt), k)
-    np.testing.assert_allclose(same.predict(xt)[1], ref.predict_proba(xt), atol=1e-5)
+    same_cls, same_prob = same.predict(xt)
+    np.testing.assert_allclose(same_prob, ref.predict_proba(xt), atol=1e-5)
+    sure = np.sort(same_prob, 1)[:, -1] - np.sort(same_prob, 1)[:, -2] > 1e-4
+    np.testing.assert_array_equal(same_cls[sure], ref.predict_proba(xt).argmax(1)[sure])
     # Platt's sigmoids fitted here, on cross-validation folds of their own: close, not equal.
     assert np.abs(prob - ref.predict_proba(xt)).mean() < 0.02
 
@@ -137,12 +142,14 @@ def test_a_baseline_writes_the_output_set_and_loads_in_predict_and_batch(
         valid = s.read(1, masked=True).mask == 0 if s.nodata is not None else None
     ids = trained.model.class_table.ids
     assert set(np.unique(classes)) - {0} <= set(ids)
-    # The class map is the argmax of its probabilities where the two agree (SVM: votes).
+    # The class map is the argmax of its probabilities, for every classifier.
     live = classes > 0
     if valid is not None:
         assert not live[~valid].any()
-    agree = (np.asarray(ids)[np.nanargmax(prob[:, live], 0)] == classes[live]).mean()
-    assert agree > (0.999 if kind == "rf" else 0.9)
+    top = np.sort(prob[:, live], 0)
+    clear = top[-1] - top[-2] > 1e-6   # float32 ties may fall either way
+    agree = np.asarray(ids)[np.nanargmax(prob[:, live], 0)] == classes[live]
+    assert agree[clear].all() and clear.mean() > 0.99
     # The stored classifier is what predict applied: the test OA of the card on these pixels.
     assert card["test_metrics"]["overall_accuracy"] > 0.8
 
@@ -213,7 +220,7 @@ def test_auto_keeps_a_baseline_where_it_validates_better_with_the_mamba_unmixing
     assert {"_abundances.tif", "_error.tif", "_endmembers.sli"} <= names   # from the network
     with rasterio.open(out / "scene_classes.tif") as c:
         classes = c.read(1)
-    # The classes are the baseline's: the SVM's own votes on the scaled pixels.
+    # The classes are the baseline's: the SVM's most probable class on the scaled pixels.
     from hsimap.inference import scale_values
     from hsimap.io.scene import read_window
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import rasterio
 
 from tests.conftest import hsimap
@@ -114,8 +115,10 @@ def test_suggest_picks_unsure_unlabelled_spread_points(trained, tmp_path):
     d = np.hypot(rows[:, None] - rows[None], cols[:, None] - cols[None]) + np.eye(12) * 99
     assert d.min() >= 4
     assert np.median(u[rows, cols]) > np.nanpercentile(u, 75)   # among the least sure
-    assert len(set(f["map_class"])) >= 2                        # spread over the classes
-    np.testing.assert_allclose(f["margin"], u[rows, cols], atol=1e-4)
+    # margin: the lead of the most probable class, lower is less sure; entropy beside it
+    np.testing.assert_allclose(f["margin"], 1 - u[rows, cols], atol=1e-4)
+    assert np.all(np.diff(f["margin"]) >= -1e-9)                # least sure first
+    assert np.all((f["entropy"] >= 0) & (f["entropy"] <= 1))
     # The same from the probabilities raster, without the model.
     from_raster = tmp_path / "next2.gpkg"
     r = hsimap("suggest", prob_path, "-o", from_raster, "-n", 12, "-l", split,
@@ -124,7 +127,89 @@ def test_suggest_picks_unsure_unlabelled_spread_points(trained, tmp_path):
     rows2, cols2, f2 = points(from_raster)
     assert len(rows2) == 12 and not labelled[rows2, cols2].any()
     assert set(f2["map_class"]) <= set(trained.model.class_table.ids)
+    # The same cells and the same order: the same points as from the scene.
+    assert list(zip(rows2, cols2, strict=True)) == list(zip(rows, cols, strict=True))
+    np.testing.assert_array_equal(f2["map_class"], f["map_class"])
     # A scene without --model is refused in one line.
     r = hsimap("suggest", trained.made.scene, "-o", tmp_path / "x.gpkg")
     assert r.returncode == 1 and "give --model" in r.stderr
     assert not (tmp_path / "x.gpkg").exists()
+
+
+def _prob_raster(path, prob, ids=None):
+    from rasterio.transform import from_origin
+
+    from hsimap.io.probabilities import tags
+
+    c, h, w = prob.shape
+    with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=c,
+                       dtype="float32", crs="EPSG:32611", nodata=float("nan"),
+                       transform=from_origin(500000, 4000000, 10, 10)) as dst:
+        dst.write(prob.astype(np.float32))
+        dst.update_tags(**tags("float32", ids or list(range(1, c + 1))))
+        for b in range(c):
+            dst.set_band_unit(b + 1, "probability")
+            dst.set_band_description(b + 1, f"c{b + 1}")
+
+
+def test_suggest_takes_exactly_the_least_sure_pixels(tmp_path):
+    """A constructed raster: everything sure (margin 0.9) but a few pixels whose margins are
+    known. The points are those pixels, least sure first, minus the spread rule's exclusions."""
+    import pyogrio
+
+    from hsimap.workflows.suggest import SuggestOptions, suggest, suggest_pixels
+
+    h, w = 130, 150
+    prob = np.zeros((3, h, w), np.float32)
+    prob[0], prob[1], prob[2] = 0.95, 0.05, 0.0
+    unsure = {(5, 5): 0.0, (5, 7): 0.01, (40, 90): 0.02, (100, 20): 0.03, (70, 140): 0.04,
+              (120, 120): 0.05, (6, 100): 0.06}
+    for (r, c), m in unsure.items():
+        prob[:, r, c] = [(1 - m) / 2, (1 + m) / 2, 0.0]
+    prob[:, 0, :] = np.nan                      # nodata row: never a point
+    path = tmp_path / "p.tif"
+    _prob_raster(path, prob, ids=[3, 7, 9])
+    s = suggest_pixels(path, SuggestOptions(n=6, min_distance="3", per_window=4))
+    # (5, 7) is within 3 px of (5, 5), which is less sure: excluded by the spread rule.
+    want = [k for k in sorted(unsure, key=unsure.get) if k != (5, 7)][:6]
+    assert list(zip(s.rows.tolist(), s.cols.tolist(), strict=True)) == want
+    np.testing.assert_allclose(s.margin, [unsure[k] for k in want], atol=1e-6)
+    # the band's class id, not its index (the tie at (5, 5) goes to the first band)
+    assert s.class_ids.tolist() == [3] + [7] * 5
+    # Without the spread rule (distance 0) the neighbour comes in second.
+    s0 = suggest_pixels(path, SuggestOptions(n=3, min_distance="0", per_window=4))
+    assert list(zip(s0.rows.tolist(), s0.cols.tolist(), strict=True))[:2] == [(5, 5), (5, 7)]
+    # Entropy orders the same pixels the same way here.
+    se = suggest_pixels(path, SuggestOptions(n=6, min_distance="3", per_window=4,
+                                             measure="entropy"))
+    assert list(zip(se.rows.tolist(), se.cols.tolist(), strict=True)) == want
+    # Asked for more than there are: all that can be had, and a warning saying why.
+    with pytest.warns(UserWarning, match=r"of 50 points"):
+        many = suggest_pixels(path, SuggestOptions(n=50, min_distance="60", per_window=1))
+    assert 0 < len(many.rows) < 50
+    # The GeoPackage: 1.2, margin and entropy fields.
+    out = tmp_path / "next.gpkg"
+    suggest(path, out, SuggestOptions(n=6, min_distance="3", per_window=4))
+    info = pyogrio.read_info(out)
+    assert {"margin", "entropy", "reference", "map_class"} <= set(info["fields"])
+    import sqlite3
+
+    with sqlite3.connect(out) as db:
+        assert db.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 10200
+
+
+def test_suggest_is_n_log_n(tmp_path):
+    """10,000 points of a 400 x 400 raster in seconds (the old greedy was quadratic)."""
+    import time
+
+    from hsimap.workflows.suggest import SuggestOptions, suggest_pixels
+
+    rng = np.random.default_rng(0)
+    p = rng.random((4, 400, 400)).astype(np.float32)
+    path = tmp_path / "p.tif"
+    _prob_raster(path, p / p.sum(0))
+    t = time.perf_counter()
+    s = suggest_pixels(path, SuggestOptions(n=10_000, min_distance="1", per_window=400))
+    assert len(s.rows) == 10_000
+    assert time.perf_counter() - t < 60

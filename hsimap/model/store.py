@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from hsimap import __version__
+from hsimap._version import __version__
 from hsimap.classes import ClassTable, Split
 from hsimap.errors import HsimapError
 from hsimap.io.files import output_stem

@@ -77,7 +77,7 @@ class Evaluation:
 
 
 def evaluate(prediction: str | Path, labels: str | Path, *, class_field: str | None = None,
-             split: str | Path | None = None, subset: str = "test",
+             variable: str | None = None, split: str | Path | None = None, subset: str = "test",
              stratified: bool = False) -> Evaluation:
     """Score ``prediction`` against ``labels`` (raster, vector or .mat on its grid).
 
@@ -93,7 +93,7 @@ def evaluate(prediction: str | Path, labels: str | Path, *, class_field: str | N
         pred = src.read(1)
         nodata = src.nodata
     truth, table = load_labels(labels, open_scene(prediction), class_field=class_field,
-                               partial=True)
+                               variable=variable, partial=True)
     map_table = read_class_table(prediction)
     # A sample of `hsimap sample` holds the map's class ids by design.
     design = read_design(labels) if str(labels).lower().endswith(".gpkg") else None

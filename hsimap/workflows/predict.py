@@ -15,9 +15,10 @@ from pathlib import Path
 
 import xarray as xr
 
-from hsimap.engine import scene_tiles
-from hsimap.inference import check_compatible, check_values, predict
+from hsimap.inference import predict
 from hsimap.io.files import output_folder, output_stem
+from hsimap.io.probabilities import encode as encode_probabilities
+from hsimap.io.probabilities import tags as probability_tags
 from hsimap.model.store import TrainedModel
 from hsimap.products import (
     DEFAULT_RASTERS,
@@ -53,24 +54,21 @@ def predict_scene(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
     """
     opts = opts or PredictOptions()
     t0 = time.perf_counter()
-    check_compatible(scene, model, ignore_wavelengths=opts.ignore_wavelengths)
     opts.check()
     out = replace(opts.output, provenance={
         **provenance(scene, model_hash=model.card.model_hash, model_created=model.card.created,
-                     mmu_pixels=opts.output.mmu or None, probabilities=opts.probabilities,
-                     # the probability bands' class ids, in band order
-                     class_ids=",".join(map(str, model.class_table.ids))
-                     if opts.probabilities else None),
+                     mmu_pixels=opts.output.mmu or None),
+        **(probability_tags(opts.probabilities, list(model.class_table.ids))
+           if opts.probabilities else {}),
         **(opts.output.provenance or {})})
     stem = stem or output_stem(scene.attrs.get("source", "scene"))
     refuse_existing(out_dir, stem, out.overwrite)
-    window = model.window if opts.window is None else opts.window
-    halo = model.halo if opts.halo is None else opts.halo
-    tiles = scene_tiles(scene, window, halo)
-    check_values(scene, model, tiles, ignore_scale=opts.ignore_scale)
     with output_folder(out_dir):
         bar = TileProgress(scene, stem, out.progress)
-        ds = predict(scene, model, window=window, halo=halo, on_tile=bar.on_tile, check=False,
+        # predict runs every check (inference.prepare) before anything is computed.
+        ds = predict(scene, model, window=opts.window, halo=opts.halo, on_tile=bar.on_tile,
+                     ignore_wavelengths=opts.ignore_wavelengths,
+                     ignore_scale=opts.ignore_scale,
                      probabilities=opts.probabilities is not None)
         library = None
         if model.unmixes:
@@ -82,14 +80,10 @@ def predict_scene(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
                    if model.unmixes or k not in UNMIXING_RASTERS}
         products = {}
         if opts.probabilities is not None:
-            prob = ds["probabilities"].data
             if opts.probabilities == "uint8":
-                import dask.array as da
-
-                scaled = da.round(prob / PROBABILITIES_UINT8.scale)
-                prob = da.where(da.isnan(prob), PROBABILITIES_UINT8.nodata, scaled)
                 products["probabilities"] = PROBABILITIES_UINT8
-            rasters["probabilities"] = prob
+            rasters["probabilities"] = encode_probabilities(ds["probabilities"].data,
+                                                            opts.probabilities)
         written = write_products(scene, out_dir, stem, rasters, library, bar, out,
                                  class_table=model.class_table, products=products)
     return PredictReport(written, bar.total, time.perf_counter() - t0, bar.tiles)

@@ -22,7 +22,7 @@ from hsimap.classes import ClassTable
 from hsimap.design import Design, allocate, draw, parse_distance, sample_size
 from hsimap.errors import HsimapError
 from hsimap.io.classmaps import open_class_map, read_class_table
-from hsimap.io.files import atomic_output
+from hsimap.io.points import write_points
 
 DESIGN_KEY = "HSIMAP_SAMPLE_DESIGN"
 
@@ -96,9 +96,6 @@ def sample_map(classes: str | Path, output: str | Path, opts: SampleOptions | No
                ) -> SampleReport:
     """Design and draw a stratified random sample of the class map ``classes`` and write it
     to ``output`` (a GeoPackage)."""
-    import pyogrio
-    import shapely
-
     opts = opts or SampleOptions()
     out = Path(output)
     if out.suffix.lower() != ".gpkg":
@@ -124,21 +121,13 @@ def sample_map(classes: str | Path, output: str | Path, opts: SampleOptions | No
     design = Design(ids, [int(s) for s in strata], [int(n) for n in planned], drawn,
                     opts.allocation, opts.target_se, [float(u) for u in ua], opts.min_per_class,
                     float(min_distance), opts.seed)
-    xs, ys = rasterio.transform.xy(transform, rows, cols, offset="center")
-    geoms = shapely.points(np.asarray(xs, float), np.asarray(ys, float))
     lut = dict(zip(ids, names, strict=True))
-    with atomic_output(out, opts.overwrite) as tmp:
-        pyogrio.raw.write(
-            tmp, shapely.to_wkb(geoms),
-            [np.arange(1, len(rows) + 1, dtype=np.int32), mapped,
-             np.array([lut[int(m)] for m in mapped], dtype=object),
-             np.zeros(len(rows), np.int32)],
-            fields=["sample_id", "map_class", "map_class_name", "reference"],
-            # reference starts empty (NULL): the analyst enters the class id seen on the ground
-            field_mask=[np.zeros(len(rows), bool)] * 3 + [np.ones(len(rows), bool)],
-            geometry_type="Point", crs=crs.to_wkt(), driver="GPKG", layer=out.stem,
-            layer_metadata={DESIGN_KEY: json.dumps({"map": str(Path(classes).resolve()),
-                                                    **design.to_dict()})})
+    write_points(out, rows, cols, transform, crs, {
+        "sample_id": np.arange(1, len(rows) + 1, dtype=np.int32), "map_class": mapped,
+        "map_class_name": np.array([lut[int(m)] for m in mapped], dtype=object)},
+        overwrite=opts.overwrite,
+        metadata={DESIGN_KEY: json.dumps({"map": str(Path(classes).resolve()),
+                                          **design.to_dict()})})
     return SampleReport(out, design, names)
 
 

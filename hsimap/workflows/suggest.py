@@ -1,21 +1,26 @@
 """Where to label next: ``hsimap suggest`` (experimental).
 
 The pixels where the model is least sure, by the margin between its two most probable classes
-(or the entropy of its probabilities), spread over the scene and over the predicted classes:
+(or the entropy of its probabilities), spread over the scene:
 
-- at most ``per_window`` candidates from each window of the prediction grid, at least
-  ``min_distance`` apart, so that one confusing field does not take every point;
-- the points taken a predicted class at a time, in turn, most uncertain first, so that every
-  class the map shows gets its share.
+- the scene is cut into cells of :data:`CELL` px on its own grid; each cell gives at most
+  ``per_window`` candidates, its least sure pixels at least ``min_distance`` apart, so that one
+  confusing field does not take every point;
+- the points are the least sure candidates of all cells, taken in order of uncertainty, each
+  at least ``min_distance`` from the points already taken: no point is surer than a candidate
+  left unused except where the spread rules exclude that candidate.
 
 From a scene and its model (the probabilities are computed window by window, as predict does)
-or from a probabilities raster that ``predict --probabilities`` wrote. Pixels already
-labelled (``labels``) are passed over.
+or from a probabilities raster that ``predict --probabilities`` wrote: both use the same cells,
+so they give the same points. Pixels already labelled (``labels``) are passed over. Ties are
+broken by a fixed pseudo-random order of the pixels (``seed``), not by position or by the
+order windows finish.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,21 +30,21 @@ import xarray as xr
 
 from hsimap.design import parse_distance
 from hsimap.errors import HsimapError
-from hsimap.io.files import atomic_output
 
 MEASURES = ("margin", "entropy")
+CELL = 64   # px: the spread cells, on the scene's grid whatever the model's window
 
 
 @dataclass
 class SuggestOptions:
     n: int = 100
     measure: str = "margin"
-    per_window: int | None = None   # default: 3, or more where windows are too few for n
-    window: int = 64              # candidates' window on a probabilities raster
+    per_window: int | None = None   # candidates per cell; default: 3, more where cells are few
     min_distance: str | float | None = "5"   # pixels, or metres ("150m")
     seed: int = 0
     workers: int | None = None
     overwrite: bool = False
+    progress: bool = False
 
     def check(self) -> None:
         if self.n < 1:
@@ -50,145 +55,192 @@ class SuggestOptions:
             raise HsimapError(f"--measure must be one of {', '.join(MEASURES)}")
 
 
-def uncertainty(prob: np.ndarray, measure: str = "margin") -> np.ndarray:
-    """Per pixel of (C, h, w) probabilities, how unsure the model is, in [0, 1]: one minus the
-    margin between the two most probable classes, or the entropy over log C. NaN stays NaN."""
-    if measure == "margin":
-        top = np.sort(prob, axis=0)[-2:]
-        return 1.0 - (top[1] - top[0])
+def margin(prob: np.ndarray) -> np.ndarray:
+    """Per pixel of (C, h, w) probabilities, the most probable class's lead over the second, in
+    [0, 1]: lower is less sure. NaN stays NaN."""
+    top = np.sort(prob, axis=0)[-2:]
+    return top[1] - top[0]
+
+
+def entropy(prob: np.ndarray) -> np.ndarray:
+    """Per pixel of (C, h, w) probabilities, their entropy over log C, in [0, 1]: higher is
+    less sure. NaN stays NaN."""
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -np.nansum(np.where(prob > 0, prob * np.log(prob), 0.0), axis=0)
     h = h / math.log(prob.shape[0])
     return np.where(np.isnan(prob).any(0), np.nan, h)
 
 
-def window_candidates(prob: np.ndarray, known: np.ndarray | None, k: int, measure: str,
-                      min_distance: float, rng: np.random.Generator
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The ``k`` most uncertain pixels of one window's (C, h, w) probabilities, at least
-    ``min_distance`` apart, none of them ``known``: (rows, cols, uncertainty, class index)."""
-    u = uncertainty(prob, measure)
-    u = np.where(np.isnan(u), -np.inf, u)
-    if known is not None:
-        u = np.where(known, -np.inf, u)
-    # Ties (a flat window) broken at random, not by position.
-    order = np.lexsort((rng.random(u.size), -u.ravel()))
-    rows, cols, vals = [], [], []
-    for idx in order:
-        if not np.isfinite(u.flat[idx]) or len(rows) == k:
-            break
-        r, c = divmod(int(idx), u.shape[1])
-        far = all((r - a) ** 2 + (c - b) ** 2 >= min_distance ** 2
-                  for a, b in zip(rows, cols, strict=True))
-        if far:
-            rows.append(r)
-            cols.append(c)
-            vals.append(float(u.flat[idx]))
-    rows_a, cols_a = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
-    cls = np.nanargmax(prob[:, rows_a, cols_a], axis=0) if len(rows) else np.zeros(0, np.int64)
-    return rows_a, cols_a, np.asarray(vals), cls
-
-
-def choose(rows: np.ndarray, cols: np.ndarray, u: np.ndarray, cls: np.ndarray, n: int,
-           min_distance: float) -> np.ndarray:
-    """Indices of ``n`` candidates: the predicted classes in turn, each its most uncertain
-    candidate not within ``min_distance`` of one already taken."""
-    queues = {c: list(np.flatnonzero(cls == c)[np.argsort(-u[cls == c], kind="stable")])
-              for c in np.unique(cls)}
-    taken: list[int] = []
-    d2 = min_distance ** 2
-    while len(taken) < n and any(queues.values()):
-        for c in sorted(queues):
-            q = queues[c]
-            while q:
-                i = q.pop(0)
-                if all((rows[i] - rows[j]) ** 2 + (cols[i] - cols[j]) ** 2 >= d2
-                       for j in taken):
-                    taken.append(i)
-                    break
-            if len(taken) == n:
-                break
-    return np.asarray(taken, np.int64)
-
-
-def per_window(opts: SuggestOptions, windows: int) -> int:
-    """Candidates per window: as asked, or 3, or twice what n needs where windows are few."""
-    if opts.per_window is not None:
-        return opts.per_window
-    return max(3, math.ceil(2 * opts.n / max(1, windows)))
+def uncertainty(prob: np.ndarray, measure: str = "margin") -> np.ndarray:
+    """How unsure the model is, in [0, 1], higher less sure: 1 - margin, or the entropy."""
+    return 1.0 - margin(prob) if measure == "margin" else entropy(prob)
 
 
 @dataclass
-class SuggestReport:
-    path: Path
-    points: int
-    per_class: dict[str, int]
-    candidates: int
+class _Pool:
+    """Candidate pixels (global rows and columns) with what is written about them."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    unsure: np.ndarray      # the ordering key: higher is less sure
+    margin: np.ndarray
+    entropy: np.ndarray
+    cls: np.ndarray         # class index (0..C-1)
+
+    @classmethod
+    def concat(cls, pools: list[_Pool]) -> _Pool:
+        if not pools:
+            z = np.zeros(0)
+            return cls(z.astype(np.int64), z.astype(np.int64), z, z, z, z.astype(np.int64))
+        return cls(*(np.concatenate([getattr(p, f) for p in pools])
+                     for f in ("rows", "cols", "unsure", "margin", "entropy", "cls")))
+
+    def take(self, idx: np.ndarray) -> _Pool:
+        return _Pool(self.rows[idx], self.cols[idx], self.unsure[idx], self.margin[idx],
+                     self.entropy[idx], self.cls[idx])
 
 
-def _candidates_from_model(scene, model, opts: SuggestOptions, known: np.ndarray | None,
-                           min_distance: float):
-    from hsimap.engine import check_workers, map_tiles, scene_tiles
-    from hsimap.inference import batch_products
+def _tiebreak(rows: np.ndarray, cols: np.ndarray, seed: int) -> np.ndarray:
+    """A fixed pseudo-random rank per pixel (a multiplicative hash of its position)."""
+    h = (rows.astype(np.uint64) * np.uint64(0x9E3779B1) + cols.astype(np.uint64)
+         * np.uint64(0x85EBCA77) + np.uint64(seed) * np.uint64(0xC2B2AE3D))
+    return (h ^ (h >> np.uint64(15))) & np.uint64(0xFFFFFFFF)
 
-    rng = np.random.default_rng(opts.seed)
-    tiles = scene_tiles(scene, model.window, model.halo)
-    k = per_window(opts, len(tiles))
+
+def _order(pool: _Pool, seed: int) -> np.ndarray:
+    """Least sure first, ties in the fixed pseudo-random order."""
+    return np.lexsort((_tiebreak(pool.rows, pool.cols, seed), -pool.unsure))
+
+
+def block_pool(prob: np.ndarray, known: np.ndarray | None, row0: int, col0: int, keep: int,
+               measure: str, seed: int) -> _Pool:
+    """The ``keep`` least sure valid, unlabelled pixels of a (C, h, w) block whose first pixel
+    is (``row0``, ``col0``) on the scene grid."""
+    m, e = margin(prob), entropy(prob)
+    key = 1.0 - m if measure == "margin" else e
+    ok = np.isfinite(key)
+    if known is not None:
+        ok &= ~known
+    r, c = np.nonzero(ok)
+    pool = _Pool(r + row0, c + col0, key[r, c], m[r, c], e[r, c],
+                 np.argmax(np.nan_to_num(prob[:, r, c], nan=-1.0), axis=0))
+    return pool.take(_order(pool, seed)[:keep])
+
+
+def _spread(pool: _Pool, order: np.ndarray, n: int, dist: float) -> np.ndarray:
+    """Indices of up to ``n`` pixels of ``pool``, visited in ``order``, each at least ``dist``
+    from those taken before it (a hash grid of ``dist``-sized buckets: n log n in all)."""
+    taken: list[int] = []
+    d2 = dist * dist
+    size = max(dist, 1.0)
+    buckets: dict[tuple[int, int], list[int]] = {}
+    for i in order:
+        if len(taken) == n:
+            break
+        r, c = int(pool.rows[i]), int(pool.cols[i])
+        br, bc = int(r // size), int(c // size)
+        if d2 > 0 and any((r - pool.rows[j]) ** 2 + (c - pool.cols[j]) ** 2 < d2
+                          for dr in (-1, 0, 1) for dc in (-1, 0, 1)
+                          for j in buckets.get((br + dr, bc + dc), ())):
+            continue
+        taken.append(int(i))
+        buckets.setdefault((br, bc), []).append(int(i))
+    return np.asarray(taken, np.int64)
+
+
+def _pool_size(k: int, dist: float) -> int:
+    """Candidates a cell must keep so that its spread choice of ``k`` sees every pixel it
+    would have looked at: each pick rules out at most the pixels of a disc of radius dist."""
+    return k * (int(math.pi * (dist + 1) ** 2) + 1)
+
+
+def per_window(opts: SuggestOptions, cells: int) -> int:
+    """Candidates per cell: as asked, or 3, or twice what n needs where cells are few."""
+    if opts.per_window is not None:
+        return opts.per_window
+    return max(3, math.ceil(2 * opts.n / max(1, cells)))
+
+
+def _cells(shape: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    h, w = shape
+    return [(r, c, min(CELL, h - r), min(CELL, w - c))
+            for r in range(0, h, CELL) for c in range(0, w, CELL)]
+
+
+def _blocks_from_model(scene, model, opts: SuggestOptions, known: np.ndarray | None,
+                       keep: int) -> list[_Pool]:
+    """Each tile core cut along the cells' lines, each piece's least sure pixels."""
+    from hsimap.engine import check_workers, map_tiles
+    from hsimap.inference import batch_products, prepare
+    from hsimap.progress import TileProgress
+
+    tiles = prepare(scene, model)
+    by_origin = {(t.row, t.col): t for t in tiles}
 
     def fn(windows):
-        return [p.probabilities for p in batch_products(model, windows)]
+        out = []
+        for w, p in zip(windows, batch_products(model, windows), strict=True):
+            t = by_origin[w[2]]
+            rs, cs = t.core_in_read
+            core = p.probabilities[:, rs, cs]
+            r0, c0 = t.core_rows.start, t.core_cols.start
+            pools = []
+            for a in range(r0 - r0 % CELL, t.core_rows.stop, CELL):
+                for b in range(c0 - c0 % CELL, t.core_cols.stop, CELL):
+                    ra, rb = max(a, r0), min(a + CELL, t.core_rows.stop)
+                    ca, cb = max(b, c0), min(b + CELL, t.core_cols.stop)
+                    kn = known[ra:rb, ca:cb] if known is not None else None
+                    pools.append(block_pool(core[:, ra - r0:rb - r0, ca - c0:cb - c0], kn, ra,
+                                            ca, keep, opts.measure, opts.seed))
+            out.append(_Pool.concat(pools))
+        return out
 
-    probs = map_tiles(scene, tiles, fn, workers=check_workers(opts.workers),
-                      valid_bands=model.band_indices)
-    found = []
-    for t, prob in zip(tiles, probs, strict=True):
-        rs, cs = t.core_in_read
-        core = prob[:, rs, cs]
-        kn = known[t.core_rows, t.core_cols] if known is not None else None
-        r, c, u, cls = window_candidates(core, kn, k, opts.measure, min_distance, rng)
-        found.append((r + t.core_rows.start, c + t.core_cols.start, u, cls))
-    return found, list(model.class_table.ids), list(model.class_table.names)
+    bar = TileProgress(scene, "suggest", enabled=opts.progress)
+    try:
+        return map_tiles(scene, tiles, fn, workers=check_workers(opts.workers),
+                         valid_bands=model.band_indices, on_tile=bar.on_tile)
+    finally:
+        bar.close()
 
 
-def _candidates_from_raster(path: Path, opts: SuggestOptions, known: np.ndarray | None,
-                            min_distance: float):
-    from rasterio.windows import Window
+def _blocks_from_raster(path: Path, opts: SuggestOptions, known: np.ndarray | None,
+                        keep: int) -> list[_Pool]:
+    from hsimap.io.probabilities import read_probabilities
 
-    rng = np.random.default_rng(opts.seed)
-    found = []
+    pools = []
+    for r0, c0, h, w in _cells(known.shape if known is not None else _shape(path)):
+        prob = read_probabilities(path, (slice(r0, r0 + h), slice(c0, c0 + w)))
+        kn = known[r0:r0 + h, c0:c0 + w] if known is not None else None
+        pools.append(block_pool(prob, kn, r0, c0, keep, opts.measure, opts.seed))
+    return pools
+
+
+def _shape(path: Path) -> tuple[int, int]:
     with rasterio.open(path) as src:
-        k = per_window(opts, math.ceil(src.height / opts.window) * math.ceil(src.width /
-                                                                            opts.window))
-        names = [d or f"class {i + 1}" for i, d in enumerate(src.descriptions)]
-        scale = src.scales[0] if src.dtypes[0] == "uint8" else 1.0
-        for r0 in range(0, src.height, opts.window):
-            for c0 in range(0, src.width, opts.window):
-                w = Window(c0, r0, min(opts.window, src.width - c0),
-                           min(opts.window, src.height - r0))
-                raw = src.read(window=w)
-                prob = raw.astype(np.float32) * np.float32(scale)
-                if src.nodata is not None and not math.isnan(src.nodata):
-                    prob[raw == src.nodata] = np.nan
-                kn = known[r0:r0 + w.height, c0:c0 + w.width] if known is not None else None
-                r, c, u, cls = window_candidates(prob, kn, k, opts.measure, min_distance, rng)
-                found.append((r + r0, c + c0, u, cls))
-    return found, None, names
+        return src.height, src.width
 
 
 @dataclass
 class Suggestions:
     rows: np.ndarray
     cols: np.ndarray
-    uncertainty: np.ndarray
+    margin: np.ndarray
+    entropy: np.ndarray
     class_ids: np.ndarray
     class_names: np.ndarray
     candidates: int
+
+    @property
+    def uncertainty(self) -> np.ndarray:   # for scripts written against 0.2
+        return 1.0 - self.margin
 
 
 def suggest_pixels(source: str | Path | xr.DataArray, opts: SuggestOptions, *, model=None,
                    labels: np.ndarray | None = None) -> Suggestions:
     """The pixels :func:`suggest` writes, without writing them (for scripts and benchmarks).
     ``source`` may also be a scene already open (:func:`hsimap.open_scene`), with ``model``."""
+    from hsimap.io.probabilities import is_probabilities, probability_classes
+
     opts.check()
     if isinstance(source, xr.DataArray):
         if model is None:
@@ -198,8 +250,7 @@ def suggest_pixels(source: str | Path | xr.DataArray, opts: SuggestOptions, *, m
     else:
         with rasterio.open(source) as src:
             crs, transform, shape = src.crs, src.transform, (src.height, src.width)
-            probability_raster = (src.units and src.units[0] == "probability"
-                                  and src.count > 1 and "HSIMAP_PROBABILITIES" in src.tags())
+        probability_raster = is_probabilities(source)
     known = None
     if labels is not None:
         if labels.shape != shape:
@@ -210,42 +261,63 @@ def suggest_pixels(source: str | Path | xr.DataArray, opts: SuggestOptions, *, m
         if crs is None or not crs.is_projected:
             raise HsimapError("--min-distance in metres needs a projected CRS; give pixels")
         dist = dist / (abs(transform.a) * crs.linear_units_factor[1])
+    k = per_window(opts, len(_cells(shape)))
+    keep = _pool_size(k, dist)
     if model is not None:
+        if probability_raster:
+            raise HsimapError(f"{source}: a probabilities raster; suggest from it without "
+                              "--model, or give the scene")
         from hsimap.io.scene import open_scene
 
         scene = source if isinstance(source, xr.DataArray) else open_scene(source)
-        found, ids, names = _candidates_from_model(scene, model, opts, known, dist)
+        blocks = _blocks_from_model(scene, model, opts, known, keep)
+        ids, names = list(model.class_table.ids), list(model.class_table.names)
     elif probability_raster:
-        found, _, names = _candidates_from_raster(Path(source), opts, known, dist)
-        ids = list(range(1, len(names) + 1))
-        with rasterio.open(source) as src:
-            tagged = src.tags().get("HSIMAP_CLASS_IDS")
-        if tagged:
-            ids = [int(v) for v in tagged.split(",")]
+        blocks = _blocks_from_raster(Path(source), opts, known, keep)
+        ids, names = probability_classes(source)
     else:
         raise HsimapError(f"{source}: give --model to suggest from a scene, or a "
                           "probabilities raster (predict --probabilities)")
-    rows = np.concatenate([f[0] for f in found])
-    cols = np.concatenate([f[1] for f in found])
-    u = np.concatenate([f[2] for f in found])
-    cls = np.concatenate([f[3] for f in found]).astype(np.int64)
-    if not len(rows):
+    pool = _Pool.concat(blocks)
+    if not len(pool.rows):
         raise HsimapError(f"{source}: no unlabelled valid pixel to suggest")
-    pick = choose(rows, cols, u, cls, opts.n, dist)
-    return Suggestions(rows[pick], cols[pick], u[pick], np.asarray(ids, np.int32)[cls[pick]],
-                       np.array([names[k] for k in cls[pick]], dtype=object), len(rows))
+    # Each cell's own spread choice, then the least sure of all cells' candidates.
+    cell = (pool.rows // CELL) * (shape[1] // CELL + 1) + pool.cols // CELL
+    order = _order(pool, opts.seed)
+    by_cell = order[np.argsort(cell[order], kind="stable")]   # each cell's, least sure first
+    starts = np.flatnonzero(np.diff(cell[by_cell], prepend=-1))
+    cand = pool.take(np.concatenate([_spread(pool, mine, k, dist)
+                                     for mine in np.split(by_cell, starts[1:])]))
+    pick = _spread(cand, _order(cand, opts.seed), opts.n, dist)
+    got = cand.take(pick)
+    if len(pick) < opts.n:
+        warnings.warn(f"{len(pick)} of {opts.n} points: no more unlabelled valid pixels "
+                      f"{dist:g} px apart, {k} at most per {CELL} x {CELL} px cell (raise "
+                      "--per-window or lower --min-distance for more)", stacklevel=2)
+    return Suggestions(got.rows, got.cols, got.margin, got.entropy,
+                       np.asarray(ids, np.int64)[got.cls],
+                       np.array([names[i] for i in got.cls], dtype=object), len(cand.rows))
+
+
+@dataclass
+class SuggestReport:
+    path: Path
+    points: int
+    per_class: dict[str, int]
+    candidates: int
 
 
 def suggest(source: str | Path, output: str | Path, opts: SuggestOptions | None = None, *,
             model=None, labels: np.ndarray | None = None) -> SuggestReport:
-    """Write the ``opts.n`` points worth labelling next to ``output`` (GeoPackage).
+    """Write the ``opts.n`` points worth labelling next to ``output`` (GeoPackage): fields
+    ``margin`` (the most probable class's lead over the second: lower is less sure) and
+    ``entropy`` (of the probabilities over log C: higher is less sure), whichever ordered them.
 
     ``source``: a scene (with ``model``, a loaded model) or a probabilities raster of
     ``predict --probabilities``. ``labels``: the pixels already labelled (non-zero), on the
     scene's grid, which are passed over.
     """
-    import pyogrio
-    import shapely
+    from hsimap.io.points import write_points
 
     opts = opts or SuggestOptions()
     opts.check()
@@ -257,18 +329,13 @@ def suggest(source: str | Path, output: str | Path, opts: SuggestOptions | None 
     if crs is None:
         raise HsimapError(f"{source}: no CRS, so points cannot be placed in map coordinates")
     s = suggest_pixels(source, opts, model=model, labels=labels)
-    xs, ys = rasterio.transform.xy(transform, s.rows, s.cols, offset="center")
-    geoms = shapely.points(np.asarray(xs, float), np.asarray(ys, float))
     n = len(s.rows)
-    with atomic_output(out, opts.overwrite) as tmp:
-        pyogrio.raw.write(
-            tmp, shapely.to_wkb(geoms),
-            [np.arange(1, n + 1, dtype=np.int32), s.class_ids, s.class_names,
-             s.uncertainty.astype(np.float64), np.zeros(n, np.int32)],
-            fields=["suggest_id", "map_class", "map_class_name", opts.measure, "reference"],
-            field_mask=[np.zeros(n, bool)] * 4 + [np.ones(n, bool)],
-            geometry_type="Point", crs=crs.to_wkt(), driver="GPKG", layer=out.stem,
-            layer_metadata={"HSIMAP_SUGGEST": f"measure={opts.measure} n={opts.n} "
-                                              f"per_window={opts.per_window} seed={opts.seed}"})
+    write_points(out, s.rows, s.cols, transform, crs, {
+        "suggest_id": np.arange(1, n + 1, dtype=np.int32), "map_class": s.class_ids,
+        "map_class_name": s.class_names, "margin": s.margin.astype(np.float64),
+        "entropy": s.entropy.astype(np.float64)}, overwrite=opts.overwrite,
+        metadata={"HSIMAP_SUGGEST": f"measure={opts.measure} n={opts.n} "
+                                    f"per_window={opts.per_window} "
+                                    f"min_distance={opts.min_distance} seed={opts.seed}"})
     per_class = {c: int((s.class_names == c).sum()) for c in dict.fromkeys(s.class_names)}
     return SuggestReport(out, n, per_class, s.candidates)

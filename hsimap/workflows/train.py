@@ -26,7 +26,7 @@ import torch.nn.functional as F
 import xarray as xr
 from tqdm import tqdm
 
-from hsimap import __version__
+from hsimap._version import __version__
 from hsimap.classes import ClassTable, Split
 from hsimap.engine import map_tiles
 from hsimap.errors import HsimapError

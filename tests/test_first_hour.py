@@ -1,0 +1,130 @@
+"""What a newcomer meets first: help for every option, -q everywhere, a version report for bug
+reports, no doc or message that names an option no command has, and finer labels taken to the
+scene grid by majority."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import click
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from hsimap.cli.main import _register, cli
+from hsimap.io.labels import load_labels, majority
+from tests.conftest import hsimap, shared
+
+ROOT = Path(__file__).resolve().parents[1]
+_register()
+
+# Flags of other programs that the docs quote (GDAL's, dask's).
+FOREIGN = {"--help", "--format", "--nworkers", "--nthreads"}
+# benchmarks/classification.py's --variants name TrainOptions fields this way
+VARIANTS = {"--augment", "--weight-decay"}
+
+
+def _options() -> set[str]:
+    names = {o for p in cli.params for o in p.opts}
+    for cmd in cli.commands.values():
+        for p in cmd.params:
+            names.update(p.opts)
+            names.update(getattr(p, "secondary_opts", []))
+    for script in (ROOT / "benchmarks").glob("*.py"):  # the docs quote their runs too
+        names.update(re.findall(r"add_argument\(\s*\"(--[a-z0-9-]+)\"", script.read_text()))
+    return names
+
+
+@pytest.mark.parametrize("name", sorted(cli.commands))
+def test_every_option_says_what_it_does_and_every_command_takes_q(name):
+    cmd = cli.commands[name]
+    silent = [p.name for p in cmd.params
+              if isinstance(p, click.Option) and not p.hidden and not (p.help or "").strip()]
+    assert not silent, f"{name}: options without help text: {silent}"
+    assert any("-q" in p.opts for p in cmd.params), f"{name} does not take -q"
+
+
+def test_no_doc_or_message_names_an_option_that_is_not_there():
+    known = _options() | FOREIGN | VARIANTS
+    places = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+              *sorted((ROOT / "hsimap").rglob("*.py")), *sorted((ROOT / "cli").glob("*.py"))]
+    unknown = {}
+    for f in places:
+        for m in re.finditer(r"(?<![\w-])--[a-z][a-z0-9-]+", f.read_text()):
+            if m.group() not in known:
+                unknown.setdefault(m.group(), set()).add(f.name)
+    assert not unknown, unknown
+
+
+def test_version_names_what_a_bug_report_needs():
+    r = hsimap("--version")
+    assert r.returncode == 0, r.stderr
+    for part in ("hsimap", "python", "torch", "numba", "GDAL", "rasterio"):
+        assert re.search(rf"^{part}\s+\S", r.stdout, re.M), (part, r.stdout)
+    import hsimap as pkg
+
+    assert re.search(rf"^hsimap\s+{re.escape(pkg.__version__)}$", r.stdout, re.M)
+
+
+def _scene(h: int, w: int, res: float):
+    import rioxarray  # noqa: F401
+    import xarray as xr
+
+    da = xr.DataArray(np.ones((3, h, w), np.float32), dims=("band", "y", "x"),
+                      coords={"x": 500000 + res / 2 + res * np.arange(w),
+                              "y": 4000000 - res / 2 - res * np.arange(h)})
+    return da.rio.write_crs("EPSG:32611").rio.write_transform(from_origin(500000, 4000000,
+                                                                          res, res))
+
+
+def test_majority_counts_unlabelled_and_breaks_ties_to_the_larger_id():
+    fine = np.array([[1, 1, 2, 0],
+                     [1, 2, 2, 0],
+                     [0, 0, 3, 4],
+                     [0, 3, 4, 0]])
+    rows, cols = np.indices(fine.shape)
+    out = majority(fine, rows // 2, cols // 2, (2, 2))
+    # 3 of 1 over one 2; 2 twice against 0 twice -> 2; 0 three times; 0 and 4 twice -> 4
+    assert out.tolist() == [[1, 2], [0, 4]]
+
+
+def test_a_finer_label_raster_is_taken_by_majority(tmp_path):
+    h, w, k = 6, 8, 4
+    rng = np.random.default_rng(3)
+    fine = rng.integers(0, 4, (h * k, w * k)).astype(np.uint8)
+    path = tmp_path / "fine.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=w * k, height=h * k, count=1,
+                       dtype="uint8", crs="EPSG:32611",
+                       transform=from_origin(500000, 4000000, 1, 1)) as dst:
+        dst.write(fine, 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        labels, _ = load_labels(path, _scene(h, w, k), partial=True)
+    assert any("majority" in str(c.message) for c in caught)
+    # Independently: count each 4 x 4 block by hand.
+    blocks = fine.reshape(h, k, w, k).transpose(0, 2, 1, 3).reshape(h, w, k * k)
+    for y in range(h):
+        for x in range(w):
+            counts = np.bincount(blocks[y, x], minlength=4)
+            assert labels[y, x] == np.flatnonzero(counts == counts.max()).max()
+
+
+def test_houston_labels_on_the_4x_grid_reach_the_scene_by_majority():
+    path = shared("houston2018_subset", "houston_dataset.mat")
+    from hsimap.io.mat import load_mat
+    from hsimap.io.scene import open_scene
+
+    scene = open_scene(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        labels, table = load_labels(path, scene)
+    assert labels.shape == (128, 128)
+    assert any("4 x 4" in str(c.message) for c in caught)
+    fine = np.asarray(load_mat(path)["clasLabs"])
+    block = fine[40:44, 60:64].ravel()
+    counts = np.bincount(block, minlength=13)
+    assert labels[10, 15] == np.flatnonzero(counts == counts.max()).max()
+    assert len(table.ids) == 12
