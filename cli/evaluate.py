@@ -71,6 +71,11 @@ def _fmt(v, spec: str = ".4f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _pm(v, ci, spec: str = ".4f") -> str:
+    """An estimate and its interval, or "-" where it is undefined (null in JSON and CSV)."""
+    return "-" if v is None else f"{format(v, spec)} +- {_fmt(ci, spec)}"
+
+
 def _print_report(ev) -> None:
     m, names, rows = ev.metrics, ev.names, ev.classes()
     click.echo(f"pixels {m.pixels}  OA {m.overall_accuracy:.4f}  AA {m.average_accuracy:.4f}"
@@ -89,10 +94,12 @@ def _print_report(ev) -> None:
                    f"OA {a.overall_accuracy:.4f} +- {a.overall_accuracy_ci95:.4f}")
         click.echo(f"{'class':<{width}}  {'area ' + a.unit:>24}  {'producer' + chr(39) + 's':>17}"
                    f"  {'user' + chr(39) + 's':>17}")
-        for i, r in enumerate(rows):
-            click.echo(f"{r['name']:<{width}}  {a.area[i]:>12,.1f} +- {a.area_ci95[i]:>8,.1f}  "
-                       f"{a.producers_accuracy[i]:.4f} +- {a.producers_accuracy_ci95[i]:.4f}  "
-                       f"{a.users_accuracy[i]:.4f} +- {a.users_accuracy_ci95[i]:.4f}")
+        unit = "ha" if a.unit == "ha" else "pixels"
+        for r in rows:
+            area = _pm(r[f"adjusted_area_{unit}"], r[f"adjusted_area_{unit}_ci95"], ",.1f")
+            prod = _pm(r["adjusted_producers_accuracy"], r["adjusted_producers_accuracy_ci95"])
+            user = _pm(r["adjusted_users_accuracy"], r["adjusted_users_accuracy_ci95"])
+            click.echo(f"{r['name']:<{width}}  {area:>24}  {prod:>17}  {user:>17}")
     click.echo("confusion (rows reference, columns map; counts):")
     click.echo(" " * (width + 2) + " ".join(f"{c:>7}" for c in m.class_ids) + "   other")
     for c, row, other in zip(m.class_ids, m.confusion, m.other, strict=True):

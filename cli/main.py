@@ -120,6 +120,51 @@ def _register() -> None:
         cli.add_command(module.command)
 
 
+class _ClosedPipeTolerant:
+    """Standard output (or error) that outlives its reader: once the reader is gone (``hsimap ... |
+    head -1``), what is still printed is dropped, and the command finishes its work and
+    exits as it would have. Without this, the first write after the pipe closed raised
+    BrokenPipeError in the middle of the work (a batch left scenes written but unrecorded),
+    and a progress bar could hang on its lock."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._closed = False
+
+    def write(self, text: str) -> int:
+        if not self._closed:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._closed:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def _drop(self) -> None:
+        self._closed = True
+        # The interpreter flushes stdout at exit: point the descriptor at /dev/null, so that
+        # the bytes still buffered there go nowhere instead of raising again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main() -> None:
     _register()
+    if sys.stdout is not None:
+        sys.stdout = _ClosedPipeTolerant(sys.stdout)
+    if sys.stderr is not None:   # progress bars and messages, also piped (2>&1 | head)
+        sys.stderr = _ClosedPipeTolerant(sys.stderr)
     cli()

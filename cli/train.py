@@ -63,8 +63,10 @@ from hsimap.cli.options import (
 @click.option("--classifier", type=click.Choice(["mamba", "svm", "rf", "auto"]),
               default="mamba", show_default=True,
               help="What gives the classes: the unmixing-guided Mamba; an RBF SVM or a random "
-                   "forest alone (fast, no abundances); or auto: all three, keeping the one "
-                   "with the best validation OA (the Mamba's abundances beside it).")
+                   "forest alone (fast, no abundances); or auto: all three, keeping the Mamba "
+                   "unless a baseline's validation OA is higher by more than one binomial "
+                   "standard error of the Mamba's (then that baseline; the Mamba's abundances "
+                   "beside it).")
 @click.option("--name-library", type=click.Path(exists=True), default=None,
               help="Spectral library (.sli or .csv, with wavelengths) whose nearest spectrum "
                    "by spectral angle names each endmember (default: the embedded USGS one).")

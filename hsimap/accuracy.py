@@ -76,9 +76,12 @@ def area_adjusted(sample: np.ndarray, mapped: np.ndarray, total_area: float, uni
         others = sum(big_n[i] ** 2 * share[i, j] * (1 - share[i, j]) / dof[i]
                      for i in range(len(w)) if i != j)
         v_prod[j] = (own + producers[j] ** 2 * others) / n_ref[j] ** 2
+    # A class the map does not show has no user's accuracy (0 of 0 pixels): undefined, not 0.
+    unmapped = n_i == 0
     return AreaAdjusted(
         area=p_ref * total_area, area_ci95=Z95 * se_ref * total_area,
-        users_accuracy=users, users_accuracy_ci95=Z95 * np.sqrt(v_users),
+        users_accuracy=np.where(unmapped, np.nan, users),
+        users_accuracy_ci95=np.where(unmapped, np.nan, Z95 * np.sqrt(v_users)),
         producers_accuracy=producers, producers_accuracy_ci95=Z95 * np.sqrt(v_prod),
         overall_accuracy=overall, overall_accuracy_ci95=Z95 * float(np.sqrt(v_overall)),
         unit=unit)

@@ -293,7 +293,8 @@ def prepare(scene: xr.DataArray, model: TrainedModel, *, window: int | None = No
 def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = None,
             halo: int | None = None, on_tile: Callable[[Tile], None] | None = None,
             ignore_wavelengths: bool = False, ignore_scale: bool = False,
-            batch: int | None = None, probabilities: bool = False) -> xr.Dataset:
+            batch: int | None = None, probabilities: bool = False,
+            grid: list[Tile] | None = None) -> xr.Dataset:
     """Lazy predictions over a whole scene.
 
     Args:
@@ -303,6 +304,8 @@ def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = No
         on_tile: called after each tile is computed (progress).
         ignore_wavelengths, ignore_scale: proceed although the scene's wavelengths or value
             scale differ from the model's (:func:`prepare` refuses them otherwise).
+        grid: what :func:`prepare` returned for this scene, model, window and halo, where the
+            caller ran it already (before creating outputs); None: it runs here.
         batch: windows per forward pass (default: :data:`GPU_BATCH` on CUDA, 1 on the CPU,
             where windows run in parallel on the engine's threads instead).
         probabilities: also ``probabilities`` (class, y, x), the softmax per class.
@@ -315,8 +318,9 @@ def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = No
         JSON), so that ``ds.classes.rio.to_raster(path)`` writes a map hsimap reads back with
         its classes.
     """
-    grid = prepare(scene, model, window=window, halo=halo,
-                   ignore_wavelengths=ignore_wavelengths, ignore_scale=ignore_scale)
+    if grid is None:
+        grid = prepare(scene, model, window=window, halo=halo,
+                       ignore_wavelengths=ignore_wavelengths, ignore_scale=ignore_scale)
     window = model.window if window is None else window
     halo = model.halo if halo is None else halo
 

@@ -1,6 +1,6 @@
 """The package's layers: each module imports only its own layer or the layers below it.
 
-errors, classes, metrics, accuracy, runtime, design, progress, data -> io, synth ->
+_version, errors, classes, metrics, accuracy, runtime, design, progress, data -> io, synth ->
 windows, sampling -> model -> engine -> inference -> products, quicklook -> workflows -> cli.
 Imports inside functions count too.
 """
@@ -12,8 +12,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
-    ("hsimap.errors", "hsimap.classes", "hsimap.metrics", "hsimap.accuracy", "hsimap.runtime",
-     "hsimap.design", "hsimap.progress", "hsimap.data"),
+    ("hsimap._version", "hsimap.errors", "hsimap.classes", "hsimap.metrics", "hsimap.accuracy",
+     "hsimap.runtime", "hsimap.design", "hsimap.progress", "hsimap.data"),
     ("hsimap.io", "hsimap.synth"),
     ("hsimap.windows", "hsimap.sampling"),
     ("hsimap.model",),

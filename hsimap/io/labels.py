@@ -259,24 +259,34 @@ def _vector_labels(path: Path, grid: Grid, class_field: str | None
     values = field_data[0]
     src_crs = meta.get("crs")
     geoms = shapely.from_wkb(geometry)
-    if values.dtype.kind in "iu" or (values.dtype.kind == "f" and
-                                     np.all(np.mod(values[~np.isnan(values)], 1) == 0)):
-        ids = values.astype(int)
+    # An empty geometry (POINT EMPTY, common after an edit in QGIS) is skipped as a null one.
+    geoms = np.array([None if g is None or g.is_empty else g for g in geoms], dtype=object)
+    empty = _empty_values(values)
+    numbers = _as_class_numbers(values, empty)
+    if numbers is not None:
+        ids = numbers
         uniq = sorted(set(int(i) for i in ids if i > 0))
         table = ClassTable(uniq, [f"class {i}" for i in uniq])
     else:
-        names = sorted(set(str(v) for v in values if v is not None and str(v) != ""))
+        names = sorted(set(str(v) for v, e in zip(values, empty, strict=True) if not e))
         lut = {n: i + 1 for i, n in enumerate(names)}
-        ids = np.array([lut.get(str(v), 0) for v in values])
+        ids = np.array([0 if e else lut[str(v)] for v, e in zip(values, empty, strict=True)],
+                       dtype=np.int64)
         table = ClassTable(list(lut.values()), names)
+    if empty.any():
+        warnings.warn(f"{path.name}: {int(empty.sum()):,} of {len(values):,} features have no "
+                      f"value in {class_field!r}; left out", stacklevel=3)
     present = [g for g in geoms if g is not None]
     if present and (not src_crs or _is_wgs84(src_crs)):
         x0, y0, x1, y1 = shapely.total_bounds(np.array(present, dtype=object))
         if max(abs(x0), abs(x1)) > 180 or max(abs(y0), abs(y1)) > 90:
+            said = ("the file names no CRS" if not src_crs and path.suffix.lower() != ".geojson"
+                    else "the file's CRS is WGS84 (as a GeoJSON naming none is)" if not src_crs
+                    else "the file's CRS is WGS84")
             raise HsimapError(
                 f"{path}: coordinates reach ({x1:.6g}, {y1:.6g}), which are not longitude and "
-                f"latitude, but the file's CRS is WGS84 (as a GeoJSON naming none is); give it "
-                "its real CRS (e.g. ogr2ogr -a_srs EPSG:32611 out.gpkg in.geojson)")
+                f"latitude, but {said}; give it its real CRS (e.g. ogr2ogr -a_srs EPSG:32611 "
+                f"out.gpkg {path.name})")
     shapes = []
     for g, i in zip(geoms, ids, strict=True):
         if g is None or i <= 0:
@@ -296,6 +306,34 @@ def _vector_labels(path: Path, grid: Grid, class_field: str | None
     if not labels.any():
         raise HsimapError(f"{path}: labels do not overlap the scene (check their CRS and extent)")
     return labels, table
+
+
+def _empty_values(values: np.ndarray) -> np.ndarray:
+    """Features whose class field holds nothing: NULL, NaN or blank text."""
+    if values.dtype.kind == "f":
+        return np.isnan(values)
+    if values.dtype.kind in "iu":
+        return np.zeros(len(values), bool)
+    return np.array([v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == ""
+                     for v in values], dtype=bool)
+
+
+def _as_class_numbers(values: np.ndarray, empty: np.ndarray) -> np.ndarray | None:
+    """Class ids where the field holds whole numbers (as numbers, or as text of digits: a
+    reference typed into a text field in QGIS is still the id "2", not the second name in
+    sort order); None where it holds names."""
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64)
+    if values.dtype.kind == "f":
+        ok = values[~empty]
+        if np.all(np.mod(ok, 1) == 0):
+            return np.where(empty, 0, values).astype(np.int64)
+        return None
+    text = [str(v).strip() for v, e in zip(values, empty, strict=True) if not e]
+    if text and all(t.lstrip("-").isdigit() for t in text):
+        return np.array([0 if e else int(str(v).strip())
+                         for v, e in zip(values, empty, strict=True)], dtype=np.int64)
+    return None
 
 
 def split_labels(labels: np.ndarray, class_ids: list[int], *, train_per_class: int = 30,

@@ -44,8 +44,12 @@ def nearest_spectra(spectra: np.ndarray, wavelengths: np.ndarray,
 def endmember_names(spectra: np.ndarray, wavelengths: np.ndarray | None,
                     library_path: str | Path | None = None) -> list[str]:
     """Names for ``spectra``: ``Kaolinite CM9 (0.081 rad)`` for a close match, else
-    ``endmember 3 (nearest Kaolinite CM9, 0.412 rad)``; ``endmember k`` without wavelengths.
-    Names used twice get `` [2]``, `` [3]``... so that abundance bands stay distinct."""
+    ``endmember 3 (nearest Kaolinite CM9; 0.412 rad)``; ``endmember k`` without wavelengths.
+    Names used twice get `` [2]``, `` [3]``... so that abundance bands stay distinct.
+
+    The one owner of endmember names: the abundance bands, the .sli header, the library CSV
+    and the model card all carry these strings unchanged, so every name is one an ENVI header
+    list can hold (no commas or braces) and a band joins its spectrum by name."""
     n = len(spectra)
     if wavelengths is None or not np.all(np.isfinite(wavelengths)):
         return [f"endmember {i + 1}" for i in range(n)]
@@ -67,7 +71,7 @@ def endmember_names(spectra: np.ndarray, wavelengths: np.ndarray | None,
         # One name in every file: the .sli header cannot hold commas, so no file gets them.
         name = envi_safe_name(raw)
         label = (f"{name} ({angle:.3f} rad)" if angle <= MATCH_ANGLE
-                 else f"endmember {i + 1} (nearest {name}, {angle:.3f} rad)")
+                 else f"endmember {i + 1} (nearest {name}; {angle:.3f} rad)")
         seen[label] = seen.get(label, 0) + 1
         out.append(label if seen[label] == 1 else f"{label} [{seen[label]}]")
     return out

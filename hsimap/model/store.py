@@ -234,7 +234,11 @@ class TrainedModel:
 
     @property
     def endmember_names(self) -> list[str]:
-        return list(self.card.endmember_names)
+        # Cards of hsimap 0.2 hold names with commas, which the .sli header turns into ';':
+        # made safe here, so that the abundance bands and the library agree for them too.
+        from hsimap.io.speclib import envi_safe_name
+
+        return [envi_safe_name(n) for n in self.card.endmember_names]
 
     @property
     def device(self) -> torch.device:
@@ -392,6 +396,7 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Tra
     card = ModelCard.from_dict(raw, card_path)
     classifier = _load_classifier(d / CLASSIFIER, card) if card.baseline else None
     if not card.has_network:
+        _check_hash(d, card, None, classifier)
         return TrainedModel(None, card, classifier)
     if not weights.exists():
         raise missing()
@@ -411,6 +416,7 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Tra
     if bad:
         raise HsimapError(f"{weights}: weights hold NaN or infinite values ({bad[0]}, ...); "
                           "the model is damaged, train it again")
+    _check_hash(d, card, net, classifier)
     net.eval()
     dev = torch.device(device)
     net.to(dev)
@@ -419,6 +425,20 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Tra
 
         use_cuda_kernels(net)
     return TrainedModel(net, card, classifier)
+
+
+def _check_hash(d: Path, card: ModelCard, net: torch.nn.Module | None,
+                classifier: PixelClassifier | None) -> None:
+    """The weights must be the ones the card describes: its test metrics, names and hash
+    (which batch's manifest and every output's provenance quote) belong to them. Weights
+    copied from another run, or arrays edited by hand, are refused."""
+    if not card.model_hash:
+        return
+    got = model_hash(net, classifier.arrays if classifier is not None else None)
+    if got != card.model_hash:
+        raise HsimapError(f"{d}: its weights are not the ones its {CARD} describes (hash {got}, "
+                          f"the card says {card.model_hash}): files of two runs, or damaged; "
+                          "train it again")
 
 
 def _load_classifier(path: Path, card: ModelCard) -> PixelClassifier:

@@ -82,14 +82,23 @@ def input_signature(scene: Path) -> dict[str, Any]:
             "mtime": max(f.stat().st_mtime for f in files if f.exists())}
 
 
-def _model_on_worker(model_dir: str, device: str):
-    """The model, loaded once per worker process and shared by its threads."""
+def _model_on_worker(model_dir: str, device: str, model_hash: str | None = None):
+    """The model, loaded once per worker process and shared by its threads. Kept by its hash,
+    not its folder: a long-lived cluster must not serve a model since retrained into the same
+    folder. ``model_hash``: the model the batch was started with; a folder that now holds
+    another is refused."""
     from hsimap.model.store import load_model, resolve_device
 
-    key = f"{Path(model_dir).resolve()}|{device}"
     with _MODELS_LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = load_model(model_dir, resolve_device(device))
+        key = f"{model_hash}|{device}"
+        if model_hash is None or key not in _MODELS:
+            model = load_model(model_dir, resolve_device(device))
+            if model_hash is not None and model.card.model_hash != model_hash:
+                raise HsimapError(f"{model_dir}: holds another model than the batch started "
+                                  f"with ({model.card.model_hash[:12]}, not "
+                                  f"{model_hash[:12]}); was it retrained meanwhile?")
+            key = f"{model.card.model_hash}|{device}"
+            _MODELS[key] = model
         return _MODELS[key]
 
 
@@ -116,8 +125,8 @@ class BatchOptions:
         return {**opts, **out, "device": self.device}
 
 
-def process_scene(scene: str, model_dir: str, out_dir: str, options: BatchOptions
-                  ) -> dict[str, Any]:
+def process_scene(scene: str, model_dir: str, out_dir: str, options: BatchOptions,
+                  model_hash: str | None = None) -> dict[str, Any]:
     """Predict one scene into ``out_dir`` (runs on a worker). Never raises for a bad scene:
     the failure is returned as a record, so one scene cannot stop the batch."""
     from hsimap.io.scene import open_scene
@@ -128,7 +137,7 @@ def process_scene(scene: str, model_dir: str, out_dir: str, options: BatchOption
                               "worker_pid": os.getpid()}
     made = not Path(out_dir).exists()
     try:
-        model = _model_on_worker(model_dir, options.device)
+        model = _model_on_worker(model_dir, options.device, model_hash)
         record["model_hash"] = model.card.model_hash
         record["options"] = options.recorded()
         data = open_scene(scene)
@@ -268,7 +277,7 @@ def _run(todo: list[tuple[Path, dict[str, Any]]], model_dir: str | Path, out: Pa
         if summary.dashboard:
             echo(f"dask dashboard: {summary.dashboard}")
         futures = {client.submit(process_scene, str(s), str(Path(model_dir).resolve()),
-                                 str(out / output_stem(s)), options,
+                                 str(out / output_stem(s)), options, model_hash,
                                  key=f"hsimap-{output_stem(s)}-{model_hash}", retries=2,
                                  pure=False): (s, sig) for s, sig in todo}
         _collect(futures, out, summary, t0, progress)

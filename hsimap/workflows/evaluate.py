@@ -103,6 +103,12 @@ def evaluate(prediction: str | Path, labels: str | Path, *, class_field: str | N
         named = labels if table.named else prediction
         warnings.warn(f"only {Path(named).name} names its classes; map and reference are "
                       "matched by class id", stacklevel=2)
+    if map_table is not None:
+        unknown = sorted(set(int(v) for v in np.unique(truth) if v != 0) - set(map_table.ids))
+        if unknown:
+            raise HsimapError(f"{labels}: reference class id {unknown[0]} is no class of the "
+                              f"map (its classes: {', '.join(map(str, map_table.ids))}); "
+                              "correct the reference (a typing error?)")
     if split is not None:
         with rasterio.open(split) as src:
             codes = src.read(1)

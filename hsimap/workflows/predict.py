@@ -15,7 +15,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from hsimap.inference import predict
+from hsimap.inference import predict, prepare
 from hsimap.io.files import output_folder, output_stem
 from hsimap.io.probabilities import encode as encode_probabilities
 from hsimap.io.probabilities import tags as probability_tags
@@ -55,8 +55,12 @@ def predict_scene(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
     opts = opts or PredictOptions()
     t0 = time.perf_counter()
     opts.check()
+    # Every check of the scene against the model, once, before any output exists.
+    grid = prepare(scene, model, window=opts.window, halo=opts.halo,
+                   ignore_wavelengths=opts.ignore_wavelengths, ignore_scale=opts.ignore_scale)
     out = replace(opts.output, provenance={
         **provenance(scene, model_hash=model.card.model_hash, model_created=model.card.created,
+                     classifier=model.card.baseline or "mamba",
                      mmu_pixels=opts.output.mmu or None),
         **(probability_tags(opts.probabilities, list(model.class_table.ids))
            if opts.probabilities else {}),
@@ -65,11 +69,8 @@ def predict_scene(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
     refuse_existing(out_dir, stem, out.overwrite)
     with output_folder(out_dir):
         bar = TileProgress(scene, stem, out.progress)
-        # predict runs every check (inference.prepare) before anything is computed.
         ds = predict(scene, model, window=opts.window, halo=opts.halo, on_tile=bar.on_tile,
-                     ignore_wavelengths=opts.ignore_wavelengths,
-                     ignore_scale=opts.ignore_scale,
-                     probabilities=opts.probabilities is not None)
+                     grid=grid, probabilities=opts.probabilities is not None)
         library = None
         if model.unmixes:
             spectra, wl = model.endmember_spectra()

@@ -116,7 +116,7 @@ def sample_map(classes: str | Path, output: str | Path, opts: SampleOptions | No
     total = sample_size(strata, ua, opts.target_se)
     planned = allocate(strata, total, opts.allocation, opts.min_per_class)
     rows, cols = draw(band, ids, planned, min_distance=min_distance, seed=opts.seed)
-    mapped = band[rows, cols].astype(np.int32)
+    mapped = band[rows, cols].astype(np.int64)  # uint32 maps: ids up to 2^32 - 1
     drawn = [int((mapped == i).sum()) for i in ids]
     design = Design(ids, [int(s) for s in strata], [int(n) for n in planned], drawn,
                     opts.allocation, opts.target_se, [float(u) for u in ua], opts.min_per_class,

@@ -23,7 +23,7 @@ from hsimap.errors import HsimapError
 from hsimap.inference import Scaling, apply_window
 from hsimap.io.files import output_folder, output_stem
 from hsimap.io.scene import read_window, usable_bands
-from hsimap.io.speclib import read_library
+from hsimap.io.speclib import envi_safe_name, read_library
 from hsimap.model.losses import make_optimizer, sad_loss, sparsity_loss
 from hsimap.model.naming import endmember_names
 from hsimap.model.network import ModelConfig, UnmixingNetwork
@@ -112,7 +112,13 @@ def _initial_library(scene, scan, bands, p, library, seed, extraction="purified"
     if library is not None:
         spectra, names, wl = read_library(library)
         scene_wl = scene.coords["wavelength"].values[bands]
-        if spectra.shape[1] != len(bands):
+        both = wl is not None and len(wl) == spectra.shape[1] and \
+            bool(np.all(np.isfinite(scene_wl)))
+        # The library's own wavelengths decide which value is which band, also where its band
+        # count happens to equal the scene's (a library in another band order, or sensor).
+        elsewhere = both and (len(wl) != len(scene_wl) or
+                              not np.allclose(np.asarray(wl, float), scene_wl, atol=5.0))
+        if spectra.shape[1] != len(bands) or elsewhere:
             if wl is None or not np.all(np.isfinite(scene_wl)):
                 raise HsimapError(f"{library}: {spectra.shape[1]} bands, the scene uses "
                                   f"{len(bands)}, and wavelengths are missing to resample")
@@ -125,8 +131,12 @@ def _initial_library(scene, scan, bands, p, library, seed, extraction="purified"
                                   "bands bad")
             order = np.argsort(wl)
             spectra = np.array([np.interp(scene_wl, wl[order], s[order]) for s in spectra])
+        dark = [str(n) for n, s in zip(names, spectra, strict=True) if not np.any(s > 0)]
+        if dark:
+            raise HsimapError(f"{library}: spectrum {dark[0]!r} has no positive value; "
+                              "reflectance spectra are positive")
         _check_library_scale(library, spectra, scan.raw)
-        return spectra.astype(np.float32), [str(n) for n in names]
+        return spectra.astype(np.float32), [envi_safe_name(n) for n in names]
     raw, smooth = scan.raw, scan.smooth
     if len(raw) < p:
         raise HsimapError(f"only {len(raw)} valid pixels, fewer than {p} endmembers")

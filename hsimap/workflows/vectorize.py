@@ -54,11 +54,14 @@ def vectorize(classes: str | Path, output: str | Path, *, mmu: int = 0,
     nodata = band == 0
     if mmu > 1:
         band = np.where(nodata, 0, sieve(band, mmu, mask=~nodata, connectivity=8))
+    # GDAL polygonizes 32-bit signed values: ids are traced as their index among the map's
+    # classes, so that an id above 2^31 (uint32 maps) keeps its value.
+    values, index = np.unique(band, return_inverse=True)
     polys, ids = [], []
-    for geom, value in shapes(band.astype(np.int32), mask=~nodata, connectivity=8,
-                              transform=transform):
+    for geom, k in shapes(index.reshape(band.shape).astype(np.int32), mask=~nodata,
+                          connectivity=8, transform=transform):
         polys.append(shapely.geometry.shape(geom))
-        ids.append(int(value))
+        ids.append(int(values[int(k)]))
     if not polys:
         raise HsimapError(f"{classes}: no classified pixels to vectorize")
     geoms = _valid_multipolygons(polys)
@@ -66,7 +69,9 @@ def vectorize(classes: str | Path, output: str | Path, *, mmu: int = 0,
     hectares = _hectares(geoms, crs)
     # A shapefile's sidecars (.dbf, .shx, .prj) carry the temporary stem and move with it.
     with atomic_output(out, overwrite) as tmp:
-        pyogrio.raw.write(tmp, shapely.to_wkb(geoms), [np.array(ids, np.int32), names, hectares],
+        pyogrio.raw.write(tmp, shapely.to_wkb(geoms),
+                          [np.array(ids, np.int64 if max(ids) > 2**31 - 1 else np.int32), names,
+                           hectares],
                           fields=["class_id", "class_name", "area_ha"],
                           geometry_type="MultiPolygon",
                           crs=crs.to_wkt() if crs else None, driver=driver, layer=out.stem,
