@@ -42,6 +42,7 @@ def command(prediction, labels, class_field, label_variable, split_path, subset,
     Confusion matrix with counts, producer's and user's accuracy, F1, OA, kappa and each
     class's mapped area; with --stratified, area-adjusted estimates with 95% intervals.
     """
+    from hsimap.io.files import refuse_inputs
     from hsimap.workflows.evaluate import (
         check_report_path,
         evaluate,
@@ -50,6 +51,8 @@ def command(prediction, labels, class_field, label_variable, split_path, subset,
         write_report_csv,
     )
 
+    refuse_inputs({"--csv": csv_path, "--confusion-csv": confusion_path, "--png": png_path},
+                  [prediction, labels, split_path])
     for path in (csv_path, confusion_path, png_path):
         check_report_path(path, overwrite)
     ev = evaluate(prediction, labels, class_field=class_field, variable=label_variable,

@@ -66,6 +66,6 @@ def command(source, model_dir, output, n, measure, per_window, min_distance, lab
 
         labels, _ = load_labels(labels_path, open_scene(source), class_field=class_field,
                                 variable=label_variable, partial=True)
-    r = suggest(source, output, opts, model=model, labels=labels)
+    r = suggest(source, output, opts, model=model, labels=labels, inputs=[labels_path])
     shares = ", ".join(f"{k} {v}" for k, v in r.per_class.items())
     click.echo(f"{r.points} points of {r.candidates} candidates ({shares}): {r.path}")

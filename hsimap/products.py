@@ -24,11 +24,13 @@ from rasterio.errors import RasterioError
 from hsimap.classes import ClassTable, class_dtype
 from hsimap.engine import check_workers, store
 from hsimap.errors import HsimapError, says_out_of_memory
+from hsimap.io.files import refuse_inputs
 from hsimap.io.gdal import bounded_write_cache, check_creation_options, gdal_messages
 from hsimap.io.outputset import OutputSet
 from hsimap.io.probabilities import UINT8_NODATA, UINT8_SCALE, UNIT
 from hsimap.io.qml import classes_qml, ramp_qml
 from hsimap.io.rasters import Grid, RasterSink
+from hsimap.io.scene import is_virtual
 from hsimap.io.speclib import write_library
 from hsimap.io.stac import acquisition_time, require_pystac, write_item
 from hsimap.progress import TileProgress
@@ -154,8 +156,14 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
     # A set is every product of its stem, whichever command wrote it: unmix over a predict
     # set replaces the class map too, rather than leaving it beside abundances of another run.
     kinds = family or tuple(PRODUCTS)
+    source = scene.attrs.get("source")
+    if source and not is_virtual(str(source)):
+        refuse_inputs({f"-o folder ({p.name} is written there)": p
+                       for p in output_paths(out_dir, stem, kinds, stac=True).values()},
+                      [source])
     outset = OutputSet(out_dir, stem,
-                       {p.name for p in output_paths(out_dir, stem, kinds, stac=True).values()})
+                       {p.name for p in output_paths(out_dir, stem, kinds, stac=True).values()},
+                       overwrite=opts.overwrite)
     staged = {k: outset.path(p.name) for k, p in paths.items()}
     workers = check_workers(opts.workers)
     grid = Grid.from_scene(scene)

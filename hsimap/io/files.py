@@ -29,6 +29,24 @@ def check_output(path: Path, overwrite: bool) -> None:
         raise HsimapError(f"{parent}: output folder is not writable")
 
 
+def refuse_inputs(outputs: dict[str, str | Path | None], inputs: list[str | Path | None]
+                  ) -> None:
+    """Refuse an output that is one of the command's inputs (``--overwrite`` or not): writing
+    it would destroy what the command reads, ground truth turned into a picture. ``outputs``
+    maps each output's option to its path (None: not asked for)."""
+    ins = [Path(p) for p in inputs if p is not None]
+    for option, out in outputs.items():
+        if out is None:
+            continue
+        o = Path(out)
+        for i in ins:
+            same = (os.path.samefile(o, i) if o.exists() and i.exists()
+                    else o.resolve() == i.resolve())
+            if same:
+                raise HsimapError(f"{o}: is one of this command's inputs; name another "
+                                  f"{option}")
+
+
 def output_stem(source: str | Path) -> str:
     """The name a scene's outputs start with: its file name less its extension only.
 
@@ -100,10 +118,26 @@ def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     tmp = temp_name(out)
     try:
         yield tmp
-        for side in tmp.parent.glob(f"{glob.escape(tmp.stem)}.*"):
-            if side != tmp:
-                os.replace(side, out.with_name(out.stem + side.name[len(tmp.stem):]))
-        os.replace(tmp, out)
+        sides = [(side, out.with_name(out.stem + side.name[len(tmp.stem):]))
+                 for side in tmp.parent.glob(f"{glob.escape(tmp.stem)}.*") if side != tmp]
+        if not overwrite:   # checked again: another run may have written it meanwhile
+            for target in [out, *(t for _, t in sides)]:
+                if target.exists():
+                    raise HsimapError(f"{target}: appeared while this command ran (another "
+                                      "run?); it was kept, and this result not written; use "
+                                      "--overwrite to replace it")
+        for side, target in sides:
+            os.replace(side, target)
+        if overwrite:
+            os.replace(tmp, out)
+        else:
+            try:   # a link never replaces: the data file appears only where none is
+                os.link(tmp, out)
+            except FileExistsError:
+                raise HsimapError(f"{out}: appeared while this command ran (another run?); "
+                                  "it was kept, and this result not written") from None
+            except OSError:   # a file system without hard links
+                os.replace(tmp, out)
     finally:
         for side in tmp.parent.glob(f"{glob.escape(tmp.stem)}.*"):
             side.unlink(missing_ok=True)

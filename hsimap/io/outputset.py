@@ -41,12 +41,17 @@ class OutputSet:
         key: what names the set among others in the folder (the scene's stem).
         family: every file name a set of this kind may hold; those the new set does not write
             are removed from the folder when it is committed.
+        overwrite: whether the set may replace files of the family; without it, files of the
+            family that appeared while the run worked (another run into the same folder) are
+            kept and the commit is refused, rather than deleted by this run's.
     """
 
-    def __init__(self, folder: str | Path, key: str, family: Iterable[str] = ()):
+    def __init__(self, folder: str | Path, key: str, family: Iterable[str] = (),
+                 overwrite: bool = True):
         self.folder = Path(folder)
         self.key = key
         self.family = set(family)
+        self.overwrite = overwrite
         self._prefix = f".hsimap-{key}.partial-"
         recover(self.folder, key, self.family)
         self.staging = self.folder / f"{self._prefix}{uuid.uuid4().hex[:8]}"
@@ -63,6 +68,13 @@ class OutputSet:
 
     def commit(self) -> list[Path]:
         """Move every staged file to its final name; returns the final paths."""
+        if not self.overwrite:
+            there = sorted(n for n in self.family if (self.folder / n).exists())
+            if there:
+                self.abort()
+                raise HsimapError(f"{self.folder / there[0]}: appeared while this run worked "
+                                  "(another run writing here?); it was kept, and this run's "
+                                  "outputs were not written; use --overwrite to replace it")
         (self.staging / COMPLETE).touch()
         try:
             return _move_in(self.staging, self.folder, self.family)

@@ -322,7 +322,7 @@ def save_model(out_dir: str | Path, network: UnmixingGuidedMamba | None, card: M
     written = set((splits or {}).keys())
     card.training = {**(card.training or {}), "split_files": sorted(written)}
     family = {WEIGHTS, CLASSIFIER, CARD, HISTORY} | written | _model_split_files(out)
-    with OutputSet(out, "model", family) as files:
+    with OutputSet(out, "model", family, overwrite=overwrite) as files:
         if network is not None:
             state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
             save_file(state, str(files.path(WEIGHTS)), metadata={"format": FORMAT})

@@ -22,6 +22,7 @@ from hsimap.classes import ClassTable
 from hsimap.design import Design, allocate, draw, parse_distance, sample_size
 from hsimap.errors import HsimapError
 from hsimap.io.classmaps import open_class_map, read_class_table
+from hsimap.io.files import refuse_inputs
 from hsimap.io.points import write_points
 
 DESIGN_KEY = "HSIMAP_SAMPLE_DESIGN"
@@ -100,6 +101,7 @@ def sample_map(classes: str | Path, output: str | Path, opts: SampleOptions | No
     out = Path(output)
     if out.suffix.lower() != ".gpkg":
         raise HsimapError(f"{out}: name the sample .gpkg (it carries its design as metadata)")
+    refuse_inputs({"-o": out}, [classes])
     min_distance, unit = parse_distance(opts.min_distance)
     band, transform, crs, table = _read_map(classes)
     ids = [int(v) for v in np.unique(band) if v != 0]

@@ -308,15 +308,18 @@ class SuggestReport:
 
 
 def suggest(source: str | Path, output: str | Path, opts: SuggestOptions | None = None, *,
-            model=None, labels: np.ndarray | None = None) -> SuggestReport:
+            model=None, labels: np.ndarray | None = None,
+            inputs: list[str | Path] | None = None) -> SuggestReport:
     """Write the ``opts.n`` points worth labelling next to ``output`` (GeoPackage): fields
     ``margin`` (the most probable class's lead over the second: lower is less sure) and
     ``entropy`` (of the probabilities over log C: higher is less sure), whichever ordered them.
 
     ``source``: a scene (with ``model``, a loaded model) or a probabilities raster of
     ``predict --probabilities``. ``labels``: the pixels already labelled (non-zero), on the
-    scene's grid, which are passed over.
+    scene's grid, which are passed over. ``inputs``: other files the caller read (the labels'
+    file), which ``output`` must not be.
     """
+    from hsimap.io.files import refuse_inputs
     from hsimap.io.points import write_points
 
     opts = opts or SuggestOptions()
@@ -324,6 +327,8 @@ def suggest(source: str | Path, output: str | Path, opts: SuggestOptions | None 
     out = Path(output)
     if out.suffix.lower() != ".gpkg":
         raise HsimapError(f"{out}: name the suggestions .gpkg")
+    refuse_inputs({"-o": out}, [source if not isinstance(source, xr.DataArray) else None,
+                                *(inputs or [])])
     with rasterio.open(source) as src:
         crs, transform = src.crs, src.transform
     if crs is None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from hsimap.errors import HsimapError
 from hsimap.io.classmaps import open_class_map, read_class_table
-from hsimap.io.files import atomic_output, check_output
+from hsimap.io.files import atomic_output, check_output, refuse_inputs
 
 # GeoPackage 1.2, not GDAL 3.10's default 1.4: QGIS 3.22 (GDAL 3.6, Debian 12's LTR) warns on
 # every open of a 1.4 file that it "may only be partially supported".
@@ -46,6 +46,7 @@ def vectorize(classes: str | Path, output: str | Path, *, mmu: int = 0,
         raise HsimapError(f"{out}: name the output .gpkg, .fgb, .geojson or .shp")
     if mmu < 0:
         raise HsimapError(f"--mmu must be non-negative, got {mmu}")
+    refuse_inputs({"-o": out}, [classes])
     check_output(out, overwrite)
     with open_class_map(classes) as src:
         band = src.read(1)
