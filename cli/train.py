@@ -140,7 +140,10 @@ def command(scenes, labels, output, class_field, classes_csv, label_variable, tr
     if t is not None:
         click.echo(f"test OA {t.overall_accuracy:.4f}  AA {t.average_accuracy:.4f}  "
                    f"kappa {t.kappa:.4f}  ({t.pixels} px"
-                   + (")" if opts.test_all else ", a stratified sample; --test-all for all)"))
+                   + (", a class-stratified sample of "
+                      f"{result.model.card.training.get('test_pixels_labelled', 0):,}; "
+                      "--test-all for all)" if t.pixels < result.model.card.training.get(
+                          "test_pixels_labelled", 0) else ", every test pixel)"))
         table = result.model.class_table
         width = max(len(n) for n in table.names)
         click.echo(f"{'class':<{width}}  producer's  user's      F1  (test pixels)")
@@ -153,3 +156,9 @@ def command(scenes, labels, output, class_field, classes_csv, label_variable, tr
     names = result.model.card.endmember_names
     if names:
         click.echo(f"endmembers: {'; '.join(names)}")
+    if result.stopped_early:
+        from hsimap.errors import Interrupted
+
+        steps = result.model.card.training.get("steps_run")
+        raise Interrupted(f"interrupted at step {steps} of {opts.steps}: {out} holds the best "
+                          f"model of the steps run (step {result.best_step})")

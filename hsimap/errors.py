@@ -11,6 +11,12 @@ class HsimapError(Exception):
     exit_code = 1
 
 
+class Interrupted(HsimapError):
+    """A run stopped by Ctrl-C that says what it kept: exit code 128 + 2."""
+
+    exit_code = 130
+
+
 class Stopped(HsimapError):
     """A run stopped by a signal (SIGTERM): what it finished is kept, exit code 128 + 15."""
 

@@ -24,7 +24,6 @@ from rasterio.errors import RasterioError
 from hsimap.classes import ClassTable, class_dtype
 from hsimap.engine import check_workers, store
 from hsimap.errors import HsimapError, says_out_of_memory
-from hsimap.io.files import refuse_inputs
 from hsimap.io.gdal import bounded_write_cache, check_creation_options, gdal_messages
 from hsimap.io.outputset import OutputSet
 from hsimap.io.probabilities import UINT8_NODATA, UINT8_SCALE, UNIT
@@ -156,11 +155,6 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
     # A set is every product of its stem, whichever command wrote it: unmix over a predict
     # set replaces the class map too, rather than leaving it beside abundances of another run.
     kinds = family or tuple(PRODUCTS)
-    source = scene.attrs.get("source")
-    if source and not is_virtual(str(source)):
-        refuse_inputs({f"-o folder ({p.name} is written there)": p
-                       for p in output_paths(out_dir, stem, kinds, stac=True).values()},
-                      [source])
     outset = OutputSet(out_dir, stem,
                        {p.name for p in output_paths(out_dir, stem, kinds, stac=True).values()},
                        overwrite=opts.overwrite)
@@ -266,7 +260,6 @@ def provenance(scene: xr.DataArray, **items: object) -> dict[str, str]:
     against a checksum (batch manifests do).
     """
     from hsimap._version import __version__
-    from hsimap.io.scene import is_virtual
 
     source = str(scene.attrs.get("source", ""))
     out = {"HSIMAP_VERSION": __version__, "HSIMAP_SOURCE_SCENE": source}

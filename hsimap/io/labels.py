@@ -247,7 +247,9 @@ def _vector_labels(path: Path, grid: Grid, class_field: str | None
         raise HsimapError(f"{path}: not a readable vector file ({exc})") from None
     fields = list(info["fields"])
     if class_field is None:
-        guess = [f for f in fields if f.lower() in ("class", "label", "classid", "class_id")]
+        # "reference": the field of the point layers `sample` and `suggest` write
+        guess = [f for f in fields if f.lower() in ("class", "label", "classid", "class_id",
+                                                    "reference")]
         if not guess:
             raise HsimapError(f"{path}: say which attribute holds the class with --class-field "
                               f"(fields: {', '.join(fields)})")

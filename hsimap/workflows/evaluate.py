@@ -85,6 +85,10 @@ def evaluate(prediction: str | Path, labels: str | Path, *, class_field: str | N
     ``stratified`` (the reference pixels are a stratified random sample of the map's
     classes), area-adjusted accuracy and area estimates are added.
     """
+    if class_field in ("map_class", "map_class_name"):
+        raise HsimapError(f"{labels}: --class-field {class_field} holds the map's own class "
+                          "(written by sample or suggest); score the map against the "
+                          "reference field a person filled in (--class-field reference)")
     with rasterio.open(prediction) as src:
         if src.dtypes[0].startswith(("float", "complex")):
             raise HsimapError(f"{prediction}: {src.dtypes[0]} values, not a class map (a "

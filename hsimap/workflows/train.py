@@ -29,7 +29,7 @@ from tqdm import tqdm
 from hsimap._version import __version__
 from hsimap.classes import ClassTable, Split
 from hsimap.engine import map_tiles
-from hsimap.errors import HsimapError
+from hsimap.errors import HsimapError, Interrupted
 from hsimap.inference import batch_products, model_input
 from hsimap.io.files import output_stem
 from hsimap.io.gdal import SCATTERED_CACHE_BYTES, bounded_write_cache
@@ -42,6 +42,7 @@ from hsimap.model.losses import make_optimizer, sad_loss, sparsity_loss
 from hsimap.model.naming import endmember_names
 from hsimap.model.network import ModelConfig, UnmixingGuidedMamba
 from hsimap.model.store import (
+    CARD,
     ModelCard,
     Scaling,
     TrainedModel,
@@ -694,6 +695,11 @@ def _train(scenes: list[TrainScene], class_table: ClassTable, out_dir: str | Pat
         stopped = fit.run()
     if fit.best_state is None:
         raise HsimapError("training stopped before the first step finished; nothing saved")
+    if stopped and (Path(out_dir) / CARD).exists():
+        # A complete model is worth more than one of a few steps: --overwrite was asked of a
+        # run that finishes, and Ctrl-C takes that back.
+        raise Interrupted(f"interrupted at step {len(fit.history)} of {opts.steps}: the "
+                          f"previous model in {out_dir} was kept, nothing of this run saved")
     net.load_state_dict(fit.best_state)
     net.eval()
     reader.clear()
@@ -716,6 +722,7 @@ def _train(scenes: list[TrainScene], class_table: ClassTable, out_dir: str | Pat
                      "seconds_per_step": round(per_step, 4), "chips": len(chips),
                      "chip_reads": reader.reads, "validation_pixels":
                      int(sum(c.pixels for c in val_chips)), "test_pixels": n_test,
+                     "test_pixels_labelled": _test_pixels(scenes),
                      "validation_reads": val_reader.reads,
                      "test_sample": None if opts.test_all else
                      {"max_windows": opts.test_windows, "max_pixels": opts.test_pixels}}
@@ -726,6 +733,11 @@ def _train(scenes: list[TrainScene], class_table: ClassTable, out_dir: str | Pat
                overwrite=overwrite, classifier=arrays)
     return TrainResult(model, fit.best_step, val_metrics, test, seconds, per_step, stopped,
                        n_test, oas)
+
+
+def _test_pixels(scenes: list[TrainScene]) -> int:
+    """Every labelled test pixel, of which the test pass scores all or a sample."""
+    return int(sum((sc.split == Split.TEST).sum() for sc in scenes))
 
 
 def _split_rasters(scenes: list[TrainScene]) -> dict[str, tuple[np.ndarray, Grid]]:
@@ -806,6 +818,7 @@ def _train_baseline(setup: _Setup, chips: list[Chip], val_chips: list[Chip],
     card.model_hash = model_hash(None, f.arrays)
     card.training = {"seconds": round(seconds, 2), "train_pixels": int(len(train_px.y)),
                      "validation_pixels": int(len(val_px.y)), "test_pixels": n_test,
+                     "test_pixels_labelled": _test_pixels(scenes),
                      "test_sample": None if opts.test_all else
                      {"max_windows": opts.test_windows, "max_pixels": opts.test_pixels}}
     card.validation_metrics = val_metrics.to_dict()

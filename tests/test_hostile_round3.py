@@ -1,0 +1,319 @@
+"""Round three (issue 27): one story per run. ``REFUSED``: the input, the one-line message, the
+exit code, and what is left on disk (what was there before, byte for byte). The tests after it
+check answers that used to be silently wrong."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from hsimap.io.scene import open_scene
+from tests.conftest import Trained, hsimap, hsimap_process
+
+
+def _copy_model(d: Path, t: Trained) -> Path:
+    m = d / "m"
+    shutil.copytree(t.model_dir, m)
+    return m
+
+
+def weights_of_another_run(d, t):
+    """The card of one run beside the weights of another (same shapes): its hash disagrees."""
+    from safetensors.torch import load_file, save_file
+
+    m = _copy_model(d, t)
+    state = load_file(str(m / "model.safetensors"))
+    k = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 4)
+    state[k] = state[k] * 1.01
+    save_file(state, str(m / "model.safetensors"), metadata={"format": "hsimap-model/1"})
+    return ["predict", t.made.scene, "-m", m, "-o", d / "out"]
+
+
+def _gpkg_points(d: Path, t: Trained, values, name="ref.gpkg", field="reference") -> Path:
+    import pyogrio
+    import shapely
+
+    with rasterio.open(t.made.labels) as src:
+        tr = src.transform
+    rows = np.arange(20, 20 + 5 * len(values), 5)[:len(values)]
+    xs, ys = rasterio.transform.xy(tr, rows, np.full(len(rows), 80), offset="center")
+    path = d / name
+    pyogrio.raw.write(path, shapely.to_wkb(shapely.points(np.asarray(xs), np.asarray(ys))),
+                      [np.asarray(values)], fields=[field], driver="GPKG",
+                      geometry_type="Point", crs=open_scene(t.made.scene).rio.crs.to_wkt())
+    return path
+
+
+def _map(d: Path, t: Trained) -> Path:
+    out = d / "maps"
+    r = hsimap("-q", "predict", t.made.scene, "-m", t.model_dir, "-o", out, "--no-quicklooks")
+    assert r.returncode == 0, r.stderr
+    return out / "scene_classes.tif"
+
+
+def reference_id_no_class_knows(d, t):
+    cls = _map(d, t)
+    ref = _gpkg_points(d, t, np.array([1, 2, 3, 97], np.int32))
+    return ["evaluate", cls, "-l", ref, "--class-field", "reference"]
+
+
+def evaluate_the_map_against_itself(d, t):
+    cls = _map(d, t)
+    r = hsimap("-q", "sample", cls, "-o", d / "s.gpkg", "--min-per-class", 3, "--target-se",
+               0.05)
+    assert r.returncode == 0, r.stderr
+    return ["evaluate", cls, "-l", d / "s.gpkg", "--class-field", "map_class", "--stratified"]
+
+
+def evaluate_png_onto_its_truth(d, t):
+    truth = d / "truth.tif"
+    shutil.copy(t.made.labels, truth)
+    return ["evaluate", _map(d, t), "-l", truth, "--png", truth, "--overwrite"]
+
+
+def suggest_onto_its_labels(d, t):
+    ref = _gpkg_points(d, t, np.array([1, 2, 3, 4], np.int32), name="refs.gpkg")
+    return ["suggest", t.made.scene, "-m", t.model_dir, "-l", ref, "-o", ref, "--overwrite",
+            "-n", 3]
+
+
+def library_without_positive_values(d, t):
+    from hsimap.io.speclib import write_library
+
+    wl = open_scene(t.made.scene).coords["wavelength"].values
+    write_library(d / "lib", -np.ones((3, len(wl)), np.float32), ["a", "b", "c"], wl)
+    return ["unmix", t.made.scene, "-o", d / "out", "--library", d / "lib.sli"]
+
+
+def suggest_a_scene_of_another_sensor(d, t):
+    from hsimap.synth import SynthSpec, make_scene
+
+    made = make_scene(d / "other.tif", SynthSpec(width=64, height=64, bands=30, seed=2))
+    for p in (made.labels, made.abundances):
+        Path(p).unlink()
+    for p in d.glob("other_endmembers*"):
+        p.unlink()
+    return ["suggest", made.scene, "-m", t.model_dir, "-o", d / "next.gpkg"]
+
+
+@dataclass
+class Case:
+    name: str
+    build: Callable[[Path, Trained], list]
+    message: str
+    code: int = 1
+
+
+REFUSED = [
+    Case("weights of another run under a card", weights_of_another_run,
+         "its weights are not the ones its model.json describes"),
+    Case("reference id no class table knows", reference_id_no_class_knows,
+         "reference class id 97 is no class of the map"),
+    Case("evaluate --class-field map_class (the map against itself)",
+         evaluate_the_map_against_itself, "holds the map's own class"),
+    Case("evaluate --png onto the ground truth", evaluate_png_onto_its_truth,
+         "is one of this command's inputs; name another --png"),
+    Case("suggest -o onto its own labels", suggest_onto_its_labels,
+         "is one of this command's inputs; name another -o"),
+    Case("unmix --library of negative spectra", library_without_positive_values,
+         "has no positive value"),
+    Case("suggest -m on a scene of another sensor", suggest_a_scene_of_another_sensor,
+         "scene has 30 bands, the model was trained on 24"),
+]
+
+
+def _snapshot(d: Path) -> dict[str, str]:
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=[c.name for c in REFUSED])
+def test_refused(case: Case, trained: Trained, tmp_path: Path):
+    args = case.build(tmp_path, trained)
+    before = _snapshot(tmp_path)
+    r = hsimap("-q", *args)
+    assert r.returncode == case.code, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), r.stderr
+    assert case.message in lines[0], lines[0]
+    assert _snapshot(tmp_path) == before
+
+
+# ---- right answers --------------------------------------------------------------------------
+
+def test_stratified_estimates_of_a_class_the_map_lacks_are_undefined(trained, tmp_path):
+    """A reference class the map never shows: its user's accuracy is 0/0, printed "-", null in
+    JSON, empty in CSV; never 0.0000 +- 0.0000."""
+    cls = _map(tmp_path, trained)
+    with rasterio.open(cls) as src:
+        m = src.read(1)
+    shown = sorted(int(v) for v in np.unique(m) if v)
+    missing = [c for c in trained.model.class_table.ids if c not in shown]
+    # a map without one of its classes: that class's pixels become another's
+    m2 = m.copy()
+    gone = shown[0] if not missing else missing[0]
+    m2[m2 == gone] = shown[-1]
+    with rasterio.open(cls, "r+") as dst:
+        dst.write(m2, 1)
+    import pyogrio
+    import shapely
+
+    with rasterio.open(trained.made.labels) as src:
+        truth, tr = src.read(1), src.transform
+    rng = np.random.default_rng(0)
+    pts, refs = [], []
+    for c in shown:
+        if c == gone:
+            continue
+        r, cc = np.nonzero((m2 == c) & (truth > 0))
+        pick = rng.choice(len(r), 6, replace=False)
+        for i in pick:
+            x, y = rasterio.transform.xy(tr, r[i], cc[i], offset="center")
+            pts.append(shapely.Point(x, y))
+            refs.append(int(truth[r[i], cc[i]]))
+    ref = tmp_path / "ref.gpkg"
+    pyogrio.raw.write(ref, shapely.to_wkb(np.array(pts, dtype=object)),
+                      [np.array(refs, np.int32)], fields=["reference"], driver="GPKG",
+                      geometry_type="Point", crs=open_scene(trained.made.scene).rio.crs.to_wkt())
+    r = hsimap("-q", "evaluate", cls, "-l", ref, "--class-field", "reference", "--stratified",
+               "--json")
+    assert r.returncode == 0, r.stderr
+    row = next(c for c in json.loads(r.stdout)["classes"] if c["id"] == gone)
+    assert row["adjusted_users_accuracy"] is None
+    assert row["adjusted_users_accuracy_ci95"] is None
+    r = hsimap("-q", "evaluate", cls, "-l", ref, "--class-field", "reference", "--stratified",
+               "--csv", tmp_path / "r.csv")
+    assert r.returncode == 0, r.stderr
+    name = trained.model.class_table.name_of(gone)
+    line = next(ln for ln in r.stdout.splitlines()[3:] if ln.startswith(name) and "+-" in ln)
+    assert line.rstrip().endswith(" -")   # the user's accuracy column: undefined
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert next(x for x in rows if int(x["id"]) == gone)["adjusted_users_accuracy"] == ""
+
+
+def test_reference_values_empty_or_typed_as_text(trained, tmp_path):
+    """Empty reference points are counted and left out with one warning; a text field of
+    digits holds class ids, not names to number in sort order."""
+    from hsimap.io.labels import load_labels
+
+    scene = open_scene(trained.made.scene)
+    with pytest.warns(UserWarning, match=r"2 of 5 features have no value"):
+        lab, _ = load_labels(_gpkg_points(tmp_path, trained,
+                                          np.array([1.0, np.nan, 2.0, np.nan, 10.0])), scene,
+                             partial=True)
+    assert sorted(int(v) for v in np.unique(lab) if v) == [1, 2, 10]
+    lab, table = load_labels(_gpkg_points(tmp_path, trained,
+                                          np.array(["2", "10", "1", ""], dtype=object),
+                                          name="text.gpkg"), scene, partial=True)
+    assert table.ids == [1, 2, 10]   # "2" is class 2, "10" class 10
+
+
+def test_an_empty_point_is_skipped_as_a_null_one(trained, tmp_path):
+    import pyogrio
+    import shapely
+
+    from hsimap.io.labels import load_labels
+
+    ok = _gpkg_points(tmp_path, trained, np.array([3, 4], np.int32))
+    meta, _, geom, fields = pyogrio.raw.read(ok)
+    geoms = [*shapely.from_wkb(geom), shapely.Point()]   # POINT EMPTY, as QGIS leaves it
+    path = tmp_path / "edited.gpkg"
+    pyogrio.raw.write(path, shapely.to_wkb(np.array(geoms, dtype=object)),
+                      [np.array([3, 4, 1], np.int32)], fields=["reference"], driver="GPKG",
+                      geometry_type="Point", crs=meta["crs"])
+    lab, table = load_labels(path, open_scene(trained.made.scene), partial=True)
+    assert table.ids == [3, 4]
+
+
+def test_uint32_ids_above_2_31_keep_their_value(trained, tmp_path):
+    import pyogrio
+
+    with rasterio.open(trained.made.labels) as src:
+        lab, profile = src.read(1).astype(np.uint32), src.profile
+    big = np.uint32(3_000_000_000)
+    lab[lab == 1] = big
+    profile.update(dtype="uint32", nodata=0)
+    path = tmp_path / "u32.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(lab, 1)
+    r = hsimap("-q", "vectorize", path, "-o", tmp_path / "v.gpkg")
+    assert r.returncode == 0, r.stderr
+    ids = pyogrio.read_dataframe(tmp_path / "v.gpkg")["class_id"] if False else \
+        pyogrio.raw.read(tmp_path / "v.gpkg", columns=["class_id"])[3][0]
+    assert int(big) in set(int(v) for v in ids)
+    r = hsimap("-q", "sample", path, "-o", tmp_path / "s.gpkg", "--min-per-class", 5,
+               "--target-se", 0.05)
+    assert r.returncode == 0, r.stderr
+    got = pyogrio.raw.read(tmp_path / "s.gpkg", columns=["map_class"])[3][0]
+    assert int(big) in set(int(v) for v in got)
+
+
+def test_a_closed_pipe_ends_a_command_quietly_with_its_work_done(trained, tmp_path):
+    """``hsimap predict ... 2>&1 | head -c 1``: the reader goes away; the run completes."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    p = subprocess.Popen([sys.executable, "-m", "hsimap", "predict", trained.made.scene, "-m",
+                          trained.model_dir, "-o", out, "--no-quicklooks"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p.stdout.read(1)
+    p.stdout.close()          # the reader is gone
+    assert p.wait(timeout=120) == 0
+    assert (out / "scene_classes.tif").exists()
+
+
+def test_endmember_names_are_one_string_in_every_file(trained, tmp_path):
+    """The abundance bands, the .sli header, the CSV and the card: the same names."""
+    import csv
+
+    import spectral
+
+    out = tmp_path / "out"
+    r = hsimap("-q", "predict", trained.made.scene, "-m", trained.model_dir, "-o", out,
+               "--no-quicklooks")
+    assert r.returncode == 0, r.stderr
+    with rasterio.open(out / "scene_abundances.tif") as src:
+        bands = list(src.descriptions)
+    sli = spectral.envi.open(str(out / "scene_endmembers.hdr"), str(out / "scene_endmembers.sli"))
+    header = list(sli.names)
+    row = next(csv.reader((out / "scene_endmembers.csv").open()))[1:]
+    assert bands == header == row == trained.model.endmember_names
+    from hsimap.model.naming import endmember_names
+
+    # A weak match names its nearest spectrum after a ';', never a ','.
+    far = endmember_names(np.random.default_rng(0).random((2, 24)),
+                          open_scene(trained.made.scene).coords["wavelength"].values)
+    assert all("," not in n for n in far)
+
+
+def test_interrupted_train_overwrite_keeps_the_previous_model(trained, tmp_path):
+    m = _copy_model(tmp_path, trained)
+    before = {p.name: p.read_bytes() for p in m.iterdir()}
+    p = hsimap_process("train", trained.made.scene, "-l", trained.made.labels, "-o", m,
+                       "--overwrite", "--steps", 100000, "--hidden", 16, "--window", 32,
+                       "--halo", 4, "--val-every", 1)
+    deadline = time.monotonic() + 120
+    seen = ""
+    while "train:" not in seen:
+        assert p.poll() is None and time.monotonic() < deadline, seen
+        seen += p.stderr.read(1)
+    time.sleep(2)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    last = [ln for ln in err.splitlines() if ln.strip()][-1]
+    assert "interrupted at step" in last and "previous model" in last, err
+    assert {q.name: q.read_bytes() for q in m.iterdir()} == before
