@@ -40,7 +40,7 @@ class ClassTable:
     ids: list[int]
     names: list[str]
     colors: list[tuple[int, int, int]] = field(default_factory=list)
-
+    zero: str = "unclassified"   # what value 0 means in a raster of this table
     def __post_init__(self) -> None:
         if not self.colors:
             self.colors = [_PALETTE[i % len(_PALETTE)] for i in range(len(self.ids))]

@@ -48,7 +48,8 @@ class Product:
 
 
 PRODUCTS = {
-    "classes": Product("_classes.tif", None, 0, "class (category names in the .aux.xml)"),
+    # "class": QGIS shows a band's description as the legend's subtitle
+    "classes": Product("_classes.tif", None, 0, "class"),
     "abundances": Product("_abundances.tif", "float32", math.nan, None, "fraction"),
     "confidence": Product("_confidence.tif", "float32", math.nan, "max class probability",
                           "probability"),

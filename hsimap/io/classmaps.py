@@ -22,13 +22,13 @@ def category_aux_xml(table: ClassTable) -> str:
     ``.aux.xml``; gdalinfo and QGIS read both from there.
     """
     top = max(table.ids)
-    names = ["unclassified"] + [""] * top
+    names = [table.zero] + [""] * top
     for i, n in zip(table.ids, table.names, strict=True):
         names[i] = n
     cats = "".join(f"<Category>{escape(n)}</Category>" for n in names)
     rows = []
     color = dict(zip(table.ids, table.colors, strict=True))
-    for k, (i, n) in enumerate(zip([0, *table.ids], ["unclassified", *table.names], strict=True)):
+    for k, (i, n) in enumerate(zip([0, *table.ids], [table.zero, *table.names], strict=True)):
         r, g, b = color.get(i, (0, 0, 0))
         rows.append(f'<Row index="{k}"><F>{i}</F><F>{escape(n)}</F>'
                     f"<F>{r}</F><F>{g}</F><F>{b}</F></Row>")

@@ -29,6 +29,7 @@ from hsimap.classes import ClassTable, Split
 from hsimap.errors import HsimapError
 from hsimap.io.files import output_stem
 from hsimap.io.outputset import OutputSet
+from hsimap.io.qml import classes_qml
 from hsimap.io.rasters import Grid, write_raster
 from hsimap.model.baselines import KINDS, PixelClassifier
 from hsimap.model.network import ModelConfig, UnmixingGuidedMamba
@@ -40,7 +41,8 @@ HISTORY = "history.csv"
 SPLIT = "split.tif"
 FORMAT = "hsimap-model/1"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
-SPLIT_TABLE = ClassTable([s.value for s in Split], [s.name.lower() for s in Split])
+SPLIT_TABLE = ClassTable([s.value for s in Split], [s.name.lower() for s in Split],
+                         zero="unlabelled")
 
 
 def _now() -> str:
@@ -321,7 +323,11 @@ def save_model(out_dir: str | Path, network: UnmixingGuidedMamba | None, card: M
     # never other split*.tif files a user keeps in the folder.
     written = set((splits or {}).keys())
     card.training = {**(card.training or {}), "split_files": sorted(written)}
-    family = {WEIGHTS, CLASSIFIER, CARD, HISTORY} | written | _model_split_files(out)
+    splits_now = written | _model_split_files(out)
+    # Each split raster with its QGIS style (loaded on open: four entries, not a 256-colour
+    # palette's legend).
+    family = {WEIGHTS, CLASSIFIER, CARD, HISTORY} | splits_now | {
+        str(Path(n).with_suffix(".qml")) for n in splits_now}
     with OutputSet(out, "model", family, overwrite=overwrite) as files:
         if network is not None:
             state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
@@ -339,6 +345,7 @@ def save_model(out_dir: str | Path, network: UnmixingGuidedMamba | None, card: M
                 w.writerows(history)
         for name, (codes, grid) in (splits or {}).items():
             write_raster(files.path(name), codes, grid, class_table=SPLIT_TABLE)
+            files.path(str(Path(name).with_suffix(".qml"))).write_text(classes_qml(SPLIT_TABLE))
         files.path(CARD).write_text(json.dumps(card.to_dict(), indent=2))
         for f in files.staging.iterdir():
             os.chmod(f, 0o644)
