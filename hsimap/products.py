@@ -198,7 +198,8 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
                             assets[f"{k}_aux"] = aux
                     write_item(staged["stac_item"], stem, grid, assets,
                                opts.provenance or {}, when=acquisition_time(scene),
-                               cog=opts.cog)
+                               cog=opts.cog, classes=class_table,
+                               endmembers=library.names if library is not None else None)
                 if opts.quicklooks:
                     from hsimap.quicklook import abundances_png, classes_png, endmembers_png
 

@@ -8,9 +8,11 @@ scene file's modification time; ``hsimap:datetime_source`` says which.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
+from hsimap.classes import ClassTable
 from hsimap.errors import HsimapError
 from hsimap.io.rasters import Grid
 
@@ -44,9 +46,12 @@ def require_pystac() -> None:
 
 
 def write_item(path: Path, item_id: str, grid: Grid, assets: dict[str, Path],
-               properties: dict[str, str], when: datetime | None, cog: bool = False) -> Path:
+               properties: dict[str, str], when: datetime | None, cog: bool = False,
+               classes: ClassTable | None = None, endmembers: list[str] | None = None) -> Path:
     """Write ``path``: an Item with the grid's footprint in WGS84, its projection, and
-    ``assets`` (key -> file beside ``path``)."""
+    ``assets`` (key -> file beside ``path``). ``classes``: the class map's and the
+    probabilities' classes (STAC classification extension: value, name as written in every
+    other file, colour); ``endmembers``: the abundance bands' names, in band order."""
     import pystac
     from pystac.extensions.projection import ProjectionExtension
 
@@ -73,10 +78,22 @@ def write_item(path: Path, item_id: str, grid: Grid, assets: dict[str, Path],
         proj.shape = [grid.height, grid.width]
         proj.transform = list(grid.transform)[:6]
     for key, file in assets.items():
-        item.add_asset(key, pystac.Asset(href=f"./{file.name}",
-                                         media_type=COG if cog and file.suffix == ".tif"
-                                         else MEDIA.get(file.suffix),
-                                         roles=ROLES.get(file.suffix)))
+        asset = pystac.Asset(href=f"./{file.name}",
+                             media_type=COG if cog and file.suffix == ".tif"
+                             else MEDIA.get(file.suffix), roles=ROLES.get(file.suffix))
+        item.add_asset(key, asset)
+        if classes is not None and key in ("classes", "probabilities"):
+            from pystac.extensions.classification import Classification, ClassificationExtension
+
+            ext = ClassificationExtension.ext(asset, add_if_missing=True)
+            # The names as every other file writes them go in "title" and "description":
+            # the extension's "name" is a machine name (letters, digits, - and _).
+            ext.classes = [Classification.create(
+                value=i, name=re.sub(r"[^0-9A-Za-z_-]+", "_", n).strip("_") or f"class_{i}",
+                title=n, description=n, color_hint="{:02X}{:02X}{:02X}".format(*c))
+                for i, n, c in zip(classes.ids, classes.names, classes.colors, strict=True)]
+        if endmembers is not None and key == "abundances":
+            asset.extra_fields["hsimap:endmembers"] = list(endmembers)
     item.set_self_href(None)
     path.write_text(json.dumps(item.to_dict(include_self_link=False, transform_hrefs=False),
                                indent=2))
