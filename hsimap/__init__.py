@@ -26,7 +26,7 @@ from hsimap.io.scene import open_scene  # noqa: E402
 __all__ = ["BatchOptions", "HsimapError", "OutputOptions", "PredictOptions", "SynthSpec",
            "TrainOptions", "UnmixOptions", "evaluate", "load_labels", "load_model",
            "make_scene", "open_scene", "predict", "predict_scene", "run_batch", "sample_map",
-           "scene_info", "train", "unmix", "write_outputs", "__version__"]
+           "scene_info", "train", "unmix", "write_class_map", "write_outputs", "__version__"]
 
 # Lazy: importing hsimap for I/O should not import torch.
 _LAZY = {"predict": "hsimap.inference", "load_model": "hsimap.model.store",
@@ -38,7 +38,8 @@ _LAZY = {"predict": "hsimap.inference", "load_model": "hsimap.model.store",
          "sample_map": "hsimap.workflows.sample", "run_batch": "hsimap.workflows.batch",
          "BatchOptions": "hsimap.workflows.batch", "scene_info": "hsimap.io.scene",
          "make_scene": "hsimap.synth", "SynthSpec": "hsimap.synth",
-         "write_outputs": "hsimap.workflows.predict"}
+         "write_outputs": "hsimap.workflows.predict",
+         "write_class_map": "hsimap.io.classmaps"}
 
 
 def __getattr__(name: str):

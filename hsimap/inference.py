@@ -10,7 +10,6 @@ to disk.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import xarray as xr
 from hsimap.classes import class_dtype
 from hsimap.engine import scene_tiles, tile_array
 from hsimap.errors import HsimapError
+from hsimap.io.classmaps import class_metadata
 from hsimap.io.gdal import bounded_write_cache
 from hsimap.io.scene import read_window
 from hsimap.model.store import TrainedModel
@@ -341,11 +341,7 @@ def predict(scene: xr.DataArray, model: TrainedModel, *, window: int | None = No
                        name=f"tile-{token}", on_tile=on_tile, serialize=cuda,
                        valid_bands=model.band_indices, batch_fn=run_batch, batch=batch)
     table = model.class_table
-    class_attrs = {
-        "_FillValue": 0, "long_name": "class",
-        "CLASS_NAMES": json.dumps(dict(zip(map(str, table.ids), table.names, strict=True))),
-        "CLASS_COLORS": json.dumps({str(i): "#{:02x}{:02x}{:02x}".format(*c)
-                                    for i, c in zip(table.ids, table.colors, strict=True)})}
+    class_attrs = {"_FillValue": 0, "long_name": "class", **class_metadata(table)}
     ds = xr.Dataset(
         {
             "classes": (("y", "x"), stack[0].astype(class_dtype(table)), class_attrs),

@@ -128,3 +128,21 @@ def test_houston_labels_on_the_4x_grid_reach_the_scene_by_majority():
     counts = np.bincount(block, minlength=13)
     assert labels[10, 15] == np.flatnonzero(counts == counts.max()).max()
     assert len(table.ids) == 12
+
+
+def test_a_class_map_written_from_python_is_styled_as_the_clis(trained, tmp_path):
+    import hsimap as pkg
+    from hsimap.io.classmaps import read_class_table
+
+    scene = pkg.open_scene(trained.made.scene)
+    ds = pkg.predict(scene, trained.model)
+    out = pkg.write_class_map(ds.classes, tmp_path / "c.tif")
+    with rasterio.open(out) as src:
+        cmap = src.colormap(1)
+        values = src.read(1)
+        assert (src.crs, src.transform) == (scene.rio.crs, scene.rio.transform())
+    table = trained.model.class_table
+    assert [tuple(cmap[i][:3]) for i in table.ids] == [tuple(c) for c in table.colors]
+    assert read_class_table(out).names == list(table.names)
+    assert (tmp_path / "c.qml").exists() and (tmp_path / "c.tif.aux.xml").exists()
+    np.testing.assert_array_equal(values, ds.classes.values)

@@ -59,17 +59,22 @@ def open_class_map(path: str | Path):
     return src
 
 
-def read_class_table(path: str | Path) -> ClassTable | None:
-    """The class table hsimap wrote into a class map (names and colours), if any: from the
-    band's CLASS_NAMES item and colour table, or from the dataset's CLASS_NAMES and
-    CLASS_COLORS items (what ``hsimap.predict(...).classes.rio.to_raster()`` writes)."""
-    with rasterio.open(path) as src:
-        names = src.tags(1).get("CLASS_NAMES") or src.tags().get("CLASS_NAMES")
-        hexes = src.tags().get("CLASS_COLORS")
-        try:
-            cmap = src.colormap(1)
-        except ValueError:
-            cmap = None
+NAMES_KEY, COLORS_KEY = "CLASS_NAMES", "CLASS_COLORS"
+
+
+def class_metadata(table: ClassTable) -> dict[str, str]:
+    """A class table as metadata items (JSON of id: name, id: #rrggbb): what a class map
+    carries, in a GeoTIFF's tags or an xarray's attrs, and :func:`table_from_metadata` reads."""
+    return {NAMES_KEY: json.dumps(dict(zip(map(str, table.ids), table.names, strict=True))),
+            COLORS_KEY: json.dumps({str(i): "#{:02x}{:02x}{:02x}".format(*c)
+                                    for i, c in zip(table.ids, table.colors, strict=True)})}
+
+
+def table_from_metadata(items: dict, what: str = "the class map",
+                        cmap: dict | None = None) -> ClassTable | None:
+    """The class table of :func:`class_metadata`'s items (None without names); colours from
+    ``cmap`` (a GeoTIFF's colour table) where given."""
+    names, hexes = items.get(NAMES_KEY), items.get(COLORS_KEY)
     if not names:
         return None
     try:
@@ -82,7 +87,40 @@ def read_class_table(path: str | Path) -> ClassTable | None:
             colors = [parse_color(h[i]) for i in ids]
         else:
             colors = []
-    except (ValueError, KeyError, AttributeError, HsimapError):
-        raise HsimapError(f"{path}: its CLASS_NAMES or CLASS_COLORS metadata is not valid "
+    except (ValueError, KeyError, AttributeError, TypeError, HsimapError):
+        raise HsimapError(f"{what}: its CLASS_NAMES or CLASS_COLORS metadata is not valid "
                           "JSON of id: name (or id: #rrggbb)") from None
     return ClassTable(ids, [d[i] for i in ids], colors)
+
+
+def read_class_table(path: str | Path) -> ClassTable | None:
+    """The class table hsimap wrote into a class map (names and colours), if any: from the
+    band's CLASS_NAMES item and colour table, or from the dataset's CLASS_NAMES and
+    CLASS_COLORS items (what ``hsimap.predict(...).classes.rio.to_raster()`` writes)."""
+    with rasterio.open(path) as src:
+        items = {**src.tags(), **src.tags(1)}
+        try:
+            cmap = src.colormap(1)
+        except ValueError:
+            cmap = None
+    return table_from_metadata(items, str(path), cmap)
+
+
+def write_class_map(classes, path: str | Path, *, overwrite: bool = False) -> Path:
+    """A class map of :func:`hsimap.predict` (``ds.classes``) as hsimap's CLI writes one:
+    paletted GeoTIFF with its colours, category names (``.aux.xml``) and QGIS style
+    (``.qml``), atomically. ``ds.classes.rio.to_raster`` keeps the names and colours as
+    metadata only, which hsimap reads back but QGIS does not draw."""
+    from hsimap.io.files import check_output, with_extension
+    from hsimap.io.qml import classes_qml
+    from hsimap.io.rasters import Grid, write_raster
+
+    table = table_from_metadata(classes.attrs, "the class map")
+    if table is None:
+        raise HsimapError("the class map has no CLASS_NAMES: write the classes of "
+                          "hsimap.predict(...)")
+    out = Path(path)
+    check_output(out, overwrite)
+    write_raster(out, classes.values, Grid.from_scene(classes), class_table=table)
+    with_extension(out.with_suffix(""), ".qml").write_text(classes_qml(table))
+    return out

@@ -10,7 +10,6 @@ worker threads wrote windows.
 
 from __future__ import annotations
 
-import json
 import threading
 import warnings
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from hsimap.classes import ClassTable, class_dtype
-from hsimap.io.classmaps import category_aux_xml
+from hsimap.io.classmaps import NAMES_KEY, category_aux_xml, class_metadata
 from hsimap.io.files import atomic_output, check_output, remove, temp_name
 from hsimap.io.grid import Grid  # noqa: F401  (re-exported: io.rasters.Grid is public)
 
@@ -127,8 +126,7 @@ class RasterSink:
             dst.offsets = [0.0] * self.count
         if self.class_table is not None:
             ct = self.class_table
-            dst.update_tags(1, CLASS_NAMES=json.dumps(dict(zip(map(str, ct.ids), ct.names,
-                                                                 strict=True))))
+            dst.update_tags(1, **{NAMES_KEY: class_metadata(ct)[NAMES_KEY]})
         if self.tags:
             dst.update_tags(**self.tags)
         dst.close()
