@@ -24,6 +24,7 @@ from rasterio.errors import RasterioError
 from hsimap.classes import ClassTable, class_dtype
 from hsimap.engine import check_workers, store
 from hsimap.errors import HsimapError, says_out_of_memory
+from hsimap.io.files import check_name_length
 from hsimap.io.gdal import bounded_write_cache, check_creation_options, gdal_messages
 from hsimap.io.outputset import OutputSet
 from hsimap.io.probabilities import UINT8_NODATA, UINT8_SCALE, UNIT
@@ -156,6 +157,8 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
     # A set is every product of its stem, whichever command wrote it: unmix over a predict
     # set replaces the class map too, rather than leaving it beside abundances of another run.
     kinds = family or tuple(PRODUCTS)
+    for p in paths.values():
+        check_name_length(p)
     outset = OutputSet(out_dir, stem,
                        {p.name for p in output_paths(out_dir, stem, kinds, stac=True).values()},
                        overwrite=opts.overwrite)

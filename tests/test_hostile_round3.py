@@ -317,3 +317,15 @@ def test_interrupted_train_overwrite_keeps_the_previous_model(trained, tmp_path)
     last = [ln for ln in err.splitlines() if ln.strip()][-1]
     assert "interrupted at step" in last and "previous model" in last, err
     assert {q.name: q.read_bytes() for q in m.iterdir()} == before
+
+
+def test_a_long_legal_scene_name_predicts(trained, tmp_path):
+    """225 characters: every output name fits 255 bytes; staging names are cut to fit too."""
+    name = "f" * 221 + ".tif"
+    scene = tmp_path / name
+    shutil.copy(trained.made.scene, scene)
+    out = tmp_path / "out"
+    r = hsimap("-q", "predict", scene, "-m", trained.model_dir, "-o", out, "--probabilities")
+    assert r.returncode == 0, r.stderr
+    assert (out / ("f" * 221 + "_probabilities.qml")).exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]

@@ -93,9 +93,35 @@ def output_folder(path: str | Path) -> Iterator[Path]:
         raise
 
 
+NAME_MAX = 255   # bytes in one file name, on every file system hsimap writes to
+
+
+def short_name(name: str, room: int) -> str:
+    """``name`` cut to ``room`` bytes where longer, a digest of the whole name in place of the
+    cut, so that two long names stay two names."""
+    import hashlib
+
+    raw = name.encode()
+    if len(raw) <= room:
+        return name
+    digest = hashlib.sha256(raw).hexdigest()[:8]
+    return raw[:room - 9].decode(errors="ignore") + "~" + digest
+
+
 def temp_name(path: Path) -> Path:
-    """A hidden name beside ``path`` that no complete output ever has."""
-    return path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}{path.suffix}")
+    """A hidden name beside ``path`` that no complete output ever has, within the file
+    system's limit on a name (a legal 225-character output name must stay writable)."""
+    tail = f".partial-{uuid.uuid4().hex[:8]}{path.suffix}"
+    # room for the sidecars GDAL and the writers put beside it (.aux.xml, .msk, .ovr)
+    return path.with_name(f".{short_name(path.name, NAME_MAX - 1 - len(tail) - 8)}{tail}")
+
+
+def check_name_length(path: Path) -> None:
+    """Refuse an output whose name the file system cannot hold, before any work."""
+    n = len(path.name.encode())
+    if n > NAME_MAX:
+        raise HsimapError(f"{path.name[:40]}...: an output name of {n} bytes, over the file "
+                          f"system's {NAME_MAX}; rename the scene (shorter name)")
 
 
 def remove(*paths: Path) -> None:

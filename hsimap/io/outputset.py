@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from hsimap.errors import HsimapError
+from hsimap.io.files import NAME_MAX, short_name
 
 try:  # POSIX; elsewhere every leftover is taken for a dead run's
     import fcntl
@@ -52,7 +53,7 @@ class OutputSet:
         self.key = key
         self.family = set(family)
         self.overwrite = overwrite
-        self._prefix = f".hsimap-{key}.partial-"
+        self._prefix = _prefix(key)
         recover(self.folder, key, self.family)
         self.staging = self.folder / f"{self._prefix}{uuid.uuid4().hex[:8]}"
         self.staging.mkdir()
@@ -105,7 +106,7 @@ def recover(folder: Path, key: str, family: Iterable[str] = ()) -> None:
     family's names (left by single-file writers)."""
     if not folder.is_dir():
         return
-    prefix = f".hsimap-{key}.partial-"
+    prefix = _prefix(key)
     for d in folder.iterdir():
         if not (d.name.startswith(prefix) and d.is_dir()):
             continue
@@ -127,6 +128,12 @@ def recover(folder: Path, key: str, family: Iterable[str] = ()) -> None:
             m = pattern.match(f.name)
             if m and m.group(1) in names and f.is_file():
                 f.unlink(missing_ok=True)
+
+
+def _prefix(key: str) -> str:
+    """The staging folders' names of set ``key`` start so (a long key cut, with its digest:
+    the whole name stays within the file system's limit)."""
+    return f".hsimap-{short_name(key, NAME_MAX - 8 - 9 - 8)}.partial-"
 
 
 def _move_in(staging: Path, folder: Path, family: Iterable[str]) -> list[Path]:
