@@ -16,6 +16,7 @@ from hsimap.cli.options import (
     overwrite_opt,
     predict_options,
     quiet_opt,
+    threads_opt,
 )
 from hsimap.errors import Stopped
 from hsimap.workflows.batch import BatchOptions, expand_scenes, run_batch
@@ -33,11 +34,12 @@ def _stop(signum, frame) -> None:
               help="File with one scene path a line.")
 @click.option("-j", "--jobs", type=int, default=None, callback=at_least_one,
               help="Scenes at once: worker processes of the local cluster "
-                   "(default: cores / --workers).")
+                   "(default: --threads, or the cores, / --workers).")
 @click.option("--workers", type=int, default=1, show_default=True, callback=at_least_one,
               help="Parallel windows (threads) of each scene, as in `hsimap predict`.")
 @click.option("--threads-per-worker", "workers_old", type=int, default=None, hidden=True,
               callback=at_least_one)
+@threads_opt
 @click.option("--scheduler", default=None,
               help="Existing cluster: tcp://HOST:PORT or a scheduler JSON file.")
 @overwrite_opt
@@ -46,7 +48,7 @@ def _stop(signum, frame) -> None:
 @predict_options
 @device_opt
 @quiet_opt
-def command(scenes, model_dir, output, list_file, jobs, workers, workers_old, scheduler,
+def command(scenes, model_dir, output, list_file, jobs, workers, workers_old, threads, scheduler,
             overwrite, overwrite_old, vrt, device, quiet, **predict) -> None:
     """Predict every scene in SCENES (paths or quoted globs) into OUTDIR/<scene>/.
 
@@ -60,6 +62,8 @@ def command(scenes, model_dir, output, list_file, jobs, workers, workers_old, sc
     signal.signal(signal.SIGTERM, _stop)
     # --threads-per-worker and --force: earlier names, kept so that scripts still run.
     workers = workers_old or workers
+    if threads is not None and jobs is None:   # the budget shared by the scenes at once
+        jobs = max(1, threads // workers)
     options = BatchOptions(build_predict_options(predict, workers=workers, overwrite=True,
                                                  progress=False), device=device)
     summary = run_batch(paths, model_dir, output, jobs=jobs, scheduler=scheduler,

@@ -12,7 +12,7 @@ import click
 
 from hsimap._version import version_report
 from hsimap.cli.options import silence
-from hsimap.errors import HsimapError, is_out_of_memory, says_out_of_memory
+from hsimap.errors import HsimapError, is_out_of_memory, says_out_of_memory, storage_problem
 
 OUT_OF_MEMORY = ("out of memory; no partial output was kept (use fewer --workers, a smaller "
                  "--window or --batch)")
@@ -61,6 +61,10 @@ class HsimapGroup(click.Group):
                 raise
             if is_out_of_memory(exc):  # torch's allocator, a thread that could not start
                 _exit_out_of_memory(OUT_OF_MEMORY)
+            storage = storage_problem(exc)
+            if storage:
+                raise click.ClickException(f"{storage}; this run's outputs were not "
+                                           "written") from None
             name = type(exc).__name__
             raise click.ClickException(f"{name}: {exc} (run with --debug for details)") from None
 
@@ -91,6 +95,11 @@ def cli(ctx: click.Context, quiet: bool, verbose: int, debug: bool) -> None:
     """Classify and unmix hyperspectral scenes: GIS-ready maps in the scene's coordinates."""
     ctx.meta["hsimap.debug"] = debug
     ctx.meta["hsimap.quiet"] = quiet
+    from hsimap import IGNORED_ENVIRONMENT
+
+    for item in IGNORED_ENVIRONMENT if not quiet else ():
+        click.echo(f"Warning: {item} is not a thread count, ignored (--threads sets them)",
+                   err=True)
     if verbose < 2:
         warnings.formatwarning = _one_line
     if verbose:

@@ -97,7 +97,19 @@ def at_least_one(ctx: click.Context, param: click.Parameter, value: int | None) 
 
 workers_opt = click.option(
     "--workers", type=int, default=None, callback=at_least_one,
-    help="Parallel windows (threads); default: the core count.")
+    help="Windows computed at once, one thread each (default: --threads).")
+threads_opt = click.option(
+    "--threads", type=int, default=None, callback=at_least_one,
+    help="CPU threads this run may use in all: torch, the fused scan, BLAS and windows "
+         "computed at once (default: the cores this process may use). Two runs on one "
+         "machine: give each its share.")
+
+
+def thread_limit(threads: int | None):
+    """The one meaning of --threads: the compute budget of the run (a context manager)."""
+    from hsimap.runtime import thread_budget
+
+    return thread_budget(threads)
 
 
 def _quiet(ctx: click.Context, param: click.Parameter, value: bool) -> bool:

@@ -13,6 +13,8 @@ from hsimap.cli.options import (
     predict_options,
     quiet_opt,
     scene_arg,
+    thread_limit,
+    threads_opt,
     variable_opt,
     workers_opt,
 )
@@ -24,11 +26,12 @@ from hsimap.cli.options import (
 @output_opt("Folder for the scene's outputs (created if missing).")
 @predict_options
 @workers_opt
+@threads_opt
 @device_opt
 @variable_opt
 @overwrite_opt
 @quiet_opt
-def command(scene, model_dir, output, workers, device, variable, overwrite, quiet,
+def command(scene, model_dir, output, workers, threads, device, variable, overwrite, quiet,
             **options) -> None:
     """Classify and unmix SCENE with a trained model; write maps to the output folder.
 
@@ -38,7 +41,7 @@ def command(scene, model_dir, output, workers, device, variable, overwrite, quie
     CRS; with --probabilities also SCENE_probabilities.tif (and its .qml). The set appears
     together, replacing a previous one only when complete.
     """
-    opts = build_predict_options(options, workers=workers, overwrite=overwrite,
+    opts = build_predict_options(options, workers=workers or threads, overwrite=overwrite,
                                  progress=not quiet)
     # torch is imported only when a command needs it, so that `hsimap info` starts fast.
     from hsimap.io.scene import open_scene
@@ -47,7 +50,8 @@ def command(scene, model_dir, output, workers, device, variable, overwrite, quie
 
     model = load_model(model_dir, resolve_device(device))
     data = open_scene(scene, variable=variable)
-    report = predict_scene(data, model, output, opts)
+    with thread_limit(threads):
+        report = predict_scene(data, model, output, opts)
     rate = report.pixels / max(report.seconds, 1e-9)
     click.echo(f"{report.pixels} px in {report.seconds:.1f} s ({rate:,.0f} px/s, "
                f"{report.windows} windows)")

@@ -11,6 +11,8 @@ from hsimap.cli.options import (
     overwrite_opt,
     quiet_opt,
     seed_opt,
+    thread_limit,
+    threads_opt,
     workers_opt,
 )
 
@@ -37,12 +39,13 @@ from hsimap.cli.options import (
 @click.option("--class-field", default=None, help="Vector attribute holding the class.")
 @label_variable_opt
 @workers_opt
+@threads_opt
 @device_opt
 @seed_opt
 @overwrite_opt
 @quiet_opt
 def command(source, model_dir, output, n, measure, per_window, min_distance, labels_path,
-            class_field, label_variable, workers, device, seed, overwrite, quiet) -> None:
+            class_field, label_variable, workers, threads, device, seed, overwrite, quiet) -> None:
     """The N pixels where the model is least sure, spread over the scene and the classes.
 
     Experimental: on the benchmarks (docs/benchmarks.md) its points are measured against as
@@ -53,7 +56,7 @@ def command(source, model_dir, output, n, measure, per_window, min_distance, lab
     from hsimap.workflows.suggest import SuggestOptions, suggest
 
     opts = SuggestOptions(n=n, measure=measure, per_window=per_window,
-                          min_distance=min_distance, seed=seed, workers=workers,
+                          min_distance=min_distance, seed=seed, workers=workers or threads,
                           overwrite=overwrite, progress=not quiet)
     model = None
     if model_dir is not None:
@@ -66,6 +69,7 @@ def command(source, model_dir, output, n, measure, per_window, min_distance, lab
 
         labels, _ = load_labels(labels_path, open_scene(source), class_field=class_field,
                                 variable=label_variable, partial=True)
-    r = suggest(source, output, opts, model=model, labels=labels, inputs=[labels_path])
+    with thread_limit(threads):
+        r = suggest(source, output, opts, model=model, labels=labels, inputs=[labels_path])
     shares = ", ".join(f"{k} {v}" for k, v in r.per_class.items())
     click.echo(f"{r.points} points of {r.candidates} candidates ({shares}): {r.path}")

@@ -13,6 +13,7 @@ from hsimap.cli.options import (
     overwrite_opt,
     quiet_opt,
     seed_opt,
+    threads_opt,
     variable_opt,
     window_opt,
 )
@@ -70,8 +71,7 @@ from hsimap.cli.options import (
 @click.option("--name-library", type=click.Path(exists=True), default=None,
               help="Spectral library (.sli or .csv, with wavelengths) whose nearest spectrum "
                    "by spectral angle names each endmember (default: the embedded USGS one).")
-@click.option("--threads", type=int, default=None,
-              help="Threads for torch, the scan and BLAS together (default: the cores).")
+@threads_opt
 @variable_opt
 @device_opt
 @seed_opt

@@ -16,6 +16,8 @@ from hsimap.cli.options import (
     scene_arg,
     seed_opt,
     stac_opt,
+    thread_limit,
+    threads_opt,
     variable_opt,
     window_opt,
     workers_opt,
@@ -48,6 +50,7 @@ from hsimap.cli.options import (
 @variable_opt
 @seed_opt
 @workers_opt
+@threads_opt
 @device_opt
 @cog_opt
 @creation_opt
@@ -56,7 +59,7 @@ from hsimap.cli.options import (
 @overwrite_opt
 @quiet_opt
 def command(scene, output, endmembers, method, extraction, library, fixed_library, name_library,
-            epochs, window, halo, variable, seed, workers, device, cog, creation_options,
+            epochs, window, halo, variable, seed, workers, threads, device, cog, creation_options,
             stac, no_quicklooks, overwrite, quiet) -> None:
     """Unmix SCENE without labels: SCENE_abundances.tif, SCENE_error.tif and the endmember
     library SCENE_endmembers.sli/.hdr/.csv, on the scene's grid, plus quicklooks."""
@@ -65,7 +68,7 @@ def command(scene, output, endmembers, method, extraction, library, fixed_librar
     from hsimap.products import OutputOptions
     from hsimap.workflows.unmix import UnmixOptions, unmix
 
-    out = OutputOptions(workers=workers, cog=cog, creation_options=creation_options,
+    out = OutputOptions(workers=workers or threads, cog=cog, creation_options=creation_options,
                         overwrite=overwrite, quicklooks=not no_quicklooks, progress=not quiet,
                         stac=stac)
     opts = UnmixOptions(endmembers=endmembers, method=method, extraction=extraction,
@@ -74,7 +77,8 @@ def command(scene, output, endmembers, method, extraction, library, fixed_librar
                         window=window, halo=halo, seed=seed,
                         device=str(resolve_device(device)), output=out)
     data = open_scene(scene, variable=variable)
-    result = unmix(data, output, opts)
+    with thread_limit(threads):
+        result = unmix(data, output, opts)
     click.echo(f"unmixed in {result.seconds:.1f} s")
     for key, path in result.paths.items():
         click.echo(f"{key:>15}: {path}")

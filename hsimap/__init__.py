@@ -19,6 +19,15 @@ import os as _os
 # is imported; a user's own setting wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# A thread count that is not one (OMP_NUM_THREADS=0, "two") makes libgomp print its own
+# complaint when torch loads; taken out before it does, and said once by the CLI.
+IGNORED_ENVIRONMENT: list[str] = []
+for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    _value = _os.environ.get(_name)
+    if _value is not None and not (_value.strip().isdigit() and int(_value) > 0):
+        IGNORED_ENVIRONMENT.append(f"{_name}={_value}")
+        del _os.environ[_name]
+
 from hsimap._version import __version__  # noqa: E402
 from hsimap.errors import HsimapError  # noqa: E402
 from hsimap.io.scene import open_scene  # noqa: E402
@@ -39,7 +48,7 @@ _LAZY = {"predict": "hsimap.inference", "load_model": "hsimap.model.store",
          "BatchOptions": "hsimap.workflows.batch", "scene_info": "hsimap.io.scene",
          "make_scene": "hsimap.synth", "SynthSpec": "hsimap.synth",
          "write_outputs": "hsimap.workflows.predict",
-         "write_class_map": "hsimap.io.classmaps"}
+         "write_class_map": "hsimap.io.rasters"}
 
 
 def __getattr__(name: str):

@@ -57,7 +57,9 @@ def allocate(strata: np.ndarray, total: int, allocation: str = "olofsson",
     ``proportional``: to each stratum's area; ``equal``: the same to each; ``olofsson``: at
     least ``min_per_class`` to each and the rest of ``total`` to the larger strata in
     proportion to their area (the paper's recommendation, section 5.1.1). Every allocation
-    then gives each stratum at least ``min_per_class``, and none more than it holds.
+    then gives each stratum at least ``min_per_class``, and none more than it holds; what a
+    stratum cannot hold goes to the others (in proportion to area, or equally for ``equal``),
+    so that the sample keeps eq. 13's size wherever the map has the pixels.
     """
     big_n = np.asarray(strata, dtype=np.int64)
     k = len(big_n)
@@ -83,7 +85,16 @@ def allocate(strata: np.ndarray, total: int, allocation: str = "olofsson",
             if not low.any():
                 break
             fixed |= low
-    return np.minimum(np.maximum(n, min_per_class), big_n)
+    n = np.maximum(n, min_per_class)
+    weight = np.ones(k) if allocation == "equal" else big_n.astype(float)
+    while True:
+        short = int(np.maximum(n - big_n, 0).sum())
+        n = np.minimum(n, big_n)
+        room = big_n - n
+        if short == 0 or not room.any():
+            return n
+        share = np.where(room > 0, weight, 0.0)
+        n = n + _round_to(min(short, int(room.sum())), share)
 
 
 def parse_distance(text: str | float | None) -> tuple[float, str]:

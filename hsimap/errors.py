@@ -37,6 +37,25 @@ def says_out_of_memory(text: str) -> bool:
     return any(w in t for w in _MEMORY_WORDS)
 
 
+def storage_problem(exc: BaseException) -> str | None:
+    """What a failed write says about the storage, in the user's words: a full disk (or
+    quota), a read-only file system; None for other failures. From the error number where
+    Python has one, else from the library's text (SQLite in the GeoPackage writers,
+    safetensors, GDAL)."""
+    import errno
+
+    path = getattr(exc, "filename", None)
+    where = f"{path}: " if path else ""
+    code = getattr(exc, "errno", None)
+    text = str(exc).lower()
+    if code in (errno.ENOSPC, errno.EDQUOT) or any(
+            w in text for w in ("no space left", "disk is full", "disk full", "quota exceeded")):
+        return f"{where}no space left on the device (is the disk full?)"
+    if code == errno.EROFS or "read-only file system" in text:
+        return f"{where}the file system is read-only; write the outputs elsewhere (-o)"
+    return None
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """A MemoryError, or a library error (torch's RuntimeError, GDAL's) that is one."""
     return isinstance(exc, MemoryError) or says_out_of_memory(str(exc))

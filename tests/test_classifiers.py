@@ -113,7 +113,7 @@ def test_a_baseline_writes_the_output_set_and_loads_in_predict_and_batch(
     assert r.returncode == 0, r.stderr
     assert f"model: {m} ({kind}," in r.stdout and "test OA" in r.stdout
     assert sorted(p.name for p in m.iterdir()) == ["classifier.safetensors", "model.json",
-                                                   "split.tif", "split.tif.aux.xml"]
+                                                   "split.qml", "split.tif", "split.tif.aux.xml"]
     card = json.loads((m / "model.json").read_text())
     assert card["classifier"]["kind"] == kind and card["classifier"]["unmixing"] is False
     # The split is the Mamba's (same seed, same protocol): the same pixels train each.
@@ -194,7 +194,8 @@ def test_auto_keeps_the_mamba_where_only_context_separates_the_classes(tmp_path:
     assert oa["mamba"] > max(oa["svm"], oa["rf"]) + 0.2, oa
     assert r.classifier == "mamba"
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
-        "history.csv", "model.json", "model.safetensors", "split.tif", "split.tif.aux.xml"]
+        "history.csv", "model.json", "model.safetensors", "split.qml", "split.tif",
+        "split.tif.aux.xml"]
     card = json.loads((tmp_path / "m" / "model.json").read_text())["classifier"]
     assert card["kind"] == "mamba" and "highest validation OA" in card["chosen_by"]
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _register()
 
 # Flags of other programs that the docs quote (GDAL's, dask's).
-FOREIGN = {"--help", "--format", "--nworkers", "--nthreads"}
+FOREIGN = {"--help", "--format", "--nworkers", "--nthreads", "--index-url"}
 # benchmarks/classification.py's --variants name TrainOptions fields this way
 VARIANTS = {"--augment", "--weight-decay"}
 

@@ -36,7 +36,8 @@ def test_a_poor_match_is_a_hint_not_a_name(tmp_path):
     flat_ramp = np.linspace(1.0, 0.0, 60)[None] ** 8     # like nothing in the library
     (name,) = endmember_names(flat_ramp, wl)
     assert name.startswith("endmember 1 (nearest ")
-    assert float(name.rsplit(", ", 1)[1].split(" rad")[0]) > MATCH_ANGLE
+    assert float(name.rsplit("; ", 1)[1].split(" rad")[0]) > MATCH_ANGLE
+    assert "," not in name   # an ENVI header list cannot hold it
     assert endmember_names(flat_ramp, None) == ["endmember 1"]
 
 

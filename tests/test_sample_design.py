@@ -82,10 +82,12 @@ def test_sample_size_is_olofsson_eq_13():
 def test_allocations():
     strata = np.array([90_000, 9_000, 900, 30])
     assert allocate(strata, 400, "proportional", 0).sum() == 400
-    assert list(allocate(strata, 400, "equal", 0)) == [100, 100, 100, 30]   # capped by N_i
+    # capped by N_i, and what the small stratum cannot hold goes to the others: eq. 13's size
+    assert list(allocate(strata, 400, "equal", 0)) == [124, 123, 123, 30]
     o = allocate(strata, 400, "olofsson", 50)
-    assert list(o[1:]) == [50, 50, 30] and o.sum() == 400 - 20   # rest to the largest
-    assert list(allocate(strata, 400, "proportional", 50)) == [360, 50, 50, 30]
+    # the 20 the smallest cannot hold go to the others in proportion to area (18, 2, 0)
+    assert list(o) == [268, 52, 50, 30] and o.sum() == 400
+    assert list(allocate(strata, 400, "proportional", 50)) == [378, 52, 50, 30]
 
 
 def test_min_distance_keeps_points_apart():
@@ -213,7 +215,7 @@ def _ua_csv(d: Path) -> Path:
 
 # input, extra arguments, the one-line message, the exit code; nothing is left on disk.
 HOSTILE = [
-    ("float raster", _float_map, [], "holds integers, this holds float32", 1),
+    ("float raster", _float_map, [], "float32 values, not a class map", 1),
     ("no georeferencing", _unreferenced_map, [], "no georeferencing", 1),
     ("not a GeoPackage", _map, ["-o", "{d}/s.shp"], "name the sample .gpkg", 1),
     ("distance not a distance", _map, ["--min-distance", "far"], "is no distance", 1),

@@ -55,7 +55,14 @@ def open_class_map(path: str | Path):
             raise HsimapError(f"{path}: not a readable class map") from None
     if src.dtypes[0] not in CLASS_DTYPES:
         src.close()
-        raise HsimapError(f"{path}: a class map holds integers, this holds {src.dtypes[0]}")
+        raise HsimapError(f"{path}: {src.dtypes[0]} values, not a class map (a confidence, "
+                          "error or abundance raster?); give a *_classes.tif")
+    from hsimap.io.probabilities import TAG_ENCODING, UNIT
+
+    if TAG_ENCODING in src.tags() or (src.count > 1 and all(u == UNIT for u in src.units)):
+        src.close()   # uint8 probabilities are integers, but not class ids
+        raise HsimapError(f"{path}: a class-probabilities raster, not a class map; give the "
+                          "*_classes.tif beside it")
     return src
 
 
@@ -104,23 +111,3 @@ def read_class_table(path: str | Path) -> ClassTable | None:
         except ValueError:
             cmap = None
     return table_from_metadata(items, str(path), cmap)
-
-
-def write_class_map(classes, path: str | Path, *, overwrite: bool = False) -> Path:
-    """A class map of :func:`hsimap.predict` (``ds.classes``) as hsimap's CLI writes one:
-    paletted GeoTIFF with its colours, category names (``.aux.xml``) and QGIS style
-    (``.qml``), atomically. ``ds.classes.rio.to_raster`` keeps the names and colours as
-    metadata only, which hsimap reads back but QGIS does not draw."""
-    from hsimap.io.files import check_output, with_extension
-    from hsimap.io.qml import classes_qml
-    from hsimap.io.rasters import Grid, write_raster
-
-    table = table_from_metadata(classes.attrs, "the class map")
-    if table is None:
-        raise HsimapError("the class map has no CLASS_NAMES: write the classes of "
-                          "hsimap.predict(...)")
-    out = Path(path)
-    check_output(out, overwrite)
-    write_raster(out, classes.values, Grid.from_scene(classes), class_table=table)
-    with_extension(out.with_suffix(""), ".qml").write_text(classes_qml(table))
-    return out

@@ -23,7 +23,13 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from hsimap.classes import ClassTable, class_dtype
-from hsimap.io.classmaps import NAMES_KEY, category_aux_xml, class_metadata
+from hsimap.errors import HsimapError
+from hsimap.io.classmaps import (
+    NAMES_KEY,
+    category_aux_xml,
+    class_metadata,
+    table_from_metadata,
+)
 from hsimap.io.files import atomic_output, check_output, remove, temp_name
 from hsimap.io.grid import Grid  # noqa: F401  (re-exported: io.rasters.Grid is public)
 
@@ -190,3 +196,22 @@ def write_raster(path: str | Path, array: np.ndarray, grid: Grid, **kwargs: Any)
     with RasterSink(path, grid, a.shape[0], dtype, **kwargs) as sink:
         sink.write(a, 0, 0)
     return Path(path)
+
+
+def write_class_map(classes, path: str | Path, *, overwrite: bool = False) -> Path:
+    """A class map of :func:`hsimap.predict` (``ds.classes``) as hsimap's CLI writes one:
+    paletted GeoTIFF with its colours, category names (``.aux.xml``) and QGIS style
+    (``.qml``), atomically. ``ds.classes.rio.to_raster`` keeps the names and colours as
+    metadata only, which hsimap reads back but QGIS does not draw."""
+    from hsimap.io.files import check_output, with_extension
+    from hsimap.io.qml import classes_qml
+
+    table = table_from_metadata(classes.attrs, "the class map")
+    if table is None:
+        raise HsimapError("the class map has no CLASS_NAMES: write the classes of "
+                          "hsimap.predict(...)")
+    out = Path(path)
+    check_output(out, overwrite)
+    write_raster(out, classes.values, Grid.from_scene(classes), class_table=table)
+    with_extension(out.with_suffix(""), ".qml").write_text(classes_qml(table))
+    return out

@@ -126,7 +126,11 @@ def _band_metadata(src: rasterio.DatasetReader) -> dict[str, Any]:
         out["nodata"] = _number(src, "data ignore value", envi["data_ignore_value"])
     if envi.get("reflectance_scale_factor"):
         factor = _number(src, "reflectance scale factor", envi["reflectance_scale_factor"])
-        if factor not in (0.0, 1.0):
+        if not factor > 0 or not np.isfinite(factor):
+            raise HsimapError(f"{src.name}: its header's reflectance scale factor is {factor:g}; "
+                              "reflectance is stored times a positive number (10000 for "
+                              "reflectance x 10,000): fix the header")
+        if factor != 1.0:
             out["scale_factor"] = 1.0 / factor
     elif src.scales and any(s != 1.0 for s in src.scales):
         out["scale_factor"] = float(src.scales[0])

@@ -85,6 +85,24 @@ def read_library(path: str | Path) -> tuple[np.ndarray, list[str], np.ndarray | 
     path = Path(path)
     if not path.exists():
         raise HsimapError(f"{path}: no such spectral library")
+    try:
+        spectra, names, wl = _read_library(path)
+    except (IndexError, ValueError, OSError) as exc:
+        raise HsimapError(f"{path}: not a readable spectral library ({exc})") from None
+    if spectra.ndim != 2 or not spectra.size:
+        raise HsimapError(f"{path}: holds no spectra")
+    if len(names) != len(spectra):
+        raise HsimapError(f"{path}: {len(spectra)} spectra but {len(names)} names")
+    bad = [str(n) for n, s in zip(names, spectra, strict=True) if not np.isfinite(s).all()]
+    if bad:
+        raise HsimapError(f"{path}: spectrum {bad[0]!r} holds NaN or infinite values")
+    if wl is not None and (len(wl) != spectra.shape[1] or not np.isfinite(wl).all()):
+        raise HsimapError(f"{path}: {len(wl)} wavelengths for {spectra.shape[1]} bands, or "
+                          "some not numbers")
+    return spectra, names, wl
+
+
+def _read_library(path: Path) -> tuple[np.ndarray, list[str], np.ndarray | None]:
     if path.suffix.lower() in (".sli", ".hdr"):
         from spectral.io import envi
 
@@ -100,6 +118,8 @@ def read_library(path: str | Path) -> tuple[np.ndarray, list[str], np.ndarray | 
     if path.suffix.lower() == ".csv":
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = [r for r in csv.reader(f) if r]
+        if len(rows) < 2:
+            raise HsimapError(f"{path}: holds no spectra")
         head, body = rows[0], rows[1:]
         try:
             wl_cols = np.array([float(h) for h in head[1:]])

@@ -406,7 +406,8 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Tra
         _check_hash(d, card, None, classifier)
         return TrainedModel(None, card, classifier)
     if not weights.exists():
-        raise missing()
+        raise HsimapError(f"{d}: {CARD} is here but {WEIGHTS} is missing (an incomplete copy "
+                          "of the model folder?)")
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:

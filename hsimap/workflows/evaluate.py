@@ -20,7 +20,7 @@ from hsimap.accuracy import AreaAdjusted, area_adjusted
 from hsimap.classes import ClassTable, Split
 from hsimap.errors import HsimapError
 from hsimap.io.areas import MappedArea, mapped_area
-from hsimap.io.classmaps import read_class_table
+from hsimap.io.classmaps import open_class_map, read_class_table
 from hsimap.io.files import atomic_output
 from hsimap.io.labels import load_labels
 from hsimap.io.scene import open_scene
@@ -89,11 +89,7 @@ def evaluate(prediction: str | Path, labels: str | Path, *, class_field: str | N
         raise HsimapError(f"{labels}: --class-field {class_field} holds the map's own class "
                           "(written by sample or suggest); score the map against the "
                           "reference field a person filled in (--class-field reference)")
-    with rasterio.open(prediction) as src:
-        if src.dtypes[0].startswith(("float", "complex")):
-            raise HsimapError(f"{prediction}: {src.dtypes[0]} values, not a class map (a "
-                              "confidence, error or abundance raster?); evaluate a "
-                              "*_classes.tif")
+    with open_class_map(prediction) as src:
         pred = src.read(1)
         nodata = src.nodata
     truth, table = load_labels(labels, open_scene(prediction), class_field=class_field,

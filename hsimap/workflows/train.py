@@ -114,10 +114,15 @@ class TrainOptions:
         positive = {"steps": self.steps, "batch": self.batch, "variants": self.variants,
                     "hidden": self.hidden, "window": self.window, "val_every": self.val_every,
                     "val_windows": self.val_windows, "test_windows": self.test_windows,
-                    "test_pixels": self.test_pixels, "cache_mb": self.cache_mb}
+                    "test_pixels": self.test_pixels, "cache_mb": self.cache_mb,
+                    "train_per_class": self.train_per_class,
+                    "val_per_class": self.val_per_class}
         for name, value in positive.items():
             if value < 1:
                 raise HsimapError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.train_fraction is not None and not 0 < self.train_fraction < 1:
+            raise HsimapError(f"--train-fraction must be above 0 and below 1 (a share of each "
+                              f"class's labelled pixels), got {self.train_fraction:g}")
         if self.endmembers is not None and self.endmembers < 2:
             raise HsimapError(f"--endmembers must be at least 2, got {self.endmembers}")
         if self.hidden % 4:
