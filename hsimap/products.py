@@ -28,6 +28,7 @@ from hsimap.io.files import check_name_length
 from hsimap.io.gdal import bounded_write_cache, check_creation_options, gdal_messages
 from hsimap.io.outputset import OutputSet
 from hsimap.io.probabilities import UINT8_NODATA, UINT8_SCALE, UNIT
+from hsimap.io.probabilities import tags as probability_tags
 from hsimap.io.qml import classes_qml, ramp_qml
 from hsimap.io.rasters import Grid, RasterSink
 from hsimap.io.scene import is_virtual
@@ -179,7 +180,9 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
                                         cog=opts.cog, overwrite=True,
                                         creation_options=opts.creation_options or {},
                                         descriptions=descriptions, units=[product.unit] * count,
-                                        tags=opts.provenance,
+                                        tags={**(opts.provenance or {}),
+                                              **(probability_tags(dtype, class_table.ids)
+                                                 if key == "probabilities" else {})},
                                         sieve=opts.mmu if key == "classes" else 0,
                                         class_table=class_table if key == "classes" else None,
                                         scale=product.scale))

@@ -53,6 +53,12 @@ def test_every_output_of_a_run_tells_one_story(kind, option, models, trained, tm
     assert r.returncode == 0, r.stderr
     classes, tags = _read(out / "scene_classes.tif", 1)
     assert tags["HSIMAP_CLASSIFIER"] == (model.card.baseline or "mamba")
+    # The class map is a class map (the probabilities' tags are on their raster alone).
+    from hsimap.io.classmaps import open_class_map
+    from hsimap.io.probabilities import TAG_ENCODING, is_probabilities
+
+    assert TAG_ENCODING not in tags and is_probabilities(out / "scene_probabilities.tif")
+    open_class_map(out / "scene_classes.tif").close()
     conf, _ = _read(out / "scene_confidence.tif", 1)
     prob = read_probabilities(out / "scene_probabilities.tif")
     ids, prob_names = probability_classes(out / "scene_probabilities.tif")

@@ -18,7 +18,6 @@ import xarray as xr
 from hsimap.inference import predict, prepare
 from hsimap.io.files import output_folder, output_stem
 from hsimap.io.probabilities import encode as encode_probabilities
-from hsimap.io.probabilities import tags as probability_tags
 from hsimap.model.store import TrainedModel
 from hsimap.products import (
     DEFAULT_RASTERS,
@@ -62,8 +61,6 @@ def predict_scene(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
         **provenance(scene, model_hash=model.card.model_hash, model_created=model.card.created,
                      classifier=model.card.baseline or "mamba",
                      mmu_pixels=opts.output.mmu or None),
-        **(probability_tags(opts.probabilities, list(model.class_table.ids))
-           if opts.probabilities else {}),
         **(opts.output.provenance or {})})
     stem = stem or output_stem(scene.attrs.get("source", "scene"))
     refuse_existing(out_dir, stem, out.overwrite)
