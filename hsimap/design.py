@@ -33,8 +33,9 @@ def sample_size(strata: np.ndarray, expected_ua: np.ndarray, target_se: float) -
     ua = np.asarray(expected_ua, dtype=float)
     if not 0 < target_se < 1:
         raise HsimapError(f"--target-se must be between 0 and 1, got {target_se}")
-    if np.any((ua <= 0) | (ua > 1)):
-        raise HsimapError("expected user's accuracies must be in (0, 1]")
+    if not np.all((ua > 0) & (ua <= 1)):   # NaN fails too
+        raise HsimapError(f"--expected-ua: user's accuracies must be in (0, 1], got "
+                          f"{ua[~((ua > 0) & (ua <= 1))][0]:g}")
     w = big_n / big_n.sum()
     s = np.sqrt(ua * (1 - ua))
     n = (w * s).sum() ** 2 / (target_se ** 2 + (w * s ** 2).sum() / big_n.sum())
@@ -128,13 +129,25 @@ class Design:
     min_distance: float             # pixels
     seed: int
 
+    points: str = ""                # digest of the points as drawn (points_digest)
+
     def to_dict(self) -> dict:
-        return {"design": "stratified random", "strata": "map class",
+        return {"design": "stratified random", "strata": "map class", "points": self.points,
                 "class_ids": self.class_ids, "strata_pixels": self.strata,
                 "planned": self.planned, "drawn": self.drawn, "allocation": self.allocation,
                 "target_se": self.target_se, "expected_ua": self.expected_ua,
                 "min_per_class": self.min_per_class, "min_distance_px": self.min_distance,
                 "seed": self.seed}
+
+
+def points_digest(rows: np.ndarray, cols: np.ndarray) -> str:
+    """A digest of a sample's pixels, in drawn order: a sample whose points were moved,
+    added, removed or doubled since it was drawn no longer matches it (its estimates would
+    assume a design it no longer has)."""
+    import hashlib
+
+    pts = np.stack([np.asarray(rows, np.int64), np.asarray(cols, np.int64)], 1)
+    return hashlib.sha256(np.ascontiguousarray(pts).tobytes()).hexdigest()[:16]
 
 
 def draw(classes: np.ndarray, class_ids: list[int], sizes: np.ndarray, *,

@@ -75,6 +75,45 @@ def evaluate_the_map_against_itself(d, t):
     return ["evaluate", cls, "-l", d / "s.gpkg", "--class-field", "map_class", "--stratified"]
 
 
+def _filled_sample(d, t):
+    """A sample drawn from the map, its reference filled from the truth (QGIS played)."""
+    import pyogrio
+
+    cls = _map(d, t)
+    r = hsimap("-q", "sample", cls, "-o", d / "s.gpkg", "--min-per-class", 3, "--target-se",
+               0.05)
+    assert r.returncode == 0, r.stderr
+    meta, _, geom, fields = pyogrio.raw.read(d / "s.gpkg")
+    return cls, meta, geom, dict(zip(meta["fields"], fields, strict=True))
+
+
+def evaluate_a_sample_with_a_moved_point(d, t):
+    import pyogrio
+    import shapely
+
+    cls, meta, geom, f = _filled_sample(d, t)
+    pts = shapely.from_wkb(geom)
+    pts[0] = shapely.Point(shapely.get_x(pts[0]) + 30.0, shapely.get_y(pts[0]))  # snapped
+    f["reference"] = np.asarray(f["map_class"], np.int32)   # labelled
+    info = pyogrio.read_info(d / "s.gpkg")
+    pyogrio.raw.write(d / "s.gpkg", shapely.to_wkb(pts), [f[k] for k in meta["fields"]],
+                      fields=list(meta["fields"]), driver="GPKG", geometry_type="Point",
+                      crs=meta["crs"], layer_metadata=info["layer_metadata"])
+    return ["evaluate", cls, "-l", d / "s.gpkg", "--class-field", "reference", "--stratified"]
+
+
+def sample_a_map_with_a_one_pixel_class(d, t):
+    cls = _map(d, t)
+    with rasterio.open(cls, "r+") as dst:
+        m = dst.read(1)
+        ids = [int(v) for v in np.unique(m) if v]
+        m[m == ids[-1]] = ids[0]
+        r, c = np.argwhere(m > 0)[0]
+        m[r, c] = ids[-1]        # one pixel left of the last class
+        dst.write(m, 1)
+    return ["sample", cls, "-o", d / "s.gpkg"]
+
+
 def evaluate_png_onto_its_truth(d, t):
     truth = d / "truth.tif"
     shutil.copy(t.made.labels, truth)
@@ -121,6 +160,13 @@ REFUSED = [
          "reference class id 97 is no class of the map"),
     Case("evaluate --class-field map_class (the map against itself)",
          evaluate_the_map_against_itself, "holds the map's own class"),
+    Case("a sample whose point was moved in QGIS", evaluate_a_sample_with_a_moved_point,
+         "its points are not the ones `hsimap sample` drew"),
+    Case("sample of a map with a one-pixel class", sample_a_map_with_a_one_pixel_class,
+         "a stratified estimate needs 2 or more in every class"),
+    Case("sample --expected-ua nan", lambda d, t: ["sample", _map(d, t), "-o", d / "s.gpkg",
+                                                   "--expected-ua", "nan"],
+         "user's accuracies must be in (0, 1], got nan"),
     Case("evaluate --png onto the ground truth", evaluate_png_onto_its_truth,
          "is one of this command's inputs; name another --png"),
     Case("suggest -o onto its own labels", suggest_onto_its_labels,

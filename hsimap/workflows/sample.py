@@ -19,7 +19,7 @@ import numpy as np
 import rasterio
 
 from hsimap.classes import ClassTable
-from hsimap.design import Design, allocate, draw, parse_distance, sample_size
+from hsimap.design import Design, allocate, draw, parse_distance, points_digest, sample_size
 from hsimap.errors import HsimapError
 from hsimap.io.classmaps import open_class_map, read_class_table
 from hsimap.io.files import refuse_inputs
@@ -120,9 +120,19 @@ def sample_map(classes: str | Path, output: str | Path, opts: SampleOptions | No
     rows, cols = draw(band, ids, planned, min_distance=min_distance, seed=opts.seed)
     mapped = band[rows, cols].astype(np.int64)  # uint32 maps: ids up to 2^32 - 1
     drawn = [int((mapped == i).sum()) for i in ids]
+    # evaluate --stratified needs two reference points in every mapped class: a design with
+    # fewer is refused here, not after a person has labelled it.
+    few = [(names[k], drawn[k], int(strata[k])) for k in range(len(ids)) if drawn[k] < 2]
+    if few:
+        name, got, pixels = few[0]
+        why = (f"the map has {pixels} pixel(s) of it" if pixels < 2 else
+               "no more fit --min-distance apart")
+        raise HsimapError(f"{classes}: class {name!r} would get {got} point(s) ({why}); a "
+                          "stratified estimate needs 2 or more in every class: sieve the map "
+                          "(predict --mmu) or lower --min-distance")
     design = Design(ids, [int(s) for s in strata], [int(n) for n in planned], drawn,
                     opts.allocation, opts.target_se, [float(u) for u in ua], opts.min_per_class,
-                    float(min_distance), opts.seed)
+                    float(min_distance), opts.seed, points=points_digest(rows, cols))
     lut = dict(zip(ids, names, strict=True))
     write_points(out, rows, cols, transform, crs, {
         "sample_id": np.arange(1, len(rows) + 1, dtype=np.int32), "map_class": mapped,
@@ -158,3 +168,24 @@ def check_design(design: dict, class_ids: list[int], pixels: np.ndarray, sample:
                           f"{mine.get(diff[0], 0):,} px in the design, "
                           f"{theirs.get(diff[0], 0):,} in the map); evaluate it against the "
                           f"map it was drawn from ({design.get('map', '?')})")
+    if design.get("points"):
+        import pyogrio
+        import shapely
+
+        meta, _, geom, fields = pyogrio.raw.read(sample)
+        values = dict(zip(meta["fields"], fields, strict=True))
+        ids = values.get("sample_id")
+        pts = shapely.from_wkb(geom)
+        ok = ids is not None and all(p is not None and not p.is_empty for p in pts)
+        if ok:
+            with rasterio.open(prediction) as src:
+                rows, cols = rasterio.transform.rowcol(src.transform, shapely.get_x(pts),
+                                                       shapely.get_y(pts))
+            order = np.argsort(np.asarray(ids), kind="stable")
+            ok = points_digest(np.asarray(rows)[order], np.asarray(cols)[order]) == \
+                design["points"]
+        if not ok:
+            raise HsimapError(f"{sample}: its points are not the ones `hsimap sample` drew "
+                              "(moved, added, removed or doubled since); the estimates would "
+                              "assume a design it no longer has. Fill in the reference field "
+                              "only, or draw a new sample")
