@@ -32,10 +32,12 @@ from hsimap._version import __version__  # noqa: E402
 from hsimap.errors import HsimapError  # noqa: E402
 from hsimap.io.scene import open_scene  # noqa: E402
 
-__all__ = ["BatchOptions", "HsimapError", "OutputOptions", "PredictOptions", "SynthSpec",
-           "TrainOptions", "UnmixOptions", "evaluate", "load_labels", "load_model",
-           "make_scene", "open_scene", "predict", "predict_scene", "run_batch", "sample_map",
-           "scene_info", "train", "unmix", "write_class_map", "write_outputs", "__version__"]
+__all__ = ["BatchOptions", "HsimapError", "OutputOptions", "PredictOptions", "SampleOptions",
+           "SuggestOptions", "SynthSpec", "TrainOptions", "UnmixOptions", "evaluate",
+           "load_labels", "load_model", "make_scene", "open_scene", "predict", "predict_scene",
+           "prepare", "run_batch", "sample_map", "scene_info", "suggest", "train",
+           "train_from_files", "unmix", "vectorize", "write_class_map", "write_outputs",
+           "__version__"]
 
 # Lazy: importing hsimap for I/O should not import torch.
 _LAZY = {"predict": "hsimap.inference", "load_model": "hsimap.model.store",
@@ -48,7 +50,11 @@ _LAZY = {"predict": "hsimap.inference", "load_model": "hsimap.model.store",
          "BatchOptions": "hsimap.workflows.batch", "scene_info": "hsimap.io.scene",
          "make_scene": "hsimap.synth", "SynthSpec": "hsimap.synth",
          "write_outputs": "hsimap.workflows.predict",
-         "write_class_map": "hsimap.io.rasters"}
+         "write_class_map": "hsimap.io.rasters", "prepare": "hsimap.inference",
+         "train_from_files": "hsimap.workflows.train",
+         "SampleOptions": "hsimap.workflows.sample", "suggest": "hsimap.workflows.suggest",
+         "SuggestOptions": "hsimap.workflows.suggest",
+         "vectorize": "hsimap.workflows.vectorize"}
 
 
 def __getattr__(name: str):

@@ -259,6 +259,16 @@ def check_values(scene: xr.DataArray, model: TrainedModel, grid: list[Tile], *,
         raise HsimapError(f"{source}: no pixel has data in the {len(bands)} bands the model "
                           "uses (all nodata); nothing to predict")
     sample = np.concatenate(values)
+    if scene.attrs.get("nodata") is None:
+        # A fill value nobody declared reads as data, and then as "other units".
+        scale = float(scene.attrs.get("scale_factor", 1.0))
+        offset = float(scene.attrs.get("add_offset", 0.0))
+        for fill in (-9999, -32768, -32767, -999):
+            share = float(np.mean(np.isclose(sample, fill * scale + offset)))
+            if share > 0.001:
+                raise HsimapError(f"{source}: {share:.1%} of its values are {fill}, a fill value "
+                                  "it does not declare as nodata; declare it (gdal_edit.py "
+                                  f"-a_nodata {fill}, or the ENVI header's data ignore value)")
     check_magnitude(float(sample.min()), float(sample.max()), source)
     p1, p99 = (float(q) for q in np.percentile(sample, [1, 99]))
     lo, hi = model.scale

@@ -146,3 +146,15 @@ def test_a_class_map_written_from_python_is_styled_as_the_clis(trained, tmp_path
     assert read_class_table(out).names == list(table.names)
     assert (tmp_path / "c.qml").exists() and (tmp_path / "c.tif.aux.xml").exists()
     np.testing.assert_array_equal(values, ds.classes.values)
+
+
+def test_every_public_name_resolves():
+    import hsimap as pkg
+
+    for name in pkg.__all__:
+        assert getattr(pkg, name) is not None, name
+    # each workflow's options type beside its function
+    for fn, opts in (("train", "TrainOptions"), ("predict_scene", "PredictOptions"),
+                     ("unmix", "UnmixOptions"), ("sample_map", "SampleOptions"),
+                     ("suggest", "SuggestOptions"), ("run_batch", "BatchOptions")):
+        assert fn in pkg.__all__ and opts in pkg.__all__

@@ -114,6 +114,16 @@ def sample_a_map_with_a_one_pixel_class(d, t):
     return ["sample", cls, "-o", d / "s.gpkg"]
 
 
+def undeclared_fill_value(d, t):
+    from hsimap.io.rasters import Grid, write_raster
+
+    scene = open_scene(t.made.scene)
+    v = np.nan_to_num(scene.values.astype(np.float32), nan=-9999.0)
+    v[:, :20, :] = -9999.0
+    path = write_raster(d / "fill.tif", v, Grid.from_scene(scene), nodata=None)
+    return ["predict", path, "-m", t.model_dir, "-o", d / "out"]
+
+
 def evaluate_png_onto_its_truth(d, t):
     truth = d / "truth.tif"
     shutil.copy(t.made.labels, truth)
@@ -167,6 +177,8 @@ REFUSED = [
     Case("sample --expected-ua nan", lambda d, t: ["sample", _map(d, t), "-o", d / "s.gpkg",
                                                    "--expected-ua", "nan"],
          "user's accuracies must be in (0, 1], got nan"),
+    Case("an undeclared -9999 fill value", undeclared_fill_value,
+         "a fill value it does not declare as nodata"),
     Case("evaluate --png onto the ground truth", evaluate_png_onto_its_truth,
          "is one of this command's inputs; name another --png"),
     Case("suggest -o onto its own labels", suggest_onto_its_labels,
