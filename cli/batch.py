@@ -11,12 +11,14 @@ from hsimap.cli.options import (
     at_least_one,
     build_predict_options,
     device_opt,
+    legacy,
     model_opt,
     output_opt,
     overwrite_opt,
     predict_options,
     quiet_opt,
     threads_opt,
+    warn_legacy,
 )
 from hsimap.errors import Stopped
 from hsimap.workflows.batch import BatchOptions, expand_scenes, run_batch
@@ -38,12 +40,13 @@ def _stop(signum, frame) -> None:
 @click.option("--workers", type=int, default=1, show_default=True, callback=at_least_one,
               help="Parallel windows (threads) of each scene, as in `hsimap predict`.")
 @click.option("--threads-per-worker", "workers_old", type=int, default=None, hidden=True,
-              callback=at_least_one)
+              callback=at_least_one, help=legacy("--threads-per-worker", "--workers"))
 @threads_opt
 @click.option("--scheduler", default=None,
               help="Existing cluster: tcp://HOST:PORT or a scheduler JSON file.")
 @overwrite_opt
-@click.option("--force", "overwrite_old", is_flag=True, hidden=True)
+@click.option("--force", "overwrite_old", is_flag=True, hidden=True,
+              help=legacy("--force", "--overwrite"))
 @click.option("--vrt", is_flag=True, help="Also write a GDAL VRT mosaic of the class maps.")
 @predict_options
 @device_opt
@@ -61,6 +64,10 @@ def command(scenes, model_dir, output, list_file, jobs, workers, workers_old, th
     # SIGTERM ends the client cleanly: the cluster is closed and the manifest kept.
     signal.signal(signal.SIGTERM, _stop)
     # --threads-per-worker and --force: earlier names, kept so that scripts still run.
+    if workers_old is not None:
+        warn_legacy("--threads-per-worker", "--workers")
+    if overwrite_old:
+        warn_legacy("--force", "--overwrite")
     workers = workers_old or workers
     if threads is not None and jobs is None:   # the budget shared by the scenes at once
         jobs = max(1, threads // workers)

@@ -6,16 +6,22 @@ import json
 
 import click
 
-from hsimap.cli.options import json_opt, label_variable_opt, overwrite_opt, quiet_opt
+from hsimap.cli.options import (
+    class_field_opt,
+    json_opt,
+    label_variable_opt,
+    labels_opt,
+    overwrite_opt,
+    quiet_opt,
+)
 
 SUBSETS = ("train", "validation", "test")
 
 
 @click.command("evaluate")
 @click.argument("prediction", type=click.Path(exists=True))
-@click.option("-l", "--labels", required=True, type=click.Path(exists=True),
-              help="Reference labels: raster, vector or .mat, as for `hsimap train`.")
-@click.option("--class-field", default=None, help="Vector attribute holding the class.")
+@labels_opt("Reference labels: raster, vector or .mat, as for `hsimap train`.")
+@class_field_opt
 @label_variable_opt
 @click.option("--split", "split_path", type=click.Path(exists=True), default=None,
               help="split.tif from the model folder: score only one subset.")

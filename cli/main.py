@@ -11,7 +11,7 @@ from typing import NoReturn
 import click
 
 from hsimap._version import version_report
-from hsimap.cli.options import silence
+from hsimap.cli.options import quiet_opt, silence
 from hsimap.errors import HsimapError, is_out_of_memory, says_out_of_memory, storage_problem
 
 OUT_OF_MEMORY = ("out of memory; no partial output was kept (use fewer --workers, a smaller "
@@ -85,8 +85,7 @@ def _one_line(message, category, filename, lineno, file=None, line=None) -> str:
               callback=_show_version,
               help="Show the versions of hsimap, Python, torch, numba, GDAL and rasterio (for "
                    "bug reports), then exit.")
-@click.option("-q", "--quiet", is_flag=True,
-              help="No progress bars and no warnings: only results and errors.")
+@quiet_opt
 @click.option("-v", "--verbose", count=True,
               help="Show GDAL's and the libraries' messages (-vv: also their debug messages).")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")

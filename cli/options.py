@@ -131,7 +131,64 @@ def silence() -> None:
 
 quiet_opt = click.option("-q", "--quiet", is_flag=True, callback=_quiet,
                          help="No progress bar and no warnings: only results and errors "
-                              "(the same as `hsimap -q COMMAND`).")
+                              "(`hsimap -q COMMAND` and `hsimap COMMAND -q` alike).")
+
+
+def labels_opt(what: str, *, required: bool = True, multiple: bool = False,
+               dest: str = "labels"):
+    """``-l/--labels``: class raster, vector file or .mat, read by hsimap.io.labels."""
+    return click.option("-l", "--labels", dest, required=required, multiple=multiple,
+                        type=click.Path(exists=not multiple), default=None, help=what)
+
+
+class_field_opt = click.option(
+    "--class-field", default=None,
+    help="Vector attribute holding the class (default: a field named class, label, class_id "
+         "or reference).")
+name_library_opt = click.option(
+    "--name-library", type=click.Path(exists=True), default=None,
+    help="Spectral library (.sli or .csv, with wavelengths) whose nearest spectrum by spectral "
+         "angle names each endmember (default: the embedded USGS one).")
+
+
+def min_distance_opt(default: str | None):
+    """``--min-distance``: points at least this far apart (pixels, or metres with m)."""
+    return click.option("--min-distance", default=default, show_default=default is not None,
+                        metavar="PX|Nm",
+                        help="Points at least this far apart: pixels (5) or metres (150m).")
+
+
+# Flags that mean something else on some command, and why; every other flag has one help
+# text wherever it appears (tests/test_first_hour.py holds every command to this).
+SEVERAL_MEANINGS = {
+    "--output": "what a command writes differs: a folder, a scene file, a model, a vector file",
+    "--window": "train sets the model's window; predict and batch override it; unmix has its own",
+    "--halo": "as --window",
+    "--labels": "training labels (train, one per scene), reference labels (evaluate), labels "
+                "already made (suggest): the same kinds of file, read the same way",
+    "--classes": "train: a CSV of class names and colours; synth: how many classes to make",
+    "--endmembers": "train and unmix: how many to learn or find; synth: how many to mix in",
+    "--workers": "batch: windows of each scene, one worker process per scene beside --jobs "
+                 "(default 1); elsewhere the windows of the one scene (default: --threads)",
+    "--model": "suggest: optional, a probabilities raster needs none",
+    "--overwrite": "batch: also redo scenes its manifest records as done; demo: always "
+                   "replaces its own folder",
+}
+
+
+LEGACY_REMOVED_IN = "0.4"
+
+
+def legacy(old: str, new: str) -> str:
+    """The one way an old name kept for old scripts is handled: its (hidden) help, and the
+    warning a run that uses it prints, both naming the version that removes it."""
+    text = f"{old} is the old name of {new}; it goes in hsimap {LEGACY_REMOVED_IN}"
+    return text
+
+
+def warn_legacy(old: str, new: str) -> None:
+    if not click.get_current_context().meta.get("hsimap.quiet"):
+        click.echo(f"Warning: {legacy(old, new)}", err=True)
 
 
 # What `hsimap predict` and `hsimap batch` share: every option of a prediction, once.

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from hsimap.cli.options import output_opt, overwrite_opt, quiet_opt, seed_opt
+from hsimap.cli.options import (
+    min_distance_opt,
+    output_opt,
+    overwrite_opt,
+    quiet_opt,
+    seed_opt,
+)
 from hsimap.design import ALLOCATIONS
 
 
@@ -23,8 +29,7 @@ from hsimap.design import ALLOCATIONS
                    "per class, the rest in proportion to area).")
 @click.option("--min-per-class", type=int, default=50, show_default=True,
               help="Points at least in each class (fewer where a class has fewer pixels).")
-@click.option("--min-distance", default=None, metavar="PX|Nm",
-              help="Keep points at least this far apart: pixels (3) or metres (90m).")
+@min_distance_opt(None)
 @seed_opt
 @overwrite_opt
 @quiet_opt

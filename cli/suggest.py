@@ -5,8 +5,12 @@ from __future__ import annotations
 import click
 
 from hsimap.cli.options import (
+    at_least_one,
+    class_field_opt,
     device_opt,
     label_variable_opt,
+    labels_opt,
+    min_distance_opt,
     output_opt,
     overwrite_opt,
     quiet_opt,
@@ -23,20 +27,20 @@ from hsimap.cli.options import (
 @click.option("-m", "--model", "model_dir", type=click.Path(exists=True), default=None,
               help="Model folder: suggest from SCENE (not needed for a probabilities raster).")
 @output_opt("GeoPackage of points to write (.gpkg).")
-@click.option("-n", "n", type=int, default=100, show_default=True, help="Points to suggest.")
+@click.option("-n", "n", type=int, callback=at_least_one, default=100, show_default=True,
+              help="Points to suggest.")
 @click.option("--measure", type=click.Choice(["margin", "entropy"]), default="margin",
               show_default=True,
               help="Which uncertainty orders the points: the margin between the two most "
                    "probable classes (smallest first), or the entropy of the probabilities "
                    "(largest first). Both are written.")
-@click.option("--per-window", type=int, default=None,
+@click.option("--per-window", type=int, callback=at_least_one, default=None,
               help="Candidates at most from each 64 x 64 px cell of the scene, so that points "
                    "spread over it (default: 3, more where the scene has too few cells for N).")
-@click.option("--min-distance", default="5", show_default=True, metavar="PX|Nm",
-              help="Points at least this far apart: pixels (5) or metres (150m).")
-@click.option("-l", "--labels", "labels_path", type=click.Path(exists=True), default=None,
-              help="Labels already made (raster or vector on the scene's grid): passed over.")
-@click.option("--class-field", default=None, help="Vector attribute holding the class.")
+@min_distance_opt("5")
+@labels_opt("Labels already made (raster or vector on the scene's grid): passed over.",
+            required=False, dest="labels_path")
+@class_field_opt
 @label_variable_opt
 @workers_opt
 @threads_opt

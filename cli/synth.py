@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from hsimap.cli.options import output_opt, overwrite_opt, quiet_opt, seed_opt
+from hsimap.cli.options import (
+    at_least_one,
+    output_opt,
+    overwrite_opt,
+    quiet_opt,
+    seed_opt,
+    warn_legacy,
+)
 from hsimap.synth import SynthSpec, make_scene
 
 
@@ -12,15 +19,15 @@ from hsimap.synth import SynthSpec, make_scene
 @click.argument("output_arg", metavar="[OUTPUT]", required=False, type=click.Path())
 @output_opt("Scene file to write: .tif, or ENVI .img/.bsq/.bil/.bip (OUTPUT as an argument "
             "still works).", required=False)
-@click.option("--width", type=int, default=256, show_default=True,
+@click.option("--width", type=int, callback=at_least_one, default=256, show_default=True,
               help="Scene width, px.")
-@click.option("--height", type=int, default=256, show_default=True,
+@click.option("--height", type=int, callback=at_least_one, default=256, show_default=True,
               help="Scene height, px.")
-@click.option("--bands", type=int, default=64, show_default=True,
+@click.option("--bands", type=int, callback=at_least_one, default=64, show_default=True,
               help="Spectral bands.")
 @click.option("--endmembers", type=int, default=5, show_default=True,
               help="Materials mixed into the scene (from the embedded USGS library).")
-@click.option("--classes", type=int, default=4, show_default=True,
+@click.option("--classes", type=int, callback=at_least_one, default=4, show_default=True,
               help="Land-cover classes, each a mixture of the materials.")
 @click.option("--snr", type=float, default=40.0, show_default=True, help="Signal-to-noise, dB.")
 @click.option("--variability", type=float, default=0.05, show_default=True,
@@ -45,6 +52,8 @@ def command(output_arg, output, width, height, bands, endmembers, classes, snr, 
     """
     if (output is None) == (output_arg is None):
         raise click.UsageError("name the scene to write once, with -o/--output")
+    if output_arg is not None:
+        warn_legacy("synth OUTPUT (an argument)", "synth -o OUTPUT")
     output = output or output_arg
     spec = SynthSpec(width=width, height=height, bands=bands, endmembers=endmembers,
                      classes=classes, snr=snr, variability=variability, region_size=region_size,

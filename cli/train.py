@@ -5,54 +5,59 @@ from __future__ import annotations
 import click
 
 from hsimap.cli.options import (
+    at_least_one,
+    class_field_opt,
     device_opt,
     existing_all,
     halo_opt,
     label_variable_opt,
+    labels_opt,
+    legacy,
+    name_library_opt,
     output_opt,
     overwrite_opt,
     quiet_opt,
     seed_opt,
     threads_opt,
     variable_opt,
+    warn_legacy,
     window_opt,
 )
 
 
 @click.command("train")
 @click.argument("scenes", nargs=-1, required=True, metavar="SCENE...", callback=existing_all)
-@click.option("-l", "--labels", required=True, multiple=True, type=click.Path(),
-              help="Class raster (0 = unlabelled), vector file (polygons/points) or .mat; "
-                   "one per scene, in order, or one vector file for all scenes.")
+@labels_opt("Class raster (0 = unlabelled), vector file (polygons/points) or .mat; one per "
+            "scene, in order, or one vector file for all scenes.", multiple=True)
 @output_opt("Model folder to write.")
-@click.option("--class-field", default=None, help="Vector attribute holding the class.")
+@class_field_opt
 @click.option("--classes", "classes_csv", type=click.Path(exists=True), default=None,
               help="CSV of id,name,color giving class names and colours.")
 @label_variable_opt
-@click.option("--train-per-class", type=int, default=30, show_default=True,
+@click.option("--train-per-class", type=int, callback=at_least_one, default=30, show_default=True,
               help="Labelled pixels per class to train on (classes with that many or fewer: 5).")
-@click.option("--val-per-class", type=int, default=10, show_default=True,
+@click.option("--val-per-class", type=int, callback=at_least_one, default=10, show_default=True,
               help="Labelled pixels per class held out to pick the best step (validation).")
 @click.option("--train-fraction", type=float, default=None,
               help="Train on this fraction of each class instead of a fixed count.")
-@click.option("--steps", type=int, default=300, show_default=True,
+@click.option("--steps", type=int, callback=at_least_one, default=300, show_default=True,
               help="Optimiser steps, each on a mini-batch of --batch chips.")
-@click.option("--epochs", type=int, default=None, hidden=True,
-              help="Before 0.2: passes over the windows; now read as --steps.")
-@click.option("--batch", type=int, default=4, show_default=True,
+@click.option("--epochs", type=int, callback=at_least_one, default=None, hidden=True,
+              help=legacy("--epochs", "--steps"))
+@click.option("--batch", type=int, callback=at_least_one, default=4, show_default=True,
               help="Chips (training windows holding labels) per step.")
 @click.option("--endmembers", type=int, default=None,
               help="Number of endmembers (pure materials) the unmixing branch learns (P; "
                    "default: classes + 2, at least 4).")
-@click.option("--variants", type=int, default=10, show_default=True,
+@click.option("--variants", type=int, callback=at_least_one, default=10, show_default=True,
               help="Spectral variants of each endmember, for materials whose spectrum "
                    "varies across the scene (R).")
-@click.option("--hidden", type=int, default=128, show_default=True,
+@click.option("--hidden", type=int, callback=at_least_one, default=128, show_default=True,
               help="Width of the network's feature vectors (D): larger learns more, "
                    "runs slower.")
 @window_opt(64, "Window size, px: the training chip and the prediction window.")
 @halo_opt(8)
-@click.option("--val-every", type=int, default=25, show_default=True,
+@click.option("--val-every", type=int, callback=at_least_one, default=25, show_default=True,
               help="Score the validation pixels every this many steps; the best step is kept.")
 @click.option("--test-all", is_flag=True,
               help="Score every test pixel (default: a class-stratified sample of at most "
@@ -68,9 +73,7 @@ from hsimap.cli.options import (
                    "unless a baseline's validation OA is higher by more than one binomial "
                    "standard error of the Mamba's (then that baseline; the Mamba's abundances "
                    "beside it).")
-@click.option("--name-library", type=click.Path(exists=True), default=None,
-              help="Spectral library (.sli or .csv, with wavelengths) whose nearest spectrum "
-                   "by spectral angle names each endmember (default: the embedded USGS one).")
+@name_library_opt
 @threads_opt
 @variable_opt
 @device_opt
@@ -103,8 +106,8 @@ def command(scenes, labels, output, class_field, classes_csv, label_variable, tr
         raise click.UsageError(str(exc)) from None
 
     if epochs is not None:
-        click.echo(f"--epochs is read as --steps {epochs} (training counts steps of --batch "
-                   "chips since 0.2)", err=True)
+        warn_legacy("--epochs", f"--steps (read as --steps {epochs}: training counts steps of "
+                    "--batch chips since 0.2)")
         steps = epochs
     opts = TrainOptions(steps=steps, batch=batch, test_all=test_all, endmembers=endmembers,
                         variants=variants, hidden=hidden, window=window, halo=halo,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import click
 
 from hsimap.cli.options import (
+    at_least_one,
     cog_opt,
     creation_opt,
     device_opt,
     halo_opt,
+    name_library_opt,
     no_quicklooks_opt,
     output_opt,
     overwrite_opt,
@@ -39,10 +41,8 @@ from hsimap.cli.options import (
 @click.option("--library", type=click.Path(exists=True), default=None,
               help="Start from this spectral library (.sli or .csv) instead of extracting.")
 @click.option("--fixed-library", is_flag=True, help="Keep the library's spectra fixed.")
-@click.option("--name-library", type=click.Path(exists=True), default=None,
-              help="Spectral library (.sli or .csv, with wavelengths) whose nearest spectrum "
-                   "by spectral angle names each endmember (default: the embedded USGS one).")
-@click.option("--epochs", type=int, default=300, show_default=True,
+@name_library_opt
+@click.option("--epochs", type=int, callback=at_least_one, default=300, show_default=True,
               help="Training rounds of the unmixing network (method hsimap), each on up to 16 "
                    "of the scene's windows.")
 @window_opt(128)

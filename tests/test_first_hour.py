@@ -158,3 +158,59 @@ def test_every_public_name_resolves():
                      ("unmix", "UnmixOptions"), ("sample_map", "SampleOptions"),
                      ("suggest", "SuggestOptions"), ("run_batch", "BatchOptions")):
         assert fn in pkg.__all__ and opts in pkg.__all__
+
+
+# ---- the option registry --------------------------------------------------------------------
+
+NOT_COUNTS = {"--indent", "--seed", "--halo", "--mmu", "--min-per-class", "--window",
+              "--endmembers"}   # 0 means something, or the floor is not 1 (window 8, P 2)
+
+
+def _uses() -> dict[str, list[tuple[str, click.Option]]]:
+    out: dict[str, list[tuple[str, click.Option]]] = {}
+    for name, cmd in cli.commands.items():
+        for p in cmd.params:
+            if isinstance(p, click.Option) and not p.hidden:
+                out.setdefault(p.opts[-1], []).append((name, p))
+    return out
+
+
+def test_a_flag_means_one_thing_or_the_registry_says_why():
+    from hsimap.cli.options import SEVERAL_MEANINGS
+
+    several = {flag: sorted(cmd for cmd, _ in uses) for flag, uses in _uses().items()
+               if len({p.help for _, p in uses}) > 1}
+    assert set(several) <= set(SEVERAL_MEANINGS), set(several) - set(SEVERAL_MEANINGS)
+
+
+def test_a_flag_two_commands_share_is_defined_once():
+    """Every flag of every command: one that another command has too comes from cli/options
+    (unless the registry records that it means something else there)."""
+    import ast
+
+    from hsimap.cli.options import SEVERAL_MEANINGS
+
+    shared = {f for f, uses in _uses().items() if len(uses) > 1} - set(SEVERAL_MEANINGS)
+    spelled = []
+    for path in sorted((ROOT / "cli").glob("*.py")):
+        if path.name == "options.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "option":
+                flags = [a.value for a in node.args if isinstance(a, ast.Constant)]
+                spelled += [f"{path.name}: {f}" for f in flags if f in shared]
+    assert not spelled
+
+
+def test_every_count_below_one_exits_the_same_way():
+    from hsimap.cli.options import at_least_one
+
+    counts = [(cmd, p.opts[-1]) for flag, uses in _uses().items() for cmd, p in uses
+              if isinstance(p.type, click.types.IntParamType) and flag not in NOT_COUNTS]
+    assert len(counts) > 15
+    for cmd, flag in counts:
+        p = next(q for q in cli.commands[cmd].params if flag in getattr(q, "opts", ()))
+        assert p.callback is at_least_one, (cmd, flag)
+    r = hsimap("train", "x.tif", "-l", "x.tif", "-o", "m", "--steps", 0)
+    assert r.returncode == 2 and r.stderr.strip() == \
+        "Error: Invalid value for '--steps': must be at least 1, got 0"

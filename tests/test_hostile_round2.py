@@ -272,7 +272,7 @@ REFUSED = [
     # from the API and the shell).
     Case("synth with a width of 0",
          lambda d, t: ["synth", "-o", d / "s.tif", "--width", 0, "--height", 4],
-         "width, height and bands must be at least 1, got 0, 4 and 64"),
+         "Invalid value for '--width': must be at least 1, got 0", 2),
     Case("synth told its output twice",
          lambda d, t: ["synth", d / "a.tif", "-o", d / "b.tif", "--width", 4, "--height", 4],
          "name the scene to write once, with -o/--output", 2),

@@ -92,11 +92,12 @@ def test_card_records_chips_and_the_test_sample(small_scene, tmp_path):
 
 
 def test_epochs_is_read_as_steps(small_scene, tmp_path):
-    r = hsimap("-q", "train", small_scene.scene, "-l", small_scene.labels, "-o", tmp_path / "m",
+    r = hsimap("train", small_scene.scene, "-l", small_scene.labels, "-o", tmp_path / "m",
                "--epochs", 2, "--hidden", 16, "--window", 32, "--halo", 4, "--val-every", 1,
                "--threads", 1)
     assert r.returncode == 0, r.stderr
-    assert "--epochs is read as --steps 2" in r.stderr
+    assert "Warning: --epochs is the old name of --steps (read as --steps 2" in r.stderr
+    assert "goes in hsimap 0.4" in r.stderr
     assert json.loads((tmp_path / "m" / "model.json").read_text())["training"]["steps_run"] == 2
 
 
