@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/hsimap demo -o demo-output --overwrite
+	$(BIN)/hsimap demo -o demo-output
 
 test: $(STAMP)
 	$(BIN)/ruff check hsimap cli tests benchmarks examples

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
-from hsimap.cli.options import output_opt, overwrite_opt, quiet_opt
+from hsimap.cli.options import legacy, output_opt, quiet_opt, warn_legacy
 
 
 @click.command("demo")
 @output_opt("Folder for the demo's files (replaced on every run).", default="demo-output")
-@overwrite_opt
+@click.option("--overwrite", is_flag=True, hidden=True,
+              help=legacy("demo --overwrite", "demo (it always replaces its own folder)"))
 @click.option("--quick", is_flag=True, help="A smaller scene and fewer steps (tests).")
 @quiet_opt
 def command(output, overwrite, quick, quiet) -> None:
@@ -17,6 +18,8 @@ def command(output, overwrite, quick, quiet) -> None:
     labelled pixels per class, predict the whole scene in streaming windows, evaluate."""
     from hsimap.workflows.demo import DemoSettings, run_demo
 
+    if overwrite:
+        warn_legacy("demo --overwrite", "demo (it always replaces its own folder)")
     settings = DemoSettings()
     if quick:
         settings = DemoSettings(width=128, height=96, bands=24, steps=20, hidden=32, window=32,

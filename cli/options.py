@@ -171,8 +171,7 @@ SEVERAL_MEANINGS = {
     "--workers": "batch: windows of each scene, one worker process per scene beside --jobs "
                  "(default 1); elsewhere the windows of the one scene (default: --threads)",
     "--model": "suggest: optional, a probabilities raster needs none",
-    "--overwrite": "batch: also redo scenes its manifest records as done; demo: always "
-                   "replaces its own folder",
+    "--overwrite": "batch: also redo scenes its manifest records as done",
 }
 
 

@@ -93,7 +93,7 @@ class Applied:
     abundances: np.ndarray             # float32 (B, P, h, w)
     error: np.ndarray                  # float32 (B, h, w), spectral angle to the reconstruction
     logits: torch.Tensor | None        # (B, C, h, w) on the network's device, for a classifier
-    inputs: np.ndarray                 # float32 (B, bands used, h, w): what the network read
+    inputs: np.ndarray | None          # float32 (B, bands used, h, w): what the network read
 
 
 Window = tuple[np.ndarray, np.ndarray, tuple[int, int]]  # values, valid, origin (row, col)
@@ -105,11 +105,21 @@ def apply_window(network: torch.nn.Module, scaling: Scaling, windows: Sequence[W
     """Run a network (the classifier, or ``hsimap unmix``'s unmixing network) on windows of
     one size: the one place a network meets pixels. Scaling, nodata filling, the error map and
     masking are the same for every caller."""
-    dev = torch.device(device)
     xs = np.stack([scaling.input(v, m) for v, m, _ in windows])
     valid = np.stack([m for _, m, _ in windows])
-    xt = torch.from_numpy(xs).to(dev)
-    out = network(xt, torch.from_numpy(valid).to(dev), [o for _, _, o in windows])
+    return apply_scaled(network, scaling, torch.from_numpy(xs), torch.from_numpy(valid),
+                        [o for _, _, o in windows], device, xs)
+
+
+def apply_scaled(network: torch.nn.Module, scaling: Scaling, x: torch.Tensor,
+                 valid: torch.Tensor, origins: list[tuple[int, int]],
+                 device: torch.device | str = "cpu", xs: np.ndarray | None = None) -> Applied:
+    """:func:`apply_window` on windows already scaled by ``scaling`` (training's cached
+    validation chips): (n, bands, h, w) inputs and (n, h, w) valid masks."""
+    dev = torch.device(device)
+    xt = x.to(dev, torch.float32)
+    out = network(xt, valid.to(dev), origins)
+    valid = valid.cpu().numpy()
     if isinstance(out, tuple):  # the unmixing network alone
         (abundances, recon), logits = out, None
     else:

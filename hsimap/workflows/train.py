@@ -30,7 +30,8 @@ from hsimap._version import __version__
 from hsimap.classes import ClassTable, Split
 from hsimap.engine import map_tiles
 from hsimap.errors import HsimapError, Interrupted
-from hsimap.inference import batch_products, model_input
+from hsimap.inference import Scaling as InputScaling
+from hsimap.inference import apply_scaled, batch_products, model_input
 from hsimap.io.files import output_stem
 from hsimap.io.gdal import SCATTERED_CACHE_BYTES, bounded_write_cache
 from hsimap.io.labels import split_labels
@@ -573,10 +574,13 @@ class _Fit:
                 groups.setdefault(tuple(reader[i].valid.shape), []).append(i)
             for group in groups.values():
                 chips = [reader[i] for i in group]
-                x = torch.stack([c.x for c in chips]).to(dev, torch.float32)
-                valid = torch.stack([c.valid for c in chips]).to(dev)
                 origins = [(reader.chips[i].tile.row, reader.chips[i].tile.col) for i in group]
-                best = net(x, valid, origins).logits.argmax(1).cpu()
+                # The cached chips are scaled already; the network meets them where it meets
+                # every window (inference.apply_scaled).
+                best = apply_scaled(net, InputScaling.of(self.model),
+                                    torch.stack([c.x for c in chips]),
+                                    torch.stack([c.valid for c in chips]), origins,
+                                    dev).logits.argmax(1).cpu()
                 for c, b in zip(chips, best, strict=True):
                     truth.append(ids[c.target[c.train]])
                     pred.append(ids[b[c.train]])
