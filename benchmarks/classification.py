@@ -36,7 +36,9 @@ from common import SHARED, enmap_west, mean_std, peak_rss_mb, stamp, table  # no
 from hsimap.classes import ClassTable  # noqa: E402
 from hsimap.io.labels import load_labels, split_labels  # noqa: E402
 from hsimap.io.scene import open_scene  # noqa: E402
-from hsimap.workflows import train as train_module  # noqa: E402
+from hsimap.sampling import label_chips  # noqa: E402
+from hsimap.workflows import fit as fit_module  # noqa: E402
+from hsimap.workflows.chips import score_chips  # noqa: E402
 from hsimap.workflows.classifiers import choose  # noqa: E402
 from hsimap.workflows.train import TrainOptions, train  # noqa: E402
 
@@ -91,7 +93,7 @@ class Curves:
 
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
-        self._orig = train_module._Fit.validate
+        self._orig = fit_module.Fit.validate
 
     def __enter__(self) -> Curves:
         orig, rows = self._orig, self.rows
@@ -103,18 +105,17 @@ class Curves:
             row = {"step": step, "val": fit.history[-1]["val_oa"]}
             fit.net.eval()
             for name, code in (("train", 1), ("test", 3)):
-                chips = train_module.label_chips(splits, grids, code)
-                m, _ = train_module.score_chips(fit.model, fit.setup.scenes, chips,
-                                                batch=fit.opts.batch)
+                chips = label_chips(splits, grids, code)
+                m, _ = score_chips(fit.model, fit.setup.scenes, chips, batch=fit.opts.batch)
                 row[name] = m.overall_accuracy
             fit.net.train()
             rows.append(row)
 
-        train_module._Fit.validate = validate
+        fit_module.Fit.validate = validate
         return self
 
     def __exit__(self, *exc) -> None:
-        train_module._Fit.validate = self._orig
+        fit_module.Fit.validate = self._orig
 
 
 def run(scene, labels, tbl, split, seed: int, steps: int, **options):

@@ -1,0 +1,119 @@
+"""What a training run is asked (:class:`TrainOptions`) and what it gives back
+(:class:`TrainResult`): the types ``hsimap train``, Python callers and benchmarks share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hsimap.errors import HsimapError
+from hsimap.metrics import Metrics
+from hsimap.model.store import (
+    TrainedModel,
+)
+from hsimap.workflows.classifiers import CHOICES
+
+
+@dataclass
+class TrainOptions:
+    """Everything ``hsimap train`` can be told. Flat, so that one line sets what a run changes;
+    grouped here by what each setting governs."""
+
+    # Architecture (ModelConfig): P, R, D, windows, ablations.
+    endmembers: int | None = None      # default: classes + 2, at least 4
+    variants: int = 10
+    hidden: int = 128
+    window: int = 64                   # the chip: training and prediction window, px
+    halo: int = 8
+    tokens: str = "cluster"
+    unmixing: bool = True
+    # Optimisation: a schedule in steps of ``batch`` chips.
+    steps: int = 300
+    batch: int = 4
+    lr: float = 1e-3
+    endmember_lr: float = 5e-4
+    decay: float = 0.9
+    val_every: int = 25
+    recon_weight: float = 0.01
+    sparsity_weight: float = 0.001
+    ema_alpha: float = 0.9
+    ema_weight: float = 0.3
+    # Regularisation for few labels (0: off, the method as published): spectral augmentation
+    # (each pixel's brightness scaled by up to +-augment, and Gaussian noise of augment / 10
+    # in the [0, 1] input), label smoothing of the cross-entropy, decoupled weight decay.
+    augment: float = 0.0
+    label_smoothing: float = 0.0
+    weight_decay: float = 0.0
+    # Protocol: which labelled pixels train, validate and test.
+    train_per_class: int = 30
+    val_per_class: int = 10
+    train_fraction: float | None = None
+    seed: int = 0
+    # Bounded costs: validation and test samples, the chip cache.
+    val_windows: int = 64
+    test_windows: int = 256
+    test_pixels: int = 50_000
+    test_all: bool = False
+    cache_mb: int = 512
+    # Naming: the library whose nearest spectra name the endmembers (None: embedded USGS).
+    name_library: str | None = None
+    # Which classifier gives the classes: the network ("mamba"), a baseline alone ("svm",
+    # "rf"), or the best of the three on the validation pixels ("auto").
+    classifier: str = "mamba"
+    # Runtime.
+    device: str = "cpu"
+    threads: int | None = None
+    progress: bool = True
+
+    def check(self) -> None:
+        """Refuse settings that cannot run, in one line each."""
+        positive = {"steps": self.steps, "batch": self.batch, "variants": self.variants,
+                    "hidden": self.hidden, "window": self.window, "val_every": self.val_every,
+                    "val_windows": self.val_windows, "test_windows": self.test_windows,
+                    "test_pixels": self.test_pixels, "cache_mb": self.cache_mb,
+                    "train_per_class": self.train_per_class,
+                    "val_per_class": self.val_per_class}
+        for name, value in positive.items():
+            if value < 1:
+                raise HsimapError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.train_fraction is not None and not 0 < self.train_fraction < 1:
+            raise HsimapError(f"--train-fraction must be above 0 and below 1 (a share of each "
+                              f"class's labelled pixels), got {self.train_fraction:g}")
+        if self.endmembers is not None and self.endmembers < 2:
+            raise HsimapError(f"--endmembers must be at least 2, got {self.endmembers}")
+        if self.hidden % 4:
+            raise HsimapError(f"--hidden must be a multiple of 4, got {self.hidden}")
+        if self.seed < 0:
+            raise HsimapError(f"--seed must be non-negative, got {self.seed}")
+        if self.threads is not None and self.threads < 1:
+            raise HsimapError(f"--threads must be at least 1, got {self.threads}")
+        if self.window < 8:
+            raise HsimapError(f"--window must be at least 8 px, got {self.window}")
+        for name in ("augment", "label_smoothing", "weight_decay"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise HsimapError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
+        if self.classifier not in CHOICES:
+            raise HsimapError(f"--classifier must be one of {', '.join(CHOICES)}, got "
+                              f"{self.classifier!r}")
+        if not 0 <= 2 * self.halo < self.window:
+            raise HsimapError(f"--halo must be non-negative and less than half the window "
+                              f"({self.window}), got {self.halo}")
+
+
+@dataclass
+class TrainResult:
+    model: TrainedModel
+    best_step: int
+    val_metrics: Metrics
+    test_metrics: Metrics | None
+    seconds: float
+    seconds_per_step: float
+    stopped_early: bool
+    test_pixels: int = 0       # how many test pixels test_metrics scored
+    # Every classifier fitted and its validation OA (one entry, except with --classifier auto).
+    validation_oa: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def classifier(self) -> str:
+        """What gives the model's classes: "mamba", "svm" or "rf"."""
+        return self.model.card.baseline or "mamba"
