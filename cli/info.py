@@ -6,19 +6,20 @@ import json
 
 import click
 
-from hsimap.cli.options import json_opt, quiet_opt, scene_arg, variable_opt
+from hsimap.cli.options import json_opt, mask_opt, quiet_opt, scene_arg, variable_opt
 from hsimap.io.scene import open_scene, scene_info
 
 
 @click.command("info")
 @scene_arg
 @variable_opt
+@mask_opt
 @json_opt
 @click.option("--indent", type=int, default=None, help="Indent the JSON output.")
 @quiet_opt
-def command(scene, variable, as_json, indent, quiet) -> None:
+def command(scene, variable, mask, as_json, indent, quiet) -> None:
     """Print size, bands, CRS, transform, wavelengths, nodata and bad bands of SCENE."""
-    info = scene_info(open_scene(scene, variable=variable))
+    info = scene_info(open_scene(scene, variable=variable, mask=mask))
     if as_json:
         click.echo(json.dumps(info.to_dict(), indent=indent))
         return
@@ -41,4 +42,14 @@ def command(scene, variable, as_json, indent, quiet) -> None:
         f"Scale:        x{info.scale_factor:g} + {info.add_offset:g}",
         f"Chunks:       {' x '.join(map(str, info.chunks))} (band, y, x)",
     ]
+    if info.product:
+        meta = info.metadata if info.metadata != "none" else \
+            "none found (wavelengths unknown)"
+        lines += [f"Product:      {info.product}",
+                  f"Metadata:     {meta}",
+                  f"Acquired:     {info.acquisition_time or 'unknown'}",
+                  "Masked:       " + (f"{info.quality_masked_pixels:,} px flagged by "
+                                      f"{', '.join(info.quality_layers)} (nodata in every "
+                                      "output; --mask to choose)" if info.quality_layers
+                                      else "nothing (--mask none)")]
     click.echo("\n".join(lines))

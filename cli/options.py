@@ -78,6 +78,11 @@ cog_opt = click.option("--cog", is_flag=True,
                        help="Write Cloud Optimized GeoTIFFs with overviews.")
 model_opt = click.option("-m", "--model", "model_dir", required=True, callback=_existing,
                          help="Model folder written by `hsimap train`.")
+mask_opt = click.option(
+    "--mask", default=None, metavar="LAYERS|none",
+    help="For sensor products (EnMAP L2A): the quality layers whose flagged pixels are nodata "
+         "in every output, comma-separated from cloud, cloudshadow, haze, snow, cirrus "
+         "(default: all of them), or none.")
 label_variable_opt = click.option(
     "--label-variable", default=None,
     help="Variable holding the labels in a .mat label file (default: the integer image of the "

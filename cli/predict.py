@@ -7,6 +7,7 @@ import click
 from hsimap.cli.options import (
     build_predict_options,
     device_opt,
+    mask_opt,
     model_opt,
     output_opt,
     overwrite_opt,
@@ -29,10 +30,11 @@ from hsimap.cli.options import (
 @threads_opt
 @device_opt
 @variable_opt
+@mask_opt
 @overwrite_opt
 @quiet_opt
-def command(scene, model_dir, output, workers, threads, device, variable, overwrite, quiet,
-            **options) -> None:
+def command(scene, model_dir, output, workers, threads, device, variable, mask, overwrite,
+            quiet, **options) -> None:
     """Classify and unmix SCENE with a trained model; write maps to the output folder.
 
     Writes SCENE_classes.tif, SCENE_abundances.tif, SCENE_confidence.tif, SCENE_error.tif,
@@ -49,7 +51,7 @@ def command(scene, model_dir, output, workers, threads, device, variable, overwr
     from hsimap.workflows.predict import predict_scene
 
     model = load_model(model_dir, resolve_device(device))
-    data = open_scene(scene, variable=variable)
+    data = open_scene(scene, variable=variable, mask=mask)
     with thread_limit(threads):
         report = predict_scene(data, model, output, opts)
     rate = report.pixels / max(report.seconds, 1e-9)

@@ -13,6 +13,7 @@ from hsimap.cli.options import (
     label_variable_opt,
     labels_opt,
     legacy,
+    mask_opt,
     name_library_opt,
     output_opt,
     overwrite_opt,
@@ -76,6 +77,7 @@ from hsimap.cli.options import (
 @name_library_opt
 @threads_opt
 @variable_opt
+@mask_opt
 @device_opt
 @seed_opt
 @overwrite_opt
@@ -83,8 +85,7 @@ from hsimap.cli.options import (
 def command(scenes, labels, output, class_field, classes_csv, label_variable, train_per_class,
             val_per_class, train_fraction, steps, epochs, batch, endmembers, variants, hidden,
             window, halo, val_every, test_all, tokens, no_unmixing, classifier, name_library,
-            threads,
-            variable, device, seed, overwrite, quiet) -> None:
+            threads, variable, mask, device, seed, overwrite, quiet) -> None:
     """Train a model on one or more SCENEs with their LABELS; write it to a folder.
 
     Several scenes (flight lines of one sensor) train one model: give one -l per scene, in
@@ -118,7 +119,7 @@ def command(scenes, labels, output, class_field, classes_csv, label_variable, tr
                         seed=seed, device=str(resolve_device(device)), threads=threads,
                         name_library=name_library, progress=not quiet)
     result = train_from_files(scenes, labels, output, opts, class_field=class_field,
-                              classes_csv=classes_csv, variable=variable,
+                              classes_csv=classes_csv, variable=variable, mask=mask,
                               label_variable=label_variable, overwrite=overwrite)
     out = output
     excluded = result.model.card.excluded_bands

@@ -10,6 +10,7 @@ from hsimap.cli.options import (
     creation_opt,
     device_opt,
     halo_opt,
+    mask_opt,
     name_library_opt,
     no_quicklooks_opt,
     output_opt,
@@ -48,6 +49,7 @@ from hsimap.cli.options import (
 @window_opt(128)
 @halo_opt(16)
 @variable_opt
+@mask_opt
 @seed_opt
 @workers_opt
 @threads_opt
@@ -59,8 +61,8 @@ from hsimap.cli.options import (
 @overwrite_opt
 @quiet_opt
 def command(scene, output, endmembers, method, extraction, library, fixed_library, name_library,
-            epochs, window, halo, variable, seed, workers, threads, device, cog, creation_options,
-            stac, no_quicklooks, overwrite, quiet) -> None:
+            epochs, window, halo, variable, mask, seed, workers, threads, device, cog,
+            creation_options, stac, no_quicklooks, overwrite, quiet) -> None:
     """Unmix SCENE without labels: SCENE_abundances.tif, SCENE_error.tif and the endmember
     library SCENE_endmembers.sli/.hdr/.csv, on the scene's grid, plus quicklooks."""
     from hsimap.io.scene import open_scene
@@ -76,7 +78,7 @@ def command(scene, output, endmembers, method, extraction, library, fixed_librar
                         name_library=name_library, epochs=epochs,
                         window=window, halo=halo, seed=seed,
                         device=str(resolve_device(device)), output=out)
-    data = open_scene(scene, variable=variable)
+    data = open_scene(scene, variable=variable, mask=mask)
     with thread_limit(threads):
         result = unmix(data, output, opts)
     click.echo(f"unmixed in {result.seconds:.1f} s")

@@ -282,13 +282,17 @@ def _finish(arr: xr.DataArray, meta: dict[str, Any], *, driver: str, interleave:
 
 
 def open_scene(path: str | Path, *, variable: str | None = None,
-               chunks: int = DEFAULT_CHUNK) -> xr.DataArray:
+               chunks: int = DEFAULT_CHUNK, mask: str | None = None) -> xr.DataArray:
     """Open a scene lazily: nothing but metadata is read until values are asked for.
 
     Args:
-        path: an ENVI header or data file, a GeoTIFF (or any GDAL raster), or a ``.mat`` file.
+        path: an ENVI header or data file, a GeoTIFF (or any GDAL raster), a ``.mat`` file, or
+            a sensor product as downloaded (an EnMAP L2A tile's folder, ZIP or
+            SPECTRAL_IMAGE.TIF: :mod:`hsimap.io.enmap`).
         variable: for ``.mat`` files, the cube's variable name (detected when omitted).
         chunks: spatial chunk size of the dask array, in pixels.
+        mask: a product's quality layers whose flagged pixels are nodata ("cloud,haze",
+            "none"; default: every cloud, shadow, haze, snow and cirrus layer).
 
     Returns:
         DataArray (band, y, x) with CRS/transform on ``.rio`` and metadata as described above.
@@ -299,6 +303,12 @@ def open_scene(path: str | Path, *, variable: str | None = None,
     path = Path(path)
     if not path.exists():
         raise HsimapError(f"{path}: no such file")
+    from hsimap.io import enmap
+
+    product = enmap.find(path)
+    if product is not None:
+        return enmap.open_product(product, chunks=chunks, mask=enmap.parse_mask(mask),
+                                  open_gdal=_open_gdal)
     if path.is_dir():
         raise HsimapError(f"{path}: is a directory, not a scene file")
     if path.suffix.lower() == ".mat":
@@ -360,6 +370,8 @@ def read_window(scene: xr.DataArray, rows: slice, cols: slice,
         valid_bands = bands if bands is not None else usable_bands(scene)
     judged = raw[valid_bands] if len(valid_bands) else raw
     valid = valid_mask(judged, scene.attrs.get("nodata"))
+    if "quality_mask" in scene.coords:   # a product's cloud, shadow... layers
+        valid &= ~np.asarray(scene.coords["quality_mask"].data[rows, cols])
     if bands is not None:
         raw = raw[bands]
     values = raw.astype(np.float32)
@@ -393,6 +405,11 @@ class SceneInfo:
     scale_factor: float
     add_offset: float
     chunks: list[int]
+    product: str | None = None            # a sensor product hsimap read as such
+    metadata: str | None = None           # where its band metadata came from ("none": absent)
+    acquisition_time: str | None = None
+    quality_layers: list[str] | None = None
+    quality_masked_pixels: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -428,5 +445,10 @@ def scene_info(scene: xr.DataArray) -> SceneInfo:
         scale_factor=float(scene.attrs.get("scale_factor", 1.0)),
         add_offset=float(scene.attrs.get("add_offset", 0.0)),
         chunks=chunks,
+        product=scene.attrs.get("product"), metadata=scene.attrs.get("metadata"),
+        acquisition_time=scene.attrs.get("acquisition_time"),
+        quality_layers=scene.attrs["quality_layers"].split(",")
+        if scene.attrs.get("quality_layers") else None,
+        quality_masked_pixels=scene.attrs.get("quality_masked_pixels"),
     )
 

@@ -12,6 +12,7 @@ class-stratified sample of test pixels (``test_all`` for every one), both throug
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,6 +73,13 @@ def train(scene: xr.DataArray | Sequence[xr.DataArray],
                           "give one per scene")
     scenes = [TrainScene(s, np.asarray(lab)) for s, lab in zip(scenes_in, labels_in,
                                                                strict=True)]
+    for sc in scenes:   # read_window leaves masked pixels out; say how many labels that costs
+        if "quality_mask" in sc.data.coords:
+            hidden = int(((sc.labels > 0) & np.asarray(sc.data.coords["quality_mask"])).sum())
+            if hidden:
+                warnings.warn(f"{hidden:,} labelled pixels of {Path(sc.data.attrs['source']).name}"
+                              f" lie under its {sc.data.attrs['quality_layers']} mask; left out",
+                              stacklevel=2)
     if split is not None:
         splits_in = list(split) if many else [split]
         for sc, sp in zip(scenes, splits_in, strict=True):
@@ -169,6 +177,7 @@ def train_from_files(scenes: Sequence[str | Path], labels: Sequence[str | Path],
                      out_dir: str | Path, opts: TrainOptions | None = None, *,
                      class_field: str | None = None, classes_csv: str | Path | None = None,
                      variable: str | None = None, label_variable: str | None = None,
+                     mask: str | None = None,
                      overwrite: bool = False) -> TrainResult:
     """:func:`train` from files, as ``hsimap train`` takes them: one label file per scene,
     in order, or one vector file whose polygons each scene takes where they fall on it.
@@ -182,7 +191,7 @@ def train_from_files(scenes: Sequence[str | Path], labels: Sequence[str | Path],
     opts.check()
     check_model_folder(out_dir, overwrite)
     labels = pair_labels(scenes, labels)
-    data = [open_scene(s, variable=variable) for s in scenes]
+    data = [open_scene(s, variable=variable, mask=mask) for s in scenes]
     loaded = []
     for lab, d, name in zip(labels, data, scenes, strict=True):
         try:
