@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from hsimap.cli.options import legacy, output_opt, quiet_opt, warn_legacy
+from hsimap.cli.options import (
+    legacy,
+    output_opt,
+    quiet_opt,
+    thread_limit,
+    threads_opt,
+    warn_legacy,
+)
 
 
 @click.command("demo")
@@ -12,8 +19,9 @@ from hsimap.cli.options import legacy, output_opt, quiet_opt, warn_legacy
 @click.option("--overwrite", is_flag=True, hidden=True,
               help=legacy("demo --overwrite", "demo (it always replaces its own folder)"))
 @click.option("--quick", is_flag=True, help="A smaller scene and fewer steps (tests).")
+@threads_opt
 @quiet_opt
-def command(output, overwrite, quick, quiet) -> None:
+def command(output, overwrite, quick, threads, quiet) -> None:
     """Synthesize a georeferenced scene from embedded USGS spectra, train a model on a few
     labelled pixels per class, predict the whole scene in streaming windows, evaluate."""
     from hsimap.workflows.demo import DemoSettings, run_demo
@@ -24,7 +32,8 @@ def command(output, overwrite, quick, quiet) -> None:
     if quick:
         settings = DemoSettings(width=128, height=96, bands=24, steps=20, hidden=32, window=32,
                                 halo=4, crop=64, train_per_class=10, region_size=20)
-    r = run_demo(output, settings, progress=not quiet)
+    with thread_limit(threads):
+        r = run_demo(output, settings, progress=not quiet)
     m = r.metrics
     click.echo("")
     click.echo("hsimap demo: synthetic scene -> train -> predict -> evaluate")

@@ -111,7 +111,13 @@ threads_opt = click.option(
 
 
 def thread_limit(threads: int | None):
-    """The one meaning of --threads: the compute budget of the run (a context manager)."""
+    """The one meaning of --threads: the compute budget of the run (a context manager).
+    Unset, the libraries keep the pools they size themselves (and threadpoolctl, which
+    inspects every loaded library, is not imported at all)."""
+    if threads is None:
+        from contextlib import nullcontext
+
+        return nullcontext()
     from hsimap.runtime import thread_budget
 
     return thread_budget(threads)

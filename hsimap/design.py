@@ -114,6 +114,18 @@ def parse_distance(text: str | float | None) -> tuple[float, str]:
     return v, unit
 
 
+def distance_in_pixels(text: str | float | None, crs, transform) -> float:
+    """``--min-distance`` in pixels of a grid: the one place metres become pixels (the
+    grid's pixel width in its CRS's linear unit)."""
+    dist, unit = parse_distance(text)
+    if unit == "m":
+        if crs is None or not crs.is_projected:
+            raise HsimapError("--min-distance in metres needs a map in a projected CRS; give "
+                              "it in pixels")
+        dist = dist / (abs(transform.a) * crs.linear_units_factor[1])
+    return dist
+
+
 @dataclass
 class Design:
     """A stratified sample design: what was asked, the strata and the sizes drawn."""

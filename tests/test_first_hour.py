@@ -80,21 +80,24 @@ def _scene(h: int, w: int, res: float):
                                                                           res, res))
 
 
-def test_majority_counts_unlabelled_and_breaks_ties_to_the_larger_id():
+def test_majority_is_over_half_of_the_label_pixels_unlabelled_counted():
     fine = np.array([[1, 1, 2, 0],
                      [1, 2, 2, 0],
                      [0, 0, 3, 4],
-                     [0, 3, 4, 0]])
+                     [0, 3, 4, 4]])
     rows, cols = np.indices(fine.shape)
     out = majority(fine, rows // 2, cols // 2, (2, 2))
-    # 3 of 1 over one 2; 2 twice against 0 twice -> 2; 0 three times; 0 and 4 twice -> 4
-    assert out.tolist() == [[1, 2], [0, 4]]
+    # 3 of 4 are 1; 2 and 0 twice each: no majority; 0 three times; 4 three times
+    assert out.tolist() == [[1, 0], [0, 4]]
 
 
 def test_a_finer_label_raster_is_taken_by_majority(tmp_path):
     h, w, k = 6, 8, 4
     rng = np.random.default_rng(3)
-    fine = rng.integers(0, 4, (h * k, w * k)).astype(np.uint8)
+    # blocks of one class with some noise: majorities and mixed pixels both occur
+    fine = np.kron(rng.integers(0, 4, (h, w)), np.ones((k, k), int)).astype(np.uint8)
+    noise = rng.random(fine.shape) < 0.4
+    fine[noise] = rng.integers(0, 4, noise.sum())
     path = tmp_path / "fine.tif"
     with rasterio.open(path, "w", driver="GTiff", width=w * k, height=h * k, count=1,
                        dtype="uint8", crs="EPSG:32611",
@@ -104,12 +107,13 @@ def test_a_finer_label_raster_is_taken_by_majority(tmp_path):
         warnings.simplefilter("always")
         labels, _ = load_labels(path, _scene(h, w, k), partial=True)
     assert any("majority" in str(c.message) for c in caught)
-    # Independently: count each 4 x 4 block by hand.
+    # Independently: count each 4 x 4 block by hand (at least 9 of 16, else unlabelled).
     blocks = fine.reshape(h, k, w, k).transpose(0, 2, 1, 3).reshape(h, w, k * k)
     for y in range(h):
         for x in range(w):
             counts = np.bincount(blocks[y, x], minlength=4)
-            assert labels[y, x] == np.flatnonzero(counts == counts.max()).max()
+            want = int(counts.argmax()) if counts.max() >= 9 else 0
+            assert labels[y, x] == want
 
 
 def test_houston_labels_on_the_4x_grid_reach_the_scene_by_majority():
@@ -124,10 +128,13 @@ def test_houston_labels_on_the_4x_grid_reach_the_scene_by_majority():
     assert labels.shape == (128, 128)
     assert any("4 x 4" in str(c.message) for c in caught)
     fine = np.asarray(load_mat(path)["clasLabs"])
-    block = fine[40:44, 60:64].ravel()
-    counts = np.bincount(block, minlength=13)
-    assert labels[10, 15] == np.flatnonzero(counts == counts.max()).max()
-    assert len(table.ids) == 12
+    # the protocol of benchmarks/classification.py: at least 9 of each 4 x 4 block
+    blocks = fine.reshape(128, 4, 128, 4).transpose(0, 2, 1, 3).reshape(128, 128, 16)
+    want = np.zeros((128, 128), np.int64)
+    for c in range(1, 13):
+        want[(blocks == c).sum(-1) >= 9] = c
+    np.testing.assert_array_equal(labels, want)
+    assert len(table.ids) >= 11
 
 
 def test_a_class_map_written_from_python_is_styled_as_the_clis(trained, tmp_path):

@@ -139,7 +139,8 @@ def block_majority(labels: np.ndarray, k: int, what: str) -> np.ndarray:
     if k == 1:
         return labels
     warnings.warn(f"{what}: labels on a {k}x finer grid; each scene pixel takes the class of "
-                  f"most of its {k} x {k} label pixels (majority)", stacklevel=3)
+                  f"more than half of its {k} x {k} label pixels (majority; else unlabelled)",
+                  stacklevel=3)
     rows, cols = np.indices(labels.shape)
     return majority(labels, rows // k, cols // k, (labels.shape[0] // k, labels.shape[1] // k))
 
@@ -147,21 +148,22 @@ def block_majority(labels: np.ndarray, k: int, what: str) -> np.ndarray:
 def majority(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray,
              shape: tuple[int, int]) -> np.ndarray:
     """Finer labels onto the scene grid: each scene pixel (``rows``, ``cols`` give the one
-    each label pixel falls in; outside the grid is dropped) takes the value most of its label
-    pixels hold. Unlabelled (0) counts like a class, so that a mostly unlabelled pixel stays
-    unlabelled; a tie goes to the larger id; a pixel no label pixel falls in is 0.
+    each label pixel falls in; outside the grid is dropped) takes the class held by more than
+    half of its label pixels (unlabelled ones counted), else it stays unlabelled (0): a mixed
+    pixel is no clean training or reference pixel.
 
     The one rule for labels on a finer grid (rasters and .mat arrays alike): the Houston 2018
-    protocol takes its 0.5 m ground truth to the 1 m grid this way, where one sub-pixel
-    (nearest neighbour) would let a boundary's corner decide."""
+    protocol takes its 0.5 m ground truth to the 1 m grid this way (at least 9 of a 4 x 4
+    block), where one sub-pixel (nearest neighbour) would let a boundary's corner decide."""
     inside = (rows >= 0) & (rows < shape[0]) & (cols >= 0) & (cols < shape[1])
     pixel = (rows[inside] * shape[1] + cols[inside]).astype(np.int64)
     values, inverse = np.unique(labels[inside], return_inverse=True)
     counts = np.bincount(pixel * len(values) + inverse.ravel(),
                          minlength=shape[0] * shape[1] * len(values))
     counts = counts.reshape(shape[0] * shape[1], len(values))
-    best = len(values) - 1 - counts[:, ::-1].argmax(axis=1)
-    out = np.where(counts.any(axis=1), values[best], 0)
+    best = counts.argmax(axis=1)
+    held = counts[np.arange(len(counts)), best]
+    out = np.where(2 * held > counts.sum(axis=1), values[best], 0)
     return out.reshape(shape).astype(labels.dtype)
 
 
@@ -194,7 +196,7 @@ def _raster_labels(path: Path, grid: Grid) -> tuple[np.ndarray, ClassTable | Non
         scene_area = abs(grid.transform.a * grid.transform.e -
                          grid.transform.b * grid.transform.d)
         finer = area < scene_area * (1 - 1e-9)
-        how = ("majority of the label pixels in each scene pixel" if finer
+        how = ("majority (over half) of the label pixels in each scene pixel" if finer
                else "nearest neighbour")
         warnings.warn(f"{path.name}: label grid differs from the scene grid; resampled by "
                       f"{how}", stacklevel=2)

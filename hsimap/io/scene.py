@@ -25,6 +25,7 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from hsimap.errors import HsimapError, says_out_of_memory
+from hsimap.io import enmap
 from hsimap.io.envi import DATA_SUFFIXES, parse_list, to_nm
 from hsimap.io.gdal import gdal_messages
 from hsimap.io.mat import mat_cube
@@ -303,8 +304,6 @@ def open_scene(path: str | Path, *, variable: str | None = None,
     path = Path(path)
     if not path.exists():
         raise HsimapError(f"{path}: no such file")
-    from hsimap.io import enmap
-
     product = enmap.find(path)
     if product is not None:
         return enmap.open_product(product, chunks=chunks, mask=enmap.parse_mask(mask),

@@ -406,8 +406,10 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Tra
         _check_hash(d, card, None, classifier)
         return TrainedModel(None, card, classifier)
     if not weights.exists():
-        raise HsimapError(f"{d}: {CARD} is here but {WEIGHTS} is missing (an incomplete copy "
-                          "of the model folder?)")
+        pickles = [p.name for p in d.iterdir() if p.suffix in PICKLE_SUFFIXES]
+        hint = (f"; {', '.join(pickles)} may be pickles, which hsimap never loads" if pickles
+                else " (an incomplete copy of the model folder?)")
+        raise HsimapError(f"{d}: {CARD} is here but {WEIGHTS} is missing{hint}")
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:

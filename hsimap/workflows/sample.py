@@ -19,7 +19,15 @@ import numpy as np
 import rasterio
 
 from hsimap.classes import ClassTable
-from hsimap.design import Design, allocate, draw, parse_distance, points_digest, sample_size
+from hsimap.design import (
+    Design,
+    allocate,
+    distance_in_pixels,
+    draw,
+    parse_distance,
+    points_digest,
+    sample_size,
+)
 from hsimap.errors import HsimapError
 from hsimap.io.classmaps import open_class_map, read_class_table
 from hsimap.io.files import refuse_inputs
@@ -102,18 +110,14 @@ def sample_map(classes: str | Path, output: str | Path, opts: SampleOptions | No
     if out.suffix.lower() != ".gpkg":
         raise HsimapError(f"{out}: name the sample .gpkg (it carries its design as metadata)")
     refuse_inputs({"-o": out}, [classes])
-    min_distance, unit = parse_distance(opts.min_distance)
+    parse_distance(opts.min_distance)   # a distance that is none refused before the map is read
     band, transform, crs, table = _read_map(classes)
     ids = [int(v) for v in np.unique(band) if v != 0]
     if not ids:
         raise HsimapError(f"{classes}: no classified pixels to sample")
     names = [table.name_of(i) if table else f"class {i}" for i in ids]
     strata = np.array([(band == i).sum() for i in ids], np.int64)
-    if unit == "m":
-        if not crs.is_projected:
-            raise HsimapError("--min-distance in metres needs a map in a projected CRS; give "
-                              "it in pixels")
-        min_distance = min_distance / (abs(transform.a) * crs.linear_units_factor[1])
+    min_distance = distance_in_pixels(opts.min_distance, crs, transform)
     ua = _expected_ua(opts.expected_ua, ids, names)
     total = sample_size(strata, ua, opts.target_se)
     planned = allocate(strata, total, opts.allocation, opts.min_per_class)

@@ -28,7 +28,7 @@ import numpy as np
 import rasterio
 import xarray as xr
 
-from hsimap.design import parse_distance
+from hsimap.design import distance_in_pixels
 from hsimap.errors import HsimapError
 
 MEASURES = ("margin", "entropy")
@@ -256,11 +256,7 @@ def suggest_pixels(source: str | Path | xr.DataArray, opts: SuggestOptions, *, m
         if labels.shape != shape:
             raise HsimapError(f"labels are {labels.shape}, the scene {shape}")
         known = labels > 0
-    dist, unit = parse_distance(opts.min_distance)
-    if unit == "m":
-        if crs is None or not crs.is_projected:
-            raise HsimapError("--min-distance in metres needs a projected CRS; give pixels")
-        dist = dist / (abs(transform.a) * crs.linear_units_factor[1])
+    dist = distance_in_pixels(opts.min_distance, crs, transform)
     k = per_window(opts, len(_cells(shape)))
     keep = _pool_size(k, dist)
     if model is not None:
