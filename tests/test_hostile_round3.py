@@ -387,3 +387,45 @@ def test_a_long_legal_scene_name_predicts(trained, tmp_path):
     assert r.returncode == 0, r.stderr
     assert (out / ("f" * 221 + "_probabilities.qml")).exists()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_point_and_polygon_layers_open_styled(trained, tmp_path):
+    """sample, suggest and vectorize GeoPackages carry a default QGIS style (the layer_styles
+    table QGIS reads), GeoPackage 1.2, and hsimap's readers still find the features."""
+    import sqlite3
+    import xml.etree.ElementTree as ET
+
+    import pyogrio
+
+    cls = _map(tmp_path, trained)
+    runs = {"s.gpkg": ["sample", cls, "--min-per-class", 3, "--target-se", 0.05],
+            "n.gpkg": ["suggest", trained.made.scene, "-m", trained.model_dir, "-n", 5],
+            "v.gpkg": ["vectorize", cls]}
+    for name, args in runs.items():
+        r = hsimap("-q", *args, "-o", tmp_path / name)
+        assert r.returncode == 0, r.stderr
+        with sqlite3.connect(tmp_path / name) as db:
+            assert db.execute("PRAGMA user_version").fetchone()[0] == 10200
+            (layer, default, qml), = db.execute(
+                "SELECT f_table_name, useAsDefault, styleQML FROM layer_styles").fetchall()
+        assert layer == Path(name).stem and default == 1
+        root = ET.fromstring(qml.split("\n", 1)[1])
+        assert root.tag == "qgis" and root.find("renderer-v2") is not None
+        layers = [str(n) for n, _ in pyogrio.list_layers(tmp_path / name)]
+        assert layers[0] == Path(name).stem
+    # the polygons' categories are the map's classes, with their names
+    with sqlite3.connect(tmp_path / "v.gpkg") as db:
+        qml = db.execute("SELECT styleQML FROM layer_styles").fetchone()[0]
+    cats = ET.fromstring(qml.split("\n", 1)[1]).iter("category")
+    assert {c.get("label") for c in cats} <= set(trained.model.class_table.names)
+    # and the readers take the sample's features, not the style table, without a word
+    import warnings
+
+    from hsimap.io.labels import load_labels
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lab, _ = load_labels(tmp_path / "s.gpkg", open_scene(cls), class_field="map_class",
+                             partial=True)
+    assert not [w for w in caught if "layer" in str(w.message)]
+    assert (lab > 0).sum() > 5

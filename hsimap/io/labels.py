@@ -20,6 +20,7 @@ from hsimap.classes import ClassTable, Split
 from hsimap.errors import HsimapError
 from hsimap.io.classmaps import read_class_table
 from hsimap.io.mat import load_mat
+from hsimap.io.points import data_layer
 from hsimap.io.rasters import Grid
 
 MAX_CLASS_ID = 65535   # the largest id a paletted (UInt16) GeoTIFF class map can hold
@@ -244,7 +245,8 @@ def _vector_labels(path: Path, grid: Grid, class_field: str | None
         raise HsimapError(f"{path}: the scene has {how}, so polygons cannot be placed on its "
                           "pixels; give the labels as a raster on the scene's grid")
     try:
-        info = pyogrio.read_info(path)
+        layer = data_layer(path)
+        info = pyogrio.read_info(path, layer=layer)
     except Exception as exc:
         raise HsimapError(f"{path}: not a readable vector file ({exc})") from None
     fields = list(info["fields"])
@@ -259,7 +261,7 @@ def _vector_labels(path: Path, grid: Grid, class_field: str | None
     if class_field not in fields:
         raise HsimapError(f"{path}: no field {class_field!r}; use --class-field with one of: "
                           f"{', '.join(fields)}")
-    meta, _, geometry, field_data = pyogrio.raw.read(path, columns=[class_field])
+    meta, _, geometry, field_data = pyogrio.raw.read(path, layer=layer, columns=[class_field])
     values = field_data[0]
     src_crs = meta.get("crs")
     geoms = shapely.from_wkb(geometry)

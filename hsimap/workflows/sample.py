@@ -31,7 +31,7 @@ from hsimap.design import (
 from hsimap.errors import HsimapError
 from hsimap.io.classmaps import open_class_map, read_class_table
 from hsimap.io.files import refuse_inputs
-from hsimap.io.points import write_points
+from hsimap.io.points import data_layer, write_points
 
 DESIGN_KEY = "HSIMAP_SAMPLE_DESIGN"
 
@@ -152,7 +152,7 @@ def read_design(path: str | Path) -> dict | None:
     import pyogrio
 
     try:
-        meta = pyogrio.read_info(path).get("layer_metadata") or {}
+        meta = pyogrio.read_info(path, layer=data_layer(path)).get("layer_metadata") or {}
     except Exception:
         return None
     text = meta.get(DESIGN_KEY)
@@ -176,7 +176,7 @@ def check_design(design: dict, class_ids: list[int], pixels: np.ndarray, sample:
         import pyogrio
         import shapely
 
-        meta, _, geom, fields = pyogrio.raw.read(sample)
+        meta, _, geom, fields = pyogrio.raw.read(sample, layer=data_layer(sample))
         values = dict(zip(meta["fields"], fields, strict=True))
         ids = values.get("sample_id")
         pts = shapely.from_wkb(geom)

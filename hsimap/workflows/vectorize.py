@@ -12,9 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hsimap.classes import ClassTable
 from hsimap.errors import HsimapError
 from hsimap.io.classmaps import open_class_map, read_class_table
-from hsimap.io.files import atomic_output, check_output, refuse_inputs
+from hsimap.io.files import atomic_output, check_output, refuse_inputs, with_extension
+from hsimap.io.points import store_default_style
+from hsimap.io.qml import polygons_qml
 
 # GeoPackage 1.2, not GDAL 3.10's default 1.4: QGIS 3.22 (GDAL 3.6, Debian 12's LTR) warns on
 # every open of a 1.4 file that it "may only be partially supported".
@@ -77,6 +80,11 @@ def vectorize(classes: str | Path, output: str | Path, *, mmu: int = 0,
                           geometry_type="MultiPolygon",
                           crs=crs.to_wkt() if crs else None, driver=driver, layer=out.stem,
                           **DATASET_OPTIONS.get(driver, {}))
+        style = polygons_qml(table or ClassTable.default(sorted(set(ids))))
+        if driver == "GPKG":
+            store_default_style(tmp, out.stem, style)
+        else:   # beside a file of another format, QGIS loads <name>.qml
+            with_extension(tmp.with_suffix(""), ".qml").write_text(style)
     return VectorizeReport(out, len(polys), len(set(ids)))
 
 
