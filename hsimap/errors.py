@@ -27,7 +27,8 @@ class Stopped(HsimapError):
 # and a thread whose stack could not be mapped.
 _MEMORY_WORDS = ("out of memory", "cannot allocate", "can't allocate", "memory not allocated",
                  "failed to allocate", "can't start new thread",
-                 "failed to map segment")  # a library loaded late, its pages unmappable
+                 "failed to map segment",  # a library loaded late, its pages unmappable
+                 "bad_alloc")  # C++'s std::bad_alloc (torch's oneDNN, GDAL's C++ parts)
 
 
 def says_out_of_memory(text: str) -> bool:

@@ -24,7 +24,7 @@ from hsimap.engine import scene_tiles, tile_array
 from hsimap.errors import HsimapError
 from hsimap.io.classmaps import class_metadata
 from hsimap.io.gdal import bounded_write_cache
-from hsimap.io.scene import read_window
+from hsimap.io.scene import physical, read_window
 from hsimap.model.store import TrainedModel
 from hsimap.windows import Tile, check_magnitude, fill_invalid
 
@@ -271,10 +271,8 @@ def check_values(scene: xr.DataArray, model: TrainedModel, grid: list[Tile], *,
     sample = np.concatenate(values)
     if scene.attrs.get("nodata") is None:
         # A fill value nobody declared reads as data, and then as "other units".
-        scale = float(scene.attrs.get("scale_factor", 1.0))
-        offset = float(scene.attrs.get("add_offset", 0.0))
         for fill in (-9999, -32768, -32767, -999):
-            share = float(np.mean(np.isclose(sample, fill * scale + offset)))
+            share = float(np.mean(np.isclose(sample, physical(scene, fill))))
             if share > 0.001:
                 raise HsimapError(f"{source}: {share:.1%} of its values are {fill}, a fill value "
                                   "it does not declare as nodata; declare it (gdal_edit.py "

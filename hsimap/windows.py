@@ -18,7 +18,7 @@ import xarray as xr
 from scipy.ndimage import uniform_filter
 
 from hsimap.errors import HsimapError
-from hsimap.io.scene import read_block, read_window
+from hsimap.io.scene import physical, read_block, read_window
 
 
 @dataclass(frozen=True)
@@ -251,10 +251,7 @@ class TrainingScan:
         self.dead = ~seen | (blo >= bhi)
 
     def _physical(self, raw: np.ndarray) -> np.ndarray:
-        scale = np.float32(self.scene.attrs.get("scale_factor", 1.0))
-        offset = np.float32(self.scene.attrs.get("add_offset", 0.0))
-        v = raw.astype(np.float32)
-        return v * scale + offset if scale != 1.0 or offset != 0.0 else v
+        return physical(self.scene, raw)
 
     def _draw(self, k: int, values: np.ndarray, valid: np.ndarray) -> None:
         """Sample pixels of core ``k``; its own random stream, so a core read again in

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,46 @@ def hsimap_process(*args: object, **kw) -> subprocess.Popen:
     """``hsimap ARGS`` started, not awaited: for tests that signal or kill it."""
     return subprocess.Popen([sys.executable, "-m", "hsimap", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def snapshot(d: Path) -> dict[str, str]:
+    """Every file under ``d`` and its digest: what a refused run must leave as it was."""
+    import hashlib
+
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@dataclass
+class Refused:
+    """A row of a hostile-input table: what to run (argv built in a scratch folder), the one
+    line it must print, and its exit code."""
+
+    name: str
+    build: Callable[[Path, Trained], list]
+    message: str
+    code: int = 1
+
+
+def refused_in_one_line(argv: list, message: str, code: int, folder: Path) -> None:
+    """``hsimap -q ARGV`` exits ``code`` with one ``Error:`` line holding ``message``, and
+    leaves ``folder`` as it was, byte for byte (a row of the hostile-input tables)."""
+    before = snapshot(folder)
+    r = hsimap("-q", *argv)
+    assert r.returncode == code, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), r.stderr
+    assert message in lines[0], lines[0]
+    assert snapshot(folder) == before   # the previous files, byte for byte, and no others
+
+
+def copy_model(d: Path, trained: Trained, name: str = "model") -> Path:
+    """A copy of the session's trained model folder, to damage."""
+    import shutil
+
+    m = d / name
+    shutil.copytree(trained.model_dir, m)
+    return m
 
 
 def shared(*parts: str) -> Path:

@@ -20,7 +20,7 @@ from hsimap.classes import ClassTable
 from hsimap.io.rasters import Grid, write_raster
 from hsimap.io.scene import open_scene
 from hsimap.synth import SynthSpec, make_scene
-from tests.conftest import Trained, hsimap
+from tests.conftest import Trained, copy_model, hsimap
 
 
 @dataclass
@@ -94,14 +94,8 @@ def narrow_library(d, t):
     return ["unmix", t.made.scene, "-o", d / "out", "--quiet", "--library", d / "lib.sli"]
 
 
-def _model_copy(d: Path, t: Trained) -> Path:
-    m = d / "model"
-    shutil.copytree(t.model_dir, m)
-    return m
-
-
 def card_missing_keys(d, t):
-    m = _model_copy(d, t)
+    m = copy_model(d, t)
     card = json.loads((m / "model.json").read_text())
     del card["scaling"], card["bands_used"]
     (m / "model.json").write_text(json.dumps(card))
@@ -109,7 +103,7 @@ def card_missing_keys(d, t):
 
 
 def card_wrong_type(d, t):
-    m = _model_copy(d, t)
+    m = copy_model(d, t)
     card = json.loads((m / "model.json").read_text())
     card["window"] = "large"
     (m / "model.json").write_text(json.dumps(card))
@@ -119,7 +113,7 @@ def card_wrong_type(d, t):
 def nan_weights(d, t):
     from safetensors.torch import load_file, save_file
 
-    m = _model_copy(d, t)
+    m = copy_model(d, t)
     state = load_file(str(m / "model.safetensors"))
     state["head.weight"][0, 0, 0, 0] = float("nan")
     save_file(state, str(m / "model.safetensors"))

@@ -7,10 +7,7 @@ wrongly without a word, with the right answer checked.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +21,7 @@ from hsimap.classes import ClassTable
 from hsimap.io.labels import load_labels
 from hsimap.io.rasters import Grid, write_raster
 from hsimap.io.scene import open_scene
-from tests.conftest import Trained, hsimap
+from tests.conftest import Refused, Trained, hsimap, refused_in_one_line
 
 NAMES = {1: "Roof", 2: "Water", 3: "Grass", 4: "Tree"}   # sorted by name: 3, 1, 4, 2
 
@@ -222,12 +219,7 @@ def geotiff_damaged_in_its_tags(d, t):
     return ["predict", path, "-m", t.model_dir, "-o", d / "out"]
 
 
-@dataclass
-class Case:
-    name: str
-    build: Callable[[Path, Trained], list]
-    message: str
-    code: int = 1
+Case = Refused
 
 
 REFUSED = [
@@ -282,21 +274,9 @@ REFUSED = [
 ]
 
 
-def _snapshot(d: Path) -> dict[str, str]:
-    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(d.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.parametrize("case", REFUSED, ids=[c.name for c in REFUSED])
 def test_refused(case: Case, trained: Trained, tmp_path: Path):
-    args = case.build(tmp_path, trained)
-    before = _snapshot(tmp_path)
-    r = hsimap("-q", *args)
-    assert r.returncode == case.code, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error:"), r.stderr
-    assert case.message in lines[0], lines[0]
-    assert _snapshot(tmp_path) == before   # the previous files, byte for byte, and no others
+    refused_in_one_line(case.build(tmp_path, trained), case.message, case.code, tmp_path)
 
 
 # ---- right answers --------------------------------------------------------------------------

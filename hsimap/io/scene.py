@@ -351,6 +351,15 @@ def read_block(scene: xr.DataArray, key: tuple) -> np.ndarray:
                           f"{cols.stop} ({cause}); the file is truncated or damaged") from None
 
 
+def physical(scene: xr.DataArray, raw: np.ndarray | float) -> np.ndarray:
+    """Stored values of ``scene`` in physical units (its scale factor and offset, float32):
+    the one place a raster's encoding is undone, for windows, scans and single values."""
+    scale = np.float32(scene.attrs.get("scale_factor", 1.0))
+    offset = np.float32(scene.attrs.get("add_offset", 0.0))
+    v = np.asarray(raw).astype(np.float32)
+    return v * scale + offset if scale != 1.0 or offset != 0.0 else v
+
+
 def read_window(scene: xr.DataArray, rows: slice, cols: slice,
                 bands: np.ndarray | None = None, valid_bands: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
@@ -373,10 +382,7 @@ def read_window(scene: xr.DataArray, rows: slice, cols: slice,
         valid &= ~np.asarray(scene.coords["quality_mask"].data[rows, cols])
     if bands is not None:
         raw = raw[bands]
-    values = raw.astype(np.float32)
-    scale, offset = scene.attrs.get("scale_factor", 1.0), scene.attrs.get("add_offset", 0.0)
-    if scale != 1.0 or offset != 0.0:
-        values = values * np.float32(scale) + np.float32(offset)
+    values = physical(scene, raw)
     values[:, ~valid] = 0.0
     return values, valid
 
