@@ -95,3 +95,25 @@ def test_no_import_cycles():
 
     for n in graph:
         visit(n)
+
+
+def test_the_layout_doc_puts_each_module_in_the_layer_the_code_keeps():
+    """docs/layout.md's table is a claim, checked: the row a module is named in is the layer
+    this test enforces for it (rows in LAYERS' order), not only a list of names."""
+    import re
+
+    rows = [line for line in (ROOT / "docs" / "layout.md").read_text().splitlines()
+            if line.startswith("| ") and not line.startswith(("| layer", "| ---"))]
+    assert len(rows) == len(LAYERS)
+    known = modules()
+    wrong = []
+    for i, row in enumerate(rows):
+        cell = row.split("|")[2]
+        for token in re.findall(r"`([a-z_/]+)`", cell):
+            name = token.strip("/").replace("/", ".")
+            candidates = [f"hsimap.{name}", f"hsimap.workflows.{name}"]
+            module = next((c for c in candidates if c in known), None)
+            assert module is not None, f"layout.md names {token}, which is no module"
+            if layer(module) != i:
+                wrong.append((token, layer(module), i))
+    assert not wrong
