@@ -3,7 +3,7 @@
 Run with the Python that has QGIS (Debian: ``apt install python3-qgis``), not hsimap's venv::
 
     QT_QPA_PLATFORM=offscreen python3 examples/qgis_check.py OUTDIR/SCENE_classes.tif \
-        [MOSAIC.vrt] [POLYGONS.gpkg]
+        [MOSAIC.vrt] [POLYGONS.gpkg] [POINTS.gpkg ...]
 
 For the class map (and a batch mosaic): the style beside it loads, its renderer is paletted,
 and its legend has one entry per class, with the names and colours of the raster's own
@@ -57,6 +57,11 @@ def main(paths: list[str]) -> int:
                       for c in r.classes()}
             check(legend == expected, f"{p.name}: legend of {len(legend)} entries equals its "
                                       f"{len(expected)} classes (names, colours)")
+        elif p.suffix == ".gpkg" and _is_points(p):
+            # sample and suggest layers: points labelled for the person filling them in
+            layer = QgsVectorLayer(str(p), p.name, "ogr")
+            check(layer.isValid() and layer.labelsEnabled(),
+                  f"{p.name}: opens with its labels ({layer.featureCount()} points)")
         elif p.suffix in (".gpkg", ".shp", ".geojson"):
             import processing
             from processing.core.Processing import Processing
@@ -64,6 +69,9 @@ def main(paths: list[str]) -> int:
             Processing.initialize()
             layer = QgsVectorLayer(str(p), p.name, "ogr")
             check(layer.isValid(), f"{p.name}: opens ({layer.featureCount()} features)")
+            # hsimap's polygons open in the class colours: the default style in the file
+            check(layer.renderer().type() == "categorizedSymbol",
+                  f"{p.name}: opens styled by class ({layer.renderer().type()})")
             invalid = [f.id() for f in layer.getFeatures() if not f.geometry().isGeosValid()]
             check(not invalid, f"{p.name}: every geometry valid to GEOS ({len(invalid)} not)")
             for alg, extra in (("native:dissolve", {"FIELD": []}),
@@ -77,6 +85,13 @@ def main(paths: list[str]) -> int:
                     check(False, f"{p.name}: Processing {alg} stops ({exc})")
     app.exitQgis()
     return 1 if failures else 0
+
+
+def _is_points(p: Path) -> bool:
+    from osgeo import ogr
+
+    ds = ogr.Open(str(p))
+    return ds is not None and ds.GetLayer(0).GetGeomType() == ogr.wkbPoint
 
 
 if __name__ == "__main__":

@@ -62,7 +62,8 @@ def store_default_style(gpkg: str | Path, layer: str, qml: str, name: str = "hsi
         db.execute("DELETE FROM layer_styles WHERE f_table_name = ?", (layer,))
         db.execute("INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, "
                    "f_geometry_column, styleName, styleQML, styleSLD, useAsDefault, "
-                   "description, owner, ui) VALUES ('', '', ?, ?, ?, ?, '', 1, ?, '', '')",
+                   "description, owner, ui, update_time) VALUES ('', '', ?, ?, ?, ?, '', 1, ?, "
+                   "'', '', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
                    (layer, geom[0] if geom else "geom", name, qml,
                     "written by hsimap"))
 
