@@ -24,10 +24,11 @@ import csv, json, sys, tempfile
 sys.path.insert(0, sys.argv[3])
 from classification import load
 from hsimap.workflows.train import TrainOptions, train
-scene, labels, tbl = load(sys.argv[1])
+from pathlib import Path
 with tempfile.TemporaryDirectory() as d:
-    train(scene, labels, tbl, d, TrainOptions(steps=int(sys.argv[2]), progress=False))
-    rows = list(csv.DictReader(open(d + "/history.csv")))
+    scene, labels, tbl = load(sys.argv[1], Path(d))
+    train(scene, labels, tbl, d + "/m", TrainOptions(steps=int(sys.argv[2]), progress=False))
+    rows = list(csv.DictReader(open(d + "/m/history.csv")))
 secs = [float(r["seconds"]) for r in rows[1:]]
 print(json.dumps({"s_per_step": sum(secs) / len(secs)}))
 """
