@@ -403,3 +403,18 @@ def test_point_and_polygon_layers_open_styled(trained, tmp_path):
                              partial=True)
     assert not [w for w in caught if "layer" in str(w.message)]
     assert (lab > 0).sum() > 5
+
+
+def test_a_one_pixel_strip_is_read_in_windows_of_a_windows_area(trained, tmp_path):
+    """A 1 x 3000 px strip: one read window (a window's area, 64 x 64 = 4096 px long), not 63
+    windows of 1 x 64 px each paying a window's fixed cost (a tenth of the rate per pixel)."""
+    from hsimap.synth import SynthSpec, make_scene
+
+    made = make_scene(tmp_path / "strip.tif", SynthSpec(width=3000, height=1, bands=24,
+                                                        endmembers=4, classes=4, seed=5))
+    r = hsimap("-q", "predict", made.scene, "-m", trained.model_dir, "-o", tmp_path / "out",
+               "--no-quicklooks", "--ignore-scale", "--ignore-wavelengths")
+    assert r.returncode == 0, r.stderr
+    assert "(1 windows)" in r.stdout.splitlines()[0] or ", 1 windows)" in r.stdout
+    with rasterio.open(tmp_path / "out" / "strip_classes.tif") as src:
+        assert (src.read(1) > 0).all()

@@ -42,13 +42,18 @@ def _boundary_mask(shape, window, halo, reach=2):
 
 
 def test_windows_tile_the_scene_exactly():
-    for h, w, win, halo in [(140, 160, 64, 8), (1000, 37, 128, 16), (50, 50, 64, 8)]:
+    for h, w, win, halo in [(140, 160, 64, 8), (1000, 37, 128, 16), (50, 50, 64, 8),
+                            (1, 20000, 64, 8)]:
         cover = np.zeros((h, w), int)
-        for t in tiles(h, w, win, halo):
+        grid = tiles(h, w, win, halo)
+        for t in grid:
             cover[t.core_rows, t.core_cols] += 1
-            assert t.height <= win and t.width <= win
+            assert t.height * t.width <= win * win          # a window's area at most
             assert t.row <= t.core_row and t.core_row + t.core_height <= t.row + t.height
         assert np.all(cover == 1)
+        if min(h, w) < win < max(h, w):   # a strip: windows as long as a window's area allows
+            long = max(max(t.height, t.width) for t in grid)
+            assert long == min(max(h, w), win * win // min(h, w))
 
 
 def test_seams_two_window_grids_agree(trained, tmp_path):
