@@ -13,6 +13,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hsimap.errors import HsimapError
 
 
@@ -83,6 +85,34 @@ class ClassTable:
 
     def name_of(self, class_id: int) -> str:
         return self.names[self.ids.index(class_id)] if class_id in self.ids else f"class {class_id}"
+
+    def ids_by_name(self) -> dict[str, int]:
+        """Each class id under its :func:`name_key`."""
+        return {name_key(n): i for i, n in zip(self.ids, self.names, strict=True)}
+
+    def renumber_by_name(self, labels: np.ndarray, names: dict[int, str],
+                         what: str) -> np.ndarray:
+        """``labels`` (ids of another numbering, ``names`` giving each id's name) in this
+        table's ids, matched by :func:`name_key`; 0 stays 0. A name this table lacks is
+        refused, naming ``what`` holds it."""
+        mine = self.ids_by_name()
+        missing = [n for n in names.values() if name_key(n) not in mine]
+        if missing:
+            raise HsimapError(f"{what}: classes {', '.join(map(repr, missing))} are not among "
+                              f"{', '.join(map(repr, self.names))} (classes are matched by "
+                              "name, case and spacing aside)")
+        lut = np.zeros(max(names) + 1, dtype=np.int64)
+        for i, n in names.items():
+            lut[i] = mine[name_key(n)]
+        inside = (labels > 0) & (labels < len(lut))
+        return np.where(inside, lut[np.where(inside, labels, 0)], 0).astype(labels.dtype)
+
+
+def name_key(name: object) -> str:
+    """How class names are compared, everywhere (labels against a CSV, a reference against a
+    map, the classes of several flight lines, expected accuracies by name): case and
+    surrounding or repeated spaces aside."""
+    return " ".join(str(name).split()).casefold()
 
 
 def parse_color(text: str) -> tuple[int, int, int]:

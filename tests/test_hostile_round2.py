@@ -225,7 +225,7 @@ Case = Refused
 REFUSED = [
     Case("float class values", float_labels, "class values must be whole numbers"),
     Case("--classes CSV without a label's name", csv_missing_a_name,
-         "no entry named 'Tree'"),
+         "classes 'Tree' are not among"),
     Case("--classes CSV naming a class the labels lack", csv_with_an_extra_name,
          "names 'Bare soil', which the labels do not have"),
     Case("train -o a folder holding other files", folder_with_other_files,

@@ -418,3 +418,17 @@ def test_a_one_pixel_strip_is_read_in_windows_of_a_windows_area(trained, tmp_pat
     assert "(1 windows)" in r.stdout.splitlines()[0] or ", 1 windows)" in r.stdout
     with rasterio.open(tmp_path / "out" / "strip_classes.tif") as src:
         assert (src.read(1) > 0).all()
+
+
+def test_class_names_are_compared_one_way_everywhere():
+    """One normalisation (case, surrounding and repeated spaces aside) for every match by
+    name: labels against a CSV, a reference against a map, flight lines, expected accuracies."""
+    from hsimap.classes import ClassTable, name_key
+
+    assert name_key("  Low   Vegetation ") == name_key("low vegetation")
+    target = ClassTable([3, 7], ["Low vegetation", "Roof"])
+    labels = np.array([[0, 1, 2], [2, 1, 0]])
+    got = target.renumber_by_name(labels, {1: "ROOF ", 2: " low  vegetation"}, "ref")
+    assert got.tolist() == [[0, 7, 3], [3, 7, 0]]
+    with pytest.raises(Exception, match="'Tree' are not among"):
+        target.renumber_by_name(labels, {1: "Tree", 2: "Roof"}, "ref")

@@ -16,7 +16,7 @@ from rasterio.enums import Resampling
 from rasterio.features import rasterize
 from rasterio.warp import reproject, transform_geom
 
-from hsimap.classes import ClassTable, Split
+from hsimap.classes import ClassTable, Split, name_key
 from hsimap.errors import HsimapError
 from hsimap.io.classmaps import read_class_table
 from hsimap.io.mat import load_mat
@@ -80,23 +80,13 @@ def _apply_class_csv(labels: np.ndarray, ids: list[int], table: ClassTable | Non
     side and not on the other is refused, so that no class is silently renamed."""
     csv_table = ClassTable.from_csv(classes_csv)
     if table is not None and table.named:
-        by_name = {n.strip().casefold(): i for i, n in zip(csv_table.ids, csv_table.names,
-                                                           strict=True)}
         names = {i: table.name_of(i) for i in ids}
-        missing = [n for n in names.values() if n.strip().casefold() not in by_name]
-        if missing:
-            raise HsimapError(f"{classes_csv}: no entry named {', '.join(map(repr, missing))} "
-                              "(the labels' classes are matched to the CSV by name)")
-        extra = sorted(set(csv_table.names) - {n for n in csv_table.names
-                                              if n.strip().casefold() in
-                                              {v.strip().casefold() for v in names.values()}})
+        theirs = {name_key(n) for n in names.values()}
+        extra = sorted(n for n in csv_table.names if name_key(n) not in theirs)
         if extra:
             raise HsimapError(f"{classes_csv}: names {', '.join(map(repr, extra))}, which the "
                               "labels do not have; remove them")
-        lut = np.zeros(max(ids) + 1, dtype=np.int64)
-        for i, n in names.items():
-            lut[i] = by_name[n.strip().casefold()]
-        return lut[labels].astype(labels.dtype), csv_table
+        return csv_table.renumber_by_name(labels, names, str(classes_csv)), csv_table
     missing = [i for i in ids if i not in csv_table.ids]
     if missing:
         raise HsimapError(f"{classes_csv}: no entry for class ids {missing}")
@@ -401,10 +391,10 @@ def combine_labels(tables: list[ClassTable], labels: list[np.ndarray]
         ids, names, colors = [], [], []
         for t in tables:
             for i, n, c in zip(t.ids, t.names, t.colors, strict=True):
-                if n.casefold() in by_name:
+                if name_key(n) in by_name:
                     continue
                 new = i if i not in ids else max(ids) + 1
-                by_name[n.casefold()] = new
+                by_name[name_key(n)] = new
                 ids.append(new)
                 names.append(n)
                 colors.append(c)

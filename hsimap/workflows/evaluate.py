@@ -148,15 +148,8 @@ def _match_by_name(truth: np.ndarray, table: ClassTable, map_table: ClassTable,
     A vector truth numbers its classes by its own sorted values, and a raster truth may number
     them otherwise: matched by number, an orchard polygon would be scored against maize.
     """
-    by_name = {n.casefold(): i for i, n in zip(map_table.ids, map_table.names, strict=True)}
-    missing = [n for n in table.names if n.casefold() not in by_name]
-    if missing:
-        raise HsimapError(f"{source}: classes {', '.join(missing)} are not among the map's "
-                          f"classes ({', '.join(map_table.names)}); name them as the map does")
-    lut = np.zeros(max(table.ids) + 1, dtype=np.int64)
-    for i, n in zip(table.ids, table.names, strict=True):
-        lut[i] = by_name[n.casefold()]
-    return np.where(truth > 0, lut[np.clip(truth, 0, len(lut) - 1)], 0), map_table
+    names = dict(zip(table.ids, table.names, strict=True))
+    return map_table.renumber_by_name(truth, names, f"{source} (against the map)"), map_table
 
 
 def check_report_path(path: str | Path | None, overwrite: bool = False) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from hsimap.classes import ClassTable
+from hsimap.classes import ClassTable, name_key
 from hsimap.design import (
     Design,
     allocate,
@@ -91,10 +91,10 @@ def _expected_ua(value: float | str | Path, ids: list[int], names: list[str]) ->
         if r.get("id"):
             by_id[int(r["id"])] = ua
         if r.get("name"):
-            by_name[r["name"].strip().lower()] = ua
+            by_name[name_key(r["name"])] = ua
     out = []
     for i, n in zip(ids, names, strict=True):
-        ua = by_id.get(i, by_name.get(n.lower()))
+        ua = by_id.get(i, by_name.get(name_key(n)))
         if ua is None:
             raise HsimapError(f"{path}: no expected_ua for class {i} ({n})")
         out.append(ua)
