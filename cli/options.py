@@ -192,8 +192,7 @@ LEGACY_REMOVED_IN = "0.4"
 def legacy(old: str, new: str) -> str:
     """The one way an old name kept for old scripts is handled: its (hidden) help, and the
     warning a run that uses it prints, both naming the version that removes it."""
-    text = f"{old} is the old name of {new}; it goes in hsimap {LEGACY_REMOVED_IN}"
-    return text
+    return f"{old} is the old name of {new}; it goes in hsimap {LEGACY_REMOVED_IN}"
 
 
 def warn_legacy(old: str, new: str) -> None:

@@ -57,9 +57,9 @@ def open_class_map(path: str | Path):
         src.close()
         raise HsimapError(f"{path}: {src.dtypes[0]} values, not a class map (a confidence, "
                           "error or abundance raster?); give a *_classes.tif")
-    from hsimap.io.probabilities import TAG_ENCODING, UNIT
+    from hsimap.io.probabilities import is_probabilities_dataset
 
-    if TAG_ENCODING in src.tags() or (src.count > 1 and all(u == UNIT for u in src.units)):
+    if is_probabilities_dataset(src):
         src.close()   # uint8 probabilities are integers, but not class ids
         raise HsimapError(f"{path}: a class-probabilities raster, not a class map; give the "
                           "*_classes.tif beside it")

@@ -144,11 +144,10 @@ def read_metadata(where: str, bands: int) -> Bands:
 def _read_bounded(where: str) -> bytes:
     """The file's bytes, at most :data:`MAX_METADATA_BYTES` (a hostile header cannot make
     hsimap allocate more)."""
-    if where.startswith("/vsizip/"):
-        zpath, member = where[len("/vsizip/"):].split(".zip/", 1) if ".zip/" in where else \
-            where[len("/vsizip/"):].split(".ZIP/", 1)
-        suffix = ".zip" if ".zip/" in where else ".ZIP"
-        with zipfile.ZipFile(zpath + suffix) as z:
+    inside = re.match(r"(?i)^/vsizip/(.+?\.zip)/(.+)$", where)
+    if inside:
+        with zipfile.ZipFile(inside.group(1)) as z:
+            member = inside.group(2)
             if z.getinfo(member).file_size > MAX_METADATA_BYTES:
                 raise HsimapError(f"{where}: over {MAX_METADATA_BYTES >> 20} MB; not EnMAP "
                                   "metadata")

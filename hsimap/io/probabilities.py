@@ -41,14 +41,17 @@ def encode(prob, encoding: str):
     return lib.where(lib.isnan(prob), UINT8_NODATA, lib.round(prob / UINT8_SCALE))
 
 
+def is_probabilities_dataset(src) -> bool:
+    """Whether an open dataset is a probabilities raster hsimap wrote (its tag, or every band
+    in the unit 'probability' with more than one band)."""
+    return TAG_ENCODING in src.tags() or (src.count > 1 and all(u == UNIT for u in src.units))
+
+
 def is_probabilities(path: str | Path) -> bool:
-    """Whether ``path`` is a probabilities raster hsimap wrote (its tag, or every band in the
-    unit 'probability' with more than one band)."""
+    """:func:`is_probabilities_dataset` of the file at ``path`` (False if unreadable)."""
     try:
         with rasterio.open(path) as src:
-            if TAG_ENCODING in src.tags():
-                return True
-            return src.count > 1 and all(u == UNIT for u in src.units)
+            return is_probabilities_dataset(src)
     except rasterio.errors.RasterioIOError:
         return False
 

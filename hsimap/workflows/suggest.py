@@ -230,10 +230,6 @@ class Suggestions:
     class_names: np.ndarray
     candidates: int
 
-    @property
-    def uncertainty(self) -> np.ndarray:   # for scripts written against 0.2
-        return 1.0 - self.margin
-
 
 def suggest_pixels(source: str | Path | xr.DataArray, opts: SuggestOptions, *, model=None,
                    labels: np.ndarray | None = None) -> Suggestions:
