@@ -91,6 +91,21 @@ variable_opt = click.option("--variable", default=None,
                             help="Variable holding the cube in .mat scenes (default: detected).")
 device_opt = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                           show_default=True, help="Where the model runs.")
+
+
+def precision_opt(default: str, what: str):
+    """``--precision``: what the network's convolutions and matrix products compute in."""
+    from hsimap.runtime import PRECISIONS
+
+    return click.option("--precision", type=click.Choice(PRECISIONS), default=default,
+                        show_default=True, help=what)
+
+
+PRECISION_HELP = ("What the network's convolutions and matrix products compute in: bf16 "
+                  "(bfloat16, several times faster where the CPU has AVX512-BF16 or AMX, and "
+                  "on GPUs; class maps agree with fp32 on 99.5% of pixels or more), fp32, or "
+                  "auto (bf16 where it is fast, else fp32). The scan, softmax and "
+                  "reconstruction stay float32.")
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 seed_opt = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 def at_least_one(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -183,6 +198,8 @@ SEVERAL_MEANINGS = {
                  "(default 1); elsewhere the windows of the one scene (default: --threads)",
     "--model": "suggest: optional, a probabilities raster needs none",
     "--overwrite": "batch: also redo scenes its manifest records as done",
+    "--precision": "predict, batch, unmix: the applied network (default auto); train: the "
+                   "training steps (default fp32: bf16 training's accuracy is not measured)",
 }
 
 
@@ -221,9 +238,11 @@ _PREDICT = [
     no_quicklooks_opt,
     cog_opt,
     creation_opt,
+    precision_opt("auto", PRECISION_HELP),
 ]
 PREDICT_KEYS = ("window", "halo", "ignore_wavelengths", "ignore_scale", "mmu", "probabilities",
-                "probabilities_type", "stac", "no_quicklooks", "cog", "creation_options")
+                "probabilities_type", "stac", "no_quicklooks", "cog", "creation_options",
+                "precision")
 
 
 def predict_options(f):
@@ -248,4 +267,5 @@ def build_predict_options(values: dict, *, workers: int | None, overwrite: bool,
                           ignore_wavelengths=v["ignore_wavelengths"],
                           ignore_scale=v["ignore_scale"],
                           probabilities=v["probabilities_type"] if v["probabilities"] else None,
+                          precision=v["precision"],
                           output=out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from hsimap.cli.options import (
+    PRECISION_HELP,
     at_least_one,
     class_field_opt,
     device_opt,
@@ -17,6 +18,7 @@ from hsimap.cli.options import (
     name_library_opt,
     output_opt,
     overwrite_opt,
+    precision_opt,
     quiet_opt,
     seed_opt,
     threads_opt,
@@ -79,13 +81,15 @@ from hsimap.cli.options import (
 @variable_opt
 @mask_opt
 @device_opt
+@precision_opt("fp32", PRECISION_HELP + " Here: the training steps; fp32 by default, as "
+               "bf16 training's accuracy is not measured.")
 @seed_opt
 @overwrite_opt
 @quiet_opt
 def command(scenes, labels, output, class_field, classes_csv, label_variable, train_per_class,
             val_per_class, train_fraction, steps, epochs, batch, endmembers, variants, hidden,
             window, halo, val_every, test_all, tokens, no_unmixing, classifier, name_library,
-            threads, variable, mask, device, seed, overwrite, quiet) -> None:
+            threads, variable, mask, device, precision, seed, overwrite, quiet) -> None:
     """Train a model on one or more SCENEs with their LABELS; write it to a folder.
 
     Several scenes (flight lines of one sensor) train one model: give one -l per scene, in
@@ -116,7 +120,8 @@ def command(scenes, labels, output, class_field, classes_csv, label_variable, tr
                         train_per_class=train_per_class, val_per_class=val_per_class,
                         train_fraction=train_fraction, tokens=tokens, unmixing=not no_unmixing,
                         classifier=classifier,
-                        seed=seed, device=str(resolve_device(device)), threads=threads,
+                        seed=seed, device=str(resolve_device(device)), precision=precision,
+                        threads=threads,
                         name_library=name_library, progress=not quiet)
     result = train_from_files(scenes, labels, output, opts, class_field=class_field,
                               classes_csv=classes_csv, variable=variable, mask=mask,

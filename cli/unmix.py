@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from hsimap.cli.options import (
+    PRECISION_HELP,
     at_least_one,
     cog_opt,
     creation_opt,
@@ -15,6 +16,7 @@ from hsimap.cli.options import (
     no_quicklooks_opt,
     output_opt,
     overwrite_opt,
+    precision_opt,
     quiet_opt,
     scene_arg,
     seed_opt,
@@ -54,6 +56,7 @@ from hsimap.cli.options import (
 @workers_opt
 @threads_opt
 @device_opt
+@precision_opt("auto", PRECISION_HELP + " Here: the abundance pass; fitting runs in fp32.")
 @cog_opt
 @creation_opt
 @stac_opt
@@ -61,7 +64,7 @@ from hsimap.cli.options import (
 @overwrite_opt
 @quiet_opt
 def command(scene, output, endmembers, method, extraction, library, fixed_library, name_library,
-            epochs, window, halo, variable, mask, seed, workers, threads, device, cog,
+            epochs, window, halo, variable, mask, seed, workers, threads, device, precision, cog,
             creation_options, stac, no_quicklooks, overwrite, quiet) -> None:
     """Unmix SCENE without labels: SCENE_abundances.tif, SCENE_error.tif and the endmember
     library SCENE_endmembers.sli/.hdr/.csv, on the scene's grid, plus quicklooks."""
@@ -77,7 +80,7 @@ def command(scene, output, endmembers, method, extraction, library, fixed_librar
                         library=library, fixed_library=fixed_library,
                         name_library=name_library, epochs=epochs,
                         window=window, halo=halo, seed=seed,
-                        device=str(resolve_device(device)), output=out)
+                        device=str(resolve_device(device)), precision=precision, output=out)
     data = open_scene(scene, variable=variable, mask=mask)
     with thread_limit(threads):
         result = unmix(data, output, opts)

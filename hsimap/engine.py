@@ -109,9 +109,11 @@ def tile_array(scene: xr.DataArray, grid: list[Tile], fn: WindowFunction | None,
         else:
             groups.append([i])
     rows: dict[int, list[da.Array]] = {}
+    # Named, so that dask does not tokenize the function: that pickles its closure, the model
+    # with it, once per task (2.6 of 14 s of a 512 x 512 predict).
+    run = dask.delayed(run_group, pure=True, name=f"hsimap-{name}-run")
     for g, members in enumerate(groups):
-        d = dask.delayed(run_group, pure=True)([grid[i] for i in members],
-                                               dask_key_name=f"hsimap-{name}-{g}")
+        d = run([grid[i] for i in members], dask_key_name=f"hsimap-{name}-{g}")
         for j, i in enumerate(members):
             t = grid[i]
             part = dask.delayed(operator.getitem, pure=True)(

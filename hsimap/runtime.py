@@ -16,6 +16,18 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from hsimap.errors import HsimapError
+
+# What the network's heavy layers may compute in (hsimap.model.precision decides ``auto``);
+# here, without torch, so that commands can check the option before importing it.
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def check_precision(name: str) -> None:
+    """Refuse a precision that is not one of :data:`PRECISIONS`, in one line."""
+    if name not in PRECISIONS:
+        raise HsimapError(f"--precision must be one of {', '.join(PRECISIONS)}, got {name}")
+
 
 def available_cores() -> int:
     """The cores this process may run on (its affinity mask, else the machine's count)."""

@@ -111,6 +111,23 @@ def test_block_matches_mambapy(batch, length, d_model):
         assert _rel(a, b) < 1e-10
 
 
+@pytest.mark.parametrize("batch,length,d_model", [(3, 1, 8), (4, 4, 32), (1, 300, 64),
+                                                  (2, 70, 33)])
+def test_fused_block_without_gradients_matches_mambapy(batch, length, d_model):
+    # Inference runs the block as two kernels (convolution + SiLU; dt_proj, softplus, scan and
+    # gate) between the projections; float64 is exact to libm, float32 uses the polynomial
+    # exp and log1p. d_model 33: an inner width (66) that fills no channel block.
+    torch.manual_seed(length)
+    block = Mamba(d_model).double()
+    with torch.no_grad():
+        # Biases from -30 to 30 reach softplus's tails (and its x > 20 branch).
+        block.dt_proj.bias.add_(torch.linspace(-30, 30, block.dt_proj.bias.numel()))
+        x = torch.randn(batch, length, d_model, dtype=torch.float64)
+        ref = MambaBlock.forward(block, x)
+        assert _rel(block(x), ref) < 1e-10
+        assert _rel(block.float()(x.float()).double(), ref) < 1e-5
+
+
 def test_pscan_backend_is_the_reference(monkeypatch):
     torch.manual_seed(0)
     block = Mamba(16)

@@ -7,8 +7,12 @@ in backward). :func:`use_cuda_kernels` swaps every block of a model for ``mamba_
 holding the same tensors, so one model file serves both backends.
 
 On the CPU the block runs channel-last with :func:`hsimap.model.scan.selective_scan`, a fused
-numba kernel. mambapy's own forward (parallel scan) stays as the reference the tests and
-benchmarks compare against: ``Mamba(..., scan="pscan")`` selects it (as mamba-ssm's
+numba kernel. Without gradients (prediction) it runs as two kernels between its three
+projections (:meth:`Mamba._fused`); with gradients (training) as torch operations around the
+scan, whose backward pass is the scan's own.
+
+mambapy's own forward (parallel scan) stays as the reference the tests and benchmarks compare
+against: ``Mamba(..., scan="pscan")`` selects it (as mamba-ssm's
 ``use_fast_path`` selects its kernels, a constructor flag); ``HSIMAP_SCAN=pscan`` sets the
 default of blocks built from then on, for the benchmarks' subprocesses. A GPU without mamba-ssm
 uses it.
@@ -23,7 +27,7 @@ import torch.nn.functional as F
 from mambapy.mamba import MambaBlock, MambaConfig
 from torch import nn
 
-from hsimap.model.scan import selective_scan
+from hsimap.model.scan import conv_silu, gated_scan, selective_scan
 
 SCAN_BACKENDS = ("fused", "pscan")
 
@@ -70,6 +74,8 @@ class Mamba(MambaBlock):
         """
         if x.device.type != "cpu" or self.scan == "pscan":
             return super().forward(x)
+        if not (torch.is_grad_enabled() and (x.requires_grad or self.A_log.requires_grad)):
+            return self._fused(x)
         n_state, rank = self.d_state, self.dt_proj.in_features
         u, z = self.in_proj(x).chunk(2, dim=-1)              # (batch, length, d_inner) each
         u = F.silu(self._causal_conv(u))                     # (batch, length, d_inner)
@@ -78,6 +84,20 @@ class Mamba(MambaBlock):
         A = -torch.exp(self.A_log.float())                   # (d_inner, d_state)  # noqa: N806
         y = selective_scan(u, delta, A, B, C, self.D.float())  # (batch, length, d_inner)
         return self.out_proj(y * F.silu(z))                  # (batch, length, d_model)
+
+    def _fused(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward without gradients: two kernels between the three projections.
+
+        One kernel does the causal convolution and SiLU, the other ``dt_proj``, softplus, the
+        scan and the ``y * silu(z)`` gate, each reading its inputs once; only ``in_proj``,
+        ``x_proj`` and ``out_proj`` are matrix products.
+        """
+        xz = self.in_proj(x)                                  # (batch, length, 2 d_inner)
+        u = conv_silu(xz, self.conv1d.weight, self.conv1d.bias)  # (batch, length, d_inner)
+        dbc = self.x_proj(u.to(xz.dtype))                     # (batch, length, rank + 2 N)
+        y = gated_scan(u, xz, dbc, self.dt_proj.weight, self.dt_proj.bias,
+                       -torch.exp(self.A_log.float()), self.D.float())
+        return self.out_proj(y.to(xz.dtype))                  # (batch, length, d_model)
 
     def _causal_conv(self, u: torch.Tensor) -> torch.Tensor:
         """Depthwise causal convolution along the sequence: out_t = b + sum_k w_k u_{t-K+1+k}."""

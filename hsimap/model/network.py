@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hsimap.model.mamba import Mamba
+from hsimap.model.precision import compute_dtype, conv, pointwise, sequential
 from hsimap.model.tokens import cluster_sequences, token_budgets, unselected
 
 
@@ -84,6 +85,12 @@ def coordinate_encoding(row0: int, col0: int, h: int, w: int, period: int,
     return code[None]
 
 
+def _channel_mean(layer: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of the 1 x 1 convolution whose one output is ``layer``'s outputs'
+    mean."""
+    return layer.weight.mean(0, keepdim=True), layer.bias.mean()[None]
+
+
 class CoordinateGate(nn.Module):
     """Light linear attention, q + tanh(Q K) V, with a coordinate code in the query.
 
@@ -99,14 +106,22 @@ class CoordinateGate(nn.Module):
         self.v_proj = nn.Conv2d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor, coords: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        q = self.q_proj(torch.cat([x, coords.expand(x.shape[0], -1, -1, -1)], dim=1))
-        k, v = self.k_proj(x), self.v_proj(x)
+        # K and V are linear in x and then averaged: the average is taken first (of x, or of
+        # the projection's rows), which is the same number and leaves one full-size product,
+        # Q's, instead of three. Q's coordinate columns act on the 3-channel code alone.
+        c, dtype = x.shape[1], compute_dtype(self)
+        wq = self.q_proj.weight
+        q = pointwise(x, wq[:, :c], self.q_proj.bias, dtype) + pointwise(coords, wq[:, c:], None)
         if self.mode == "channel":
-            k, v = k.mean(1, keepdim=True), v.mean(1, keepdim=True)
+            k = pointwise(x, *_channel_mean(self.k_proj))
+            v = pointwise(x, *_channel_mean(self.v_proj))
         else:
-            m = valid[:, None].to(x.dtype)  # means over each window's valid pixels only
-            k = (k * m).sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp_min(1)
-            v = (v * m).sum(-2, keepdim=True) / m.sum(-2, keepdim=True).clamp_min(1)
+            # Means over each window's valid pixels only; a row or column without any is 0.
+            m = valid[:, None].to(x.dtype)
+            xm = x * m
+            rows, cols = m.sum(-1, keepdim=True), m.sum(-2, keepdim=True)
+            k = conv(xm.sum(-1, keepdim=True) / rows.clamp_min(1), self.k_proj) * (rows > 0)
+            v = conv(xm.sum(-2, keepdim=True) / cols.clamp_min(1), self.v_proj) * (cols > 0)
         return x + torch.tanh(q * k) * v
 
 
@@ -133,11 +148,11 @@ class UnmixingBranch(nn.Module):
         return self.endmembers.mean(dim=1)
 
     def forward(self, feat: torch.Tensor):
-        z = self.encoder(feat)
+        z = sequential(self.encoder, feat)
         a = z.abs()
         a = a / (a.sum(dim=1, keepdim=True) + 1e-8)  # ANC and ASC
         b, p, h, w = a.shape
-        weights = torch.softmax(self.variant_head(z).view(b, p, -1, h, w), dim=2)
+        weights = torch.softmax(conv(z, self.variant_head).view(b, p, -1, h, w), dim=2)
         recon = torch.einsum("bprhw,prc->bchw", weights * a[:, :, None], self.endmembers)
         return a, weights, recon
 
@@ -302,7 +317,7 @@ class UnmixingGuidedMamba(nn.Module):
         valid, need = _per_window(valid, b), _per_window(need, b)            # (B, h, w)
         coords = torch.cat([coordinate_encoding(r, c, h, w, self.cfg.coord_period, x.device)
                             for r, c in _origins(origin, b)])                # (B, 3, h, w)
-        features = self.patch_embedding(x)                                   # (B, D, h, w)
+        features = sequential(self.patch_embedding, x)                       # (B, D, h, w)
         unmixing_features = self.unmixing_gate(features, coords, valid)      # (B, D, h, w)
         class_features = self.classification_gate(features, coords, valid)  # (B, D, h, w)
         abundances, weights, recon = self.unmixing(unmixing_features)
@@ -331,8 +346,9 @@ class UnmixingGuidedMamba(nn.Module):
 
         fused = class_features.new_zeros(b * h * w, d).index_copy(0, pixels, mixed)
         fused = fused.view(b, h, w, d).permute(0, 3, 1, 2).contiguous()      # (B, D, h, w)
-        fused = self.fusion(fused) + class_features * mask
-        logits = self.head(torch.cat([self.abundance_features(abundances), fused], dim=1))
+        fused = conv(fused, self.fusion) + class_features * mask
+        logits = conv(torch.cat([sequential(self.abundance_features, abundances), fused], dim=1),
+                      self.head)
         return WindowOutput(logits, abundances, recon, weights)             # logits (B, C, h, w)
 
     @staticmethod
@@ -398,6 +414,6 @@ class UnmixingNetwork(nn.Module):
         valid = _per_window(valid, b)                                        # (B, h, w)
         coords = torch.cat([coordinate_encoding(r, c, h, w, self.cfg.coord_period, x.device)
                             for r, c in _origins(origin, b)])                # (B, 3, h, w)
-        features = self.unmixing_gate(self.patch_embedding(x), coords, valid)  # (B, D, h, w)
+        features = self.unmixing_gate(sequential(self.patch_embedding, x), coords, valid)
         a, _, recon = self.unmixing(features)
         return a * valid[:, None].to(a.dtype), recon

@@ -33,6 +33,7 @@ from hsimap.io.qml import classes_qml
 from hsimap.io.rasters import Grid, write_raster
 from hsimap.model.baselines import KINDS, PixelClassifier
 from hsimap.model.network import ModelConfig, UnmixingGuidedMamba
+from hsimap.model.precision import precision_of, resolve_precision, set_precision
 
 WEIGHTS = "model.safetensors"
 CLASSIFIER = "classifier.safetensors"
@@ -248,6 +249,20 @@ class TrainedModel:
             return torch.device("cpu")
         return next(self.network.parameters()).device
 
+    @property
+    def precision(self) -> str | None:
+        """``fp32`` or ``bf16``: what the network's heavy layers compute in (None: no
+        network; a baseline classifier computes in float64)."""
+        return None if self.network is None else precision_of(self.network)
+
+    def use_precision(self, name: str) -> str | None:
+        """Compute in ``name`` (``auto``, ``fp32``, ``bf16``) from now on; returns what ``auto``
+        became on this model's device."""
+        if self.network is None:
+            return None
+        set_precision(self.network, resolve_precision(name, self.device))
+        return self.precision
+
     def endmember_spectra(self) -> tuple[np.ndarray, np.ndarray | None]:
         """Mean endmember spectra (P, bands used) in the scene's physical units, and their
         wavelengths (nm) when the training scene had them."""
@@ -381,8 +396,14 @@ def split_file_names(sources: list[str | None]) -> list[str]:
     return names
 
 
-def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
-    """Load a model folder. Only safetensors and JSON are read: nothing is unpickled."""
+def load_model(model_dir: str | Path, device: str | torch.device = "cpu",
+               precision: str = "auto") -> TrainedModel:
+    """Load a model folder. Only safetensors and JSON are read: nothing is unpickled.
+
+    ``precision`` (``auto``, ``fp32``, ``bf16``): what the network's heavy layers compute in
+    (:mod:`hsimap.model.precision`); every command that applies a model loads it here, so all
+    of them agree unless told otherwise.
+    """
     d = Path(model_dir)
     if not d.is_dir():
         raise HsimapError(f"{d}: not a model folder (expected the folder `hsimap train` wrote)")
@@ -434,7 +455,9 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Tra
         from hsimap.model.mamba import use_cuda_kernels
 
         use_cuda_kernels(net)
-    return TrainedModel(net, card, classifier)
+    model = TrainedModel(net, card, classifier)
+    model.use_precision(precision)
+    return model
 
 
 def _check_hash(d: Path, card: ModelCard, net: torch.nn.Module | None,

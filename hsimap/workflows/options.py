@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from hsimap.errors import HsimapError
 from hsimap.products import OutputOptions
+from hsimap.runtime import check_precision
 
 PROBABILITY_TYPES = ("float32", "uint8")
 
@@ -24,10 +25,12 @@ class PredictOptions:
     ignore_wavelengths: bool = False
     ignore_scale: bool = False
     probabilities: str | None = None  # also SCENE_probabilities.tif: "float32" or "uint8"
+    precision: str = "auto"           # heavy layers in fp32 or bf16 (auto: bf16 where fast)
     output: OutputOptions = field(default_factory=OutputOptions)
 
     def check(self) -> None:
         """Refuse what cannot work, before anything is read."""
+        check_precision(self.precision)
         if self.probabilities is not None and self.probabilities not in PROBABILITY_TYPES:
             raise HsimapError(f"--probabilities-type must be one of "
                               f"{', '.join(PROBABILITY_TYPES)}, got {self.probabilities}")

@@ -57,9 +57,10 @@ def predict_scene(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
     # Every check of the scene against the model, once, before any output exists.
     grid = prepare(scene, model, window=opts.window, halo=opts.halo,
                    ignore_wavelengths=opts.ignore_wavelengths, ignore_scale=opts.ignore_scale)
+    precision = model.use_precision(opts.precision)
     out = replace(opts.output, provenance={
         **provenance(scene, model_hash=model.card.model_hash, model_created=model.card.created,
-                     classifier=model.card.baseline or "mamba",
+                     classifier=model.card.baseline or "mamba", precision=precision,
                      mmu_pixels=opts.output.mmu or None),
         **(opts.output.provenance or {})})
     stem = stem or output_stem(scene.attrs.get("source", "scene"))
@@ -93,7 +94,8 @@ def write_outputs(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
                   creation_options: dict[str, str] | None = None, progress: bool = True,
                   quicklooks: bool = True, ignore_wavelengths: bool = False,
                   ignore_scale: bool = False, mmu: int = 0, stac: bool = False,
-                  probabilities: str | None = None, stem: str | None = None) -> PredictReport:
+                  probabilities: str | None = None, stem: str | None = None,
+                  precision: str = "auto") -> PredictReport:
     """:func:`predict_scene` with its options as keywords (the form of hsimap 0.1's API)."""
     out = OutputOptions(workers=workers, cog=cog, creation_options=creation_options,
                         overwrite=overwrite, quicklooks=quicklooks, progress=progress, mmu=mmu,
@@ -102,4 +104,4 @@ def write_outputs(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
                          PredictOptions(window=window, halo=halo,
                                         ignore_wavelengths=ignore_wavelengths,
                                         ignore_scale=ignore_scale, probabilities=probabilities,
-                                        output=out), stem=stem)
+                                        precision=precision, output=out), stem=stem)

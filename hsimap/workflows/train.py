@@ -113,6 +113,7 @@ def _train(scenes: list[TrainScene], class_table: ClassTable, out_dir: str | Pat
     init_endmembers(net, (setup.sample - np.float32(lo)) / np.float32(max(hi - lo, 1e-12)),
                      opts.seed)
     net.to(torch.device(opts.device))
+    model.use_precision(opts.precision)
     reader = ChipReader(model, scenes, chips, opts.cache_mb * 2 ** 20)
     # A quarter more for the validation sample, which is scored every val_every steps.
     val_reader = ChipReader(model, scenes, val_chips, opts.cache_mb * 2 ** 20 // 4)

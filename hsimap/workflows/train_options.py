@@ -10,6 +10,7 @@ from hsimap.metrics import Metrics
 from hsimap.model.store import (
     TrainedModel,
 )
+from hsimap.runtime import check_precision
 from hsimap.workflows.classifiers import CHOICES
 
 
@@ -61,6 +62,7 @@ class TrainOptions:
     classifier: str = "mamba"
     # Runtime.
     device: str = "cpu"
+    precision: str = "fp32"          # of the training steps: bf16 training is not measured
     threads: int | None = None
     progress: bool = True
 
@@ -84,6 +86,7 @@ class TrainOptions:
             raise HsimapError(f"--hidden must be a multiple of 4, got {self.hidden}")
         if self.seed < 0:
             raise HsimapError(f"--seed must be non-negative, got {self.seed}")
+        check_precision(self.precision)
         if self.threads is not None and self.threads < 1:
             raise HsimapError(f"--threads must be at least 1, got {self.threads}")
         if self.window < 8:

@@ -27,6 +27,7 @@ from hsimap.io.speclib import envi_safe_name, read_library
 from hsimap.model.losses import make_optimizer, sad_loss, sparsity_loss
 from hsimap.model.naming import endmember_names
 from hsimap.model.network import ModelConfig, UnmixingNetwork
+from hsimap.model.precision import resolve_precision, set_precision
 from hsimap.model.vca import VCA_SAMPLE, fcls, purify, spectral_angle, vca_best
 from hsimap.products import (
     EndmemberLibrary,
@@ -36,6 +37,7 @@ from hsimap.products import (
     write_products,
 )
 from hsimap.progress import TileProgress
+from hsimap.runtime import check_precision
 from hsimap.windows import SceneScan, Tile, dead_bands, scan_scene
 
 METHODS = ("hsimap", "vca-fcls")
@@ -64,6 +66,7 @@ class UnmixOptions:
     mse_weight: float = 1.0
     seed: int = 0
     device: str = "cpu"
+    precision: str = "auto"               # of the abundance pass (fitting stays float32)
     output: OutputOptions = field(default_factory=OutputOptions)
 
     def check(self) -> None:
@@ -78,6 +81,7 @@ class UnmixOptions:
                 raise HsimapError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.seed < 0:
             raise HsimapError(f"--seed must be non-negative, got {self.seed}")
+        check_precision(self.precision)
         if self.fixed_library and self.library is None:
             raise HsimapError("--fixed-library needs --library")
         check_workers(self.output.workers)
@@ -209,10 +213,13 @@ def _unmix_into(scene: xr.DataArray, out_dir: str | Path, stem: str, grid: list[
                                    opts.seed, extraction)
     if len(bands) < len(init):
         raise HsimapError(f"{len(bands)} usable bands, fewer than {len(init)} endmembers")
+    precision = None
     if opts.method == "vca-fcls":
         run, spectra = _fcls_window(init, bands), init
     else:
         net = _train_network(scene, scan, bands, init, opts)
+        precision = resolve_precision(opts.precision, opts.device)
+        set_precision(net, precision)
         run, spectra = _network_window(net, Scaling(bands, scan.lo, scan.hi), opts.device), \
             net.unmixing.mean_endmembers().detach().cpu().numpy() * (scan.hi - scan.lo) + scan.lo
     p = len(init)
@@ -224,7 +231,8 @@ def _unmix_into(scene: xr.DataArray, out_dir: str | Path, stem: str, grid: list[
     if opts.library is None:
         names = endmember_names(spectra, wl, opts.name_library)
     library = EndmemberLibrary(spectra, names, wl, f"hsimap unmix ({opts.method}) of {stem}")
-    out = replace(out, provenance=provenance(scene, method=opts.method, endmembers=p))
+    out = replace(out, provenance=provenance(scene, method=opts.method, endmembers=p,
+                                             precision=precision))
     written = write_products(scene, out_dir, stem, {"abundances": stack[:p], "error": stack[p]},
                              library, bar, out)
     return spectra, names, wl, written
