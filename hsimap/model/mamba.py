@@ -9,13 +9,14 @@ holding the same tensors, so one model file serves both backends.
 On the CPU the block runs channel-last with :func:`hsimap.model.scan.selective_scan`, a fused
 numba kernel. Without gradients (prediction) it runs as two kernels between its three
 projections (:meth:`Mamba._fused`); with gradients (training) as torch operations around the
-scan, whose backward pass is the scan's own.
+scan, whose backward pass is the scan's own. On a GPU without mamba-ssm the same channel-last
+form runs with :mod:`hsimap.model.triton_scan` (Triton comes with PyTorch's CUDA wheels).
 
 mambapy's own forward (parallel scan) stays as the reference the tests and benchmarks compare
 against: ``Mamba(..., scan="pscan")`` selects it (as mamba-ssm's
 ``use_fast_path`` selects its kernels, a constructor flag); ``HSIMAP_SCAN=pscan`` sets the
-default of blocks built from then on, for the benchmarks' subprocesses. A GPU without mamba-ssm
-uses it.
+default of blocks built from then on, for the benchmarks' subprocesses. A GPU with neither
+mamba-ssm nor Triton uses it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from mambapy.mamba import MambaBlock, MambaConfig
 from torch import nn
 
+from hsimap.model import triton_scan
 from hsimap.model.scan import conv_silu, gated_scan, selective_scan
 
 SCAN_BACKENDS = ("fused", "pscan")
@@ -72,17 +74,25 @@ class Mamba(MambaBlock):
         to end: the causal convolution is written as shifted multiply-adds so that no
         (batch, d_inner, length) transposes are copied, and the scan is the fused kernel.
         """
-        if x.device.type != "cpu" or self.scan == "pscan":
+        if self.scan == "pscan":
             return super().forward(x)
+        if x.device.type != "cpu":  # a GPU without mamba-ssm (use_cuda_kernels swaps blocks)
+            return self._channel_last(x, triton_scan.selective_scan) \
+                if triton_scan.available() else super().forward(x)
         if not (torch.is_grad_enabled() and (x.requires_grad or self.A_log.requires_grad)):
             return self._fused(x)
+        return self._channel_last(x, selective_scan)
+
+    def _channel_last(self, x: torch.Tensor, scan) -> torch.Tensor:
+        """The block as torch operations around ``scan`` (numba's on the CPU, Triton's on a
+        GPU), differentiable through the scan's own backward pass."""
         n_state, rank = self.d_state, self.dt_proj.in_features
         u, z = self.in_proj(x).chunk(2, dim=-1)              # (batch, length, d_inner) each
         u = F.silu(self._causal_conv(u))                     # (batch, length, d_inner)
         dt, B, C = self.x_proj(u).split([rank, n_state, n_state], dim=-1)  # noqa: N806
         delta = F.softplus(self.dt_proj(dt))                 # (batch, length, d_inner)
         A = -torch.exp(self.A_log.float())                   # (d_inner, d_state)  # noqa: N806
-        y = selective_scan(u, delta, A, B, C, self.D.float())  # (batch, length, d_inner)
+        y = scan(u, delta, A, B, C, self.D.float())          # (batch, length, d_inner)
         return self.out_proj(y * F.silu(z))                  # (batch, length, d_model)
 
     def _fused(self, x: torch.Tensor) -> torch.Tensor:
