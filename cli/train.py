@@ -62,6 +62,9 @@ from hsimap.cli.options import (
 @halo_opt(8)
 @click.option("--val-every", type=int, callback=at_least_one, default=25, show_default=True,
               help="Score the validation pixels every this many steps; the best step is kept.")
+@click.option("--patience", type=int, default=4, show_default=True,
+              help="Stop when this many validations in a row have not raised the validation "
+                   "OA (the best state is kept); 0 runs every step.")
 @click.option("--test-all", is_flag=True,
               help="Score every test pixel (default: a class-stratified sample of at most "
                    "50,000 px in at most 256 windows).")
@@ -88,8 +91,9 @@ from hsimap.cli.options import (
 @quiet_opt
 def command(scenes, labels, output, class_field, classes_csv, label_variable, train_per_class,
             val_per_class, train_fraction, steps, epochs, batch, endmembers, variants, hidden,
-            window, halo, val_every, test_all, tokens, no_unmixing, classifier, name_library,
-            threads, variable, mask, device, precision, seed, overwrite, quiet) -> None:
+            window, halo, val_every, patience, test_all, tokens, no_unmixing, classifier,
+            name_library, threads, variable, mask, device, precision, seed, overwrite,
+            quiet) -> None:
     """Train a model on one or more SCENEs with their LABELS; write it to a folder.
 
     Several scenes (flight lines of one sensor) train one model: give one -l per scene, in
@@ -116,7 +120,7 @@ def command(scenes, labels, output, class_field, classes_csv, label_variable, tr
         steps = epochs
     opts = TrainOptions(steps=steps, batch=batch, test_all=test_all, endmembers=endmembers,
                         variants=variants, hidden=hidden, window=window, halo=halo,
-                        val_every=val_every,
+                        val_every=val_every, patience=patience,
                         train_per_class=train_per_class, val_per_class=val_per_class,
                         train_fraction=train_fraction, tokens=tokens, unmixing=not no_unmixing,
                         classifier=classifier,

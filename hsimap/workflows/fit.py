@@ -91,6 +91,8 @@ class Fit:
     best_state: dict | None = None
     best_step: int = 0
     best_val: Metrics | None = None
+    best_oa_step: int = 0          # the last step that raised the best validation OA
+    stopped_early: int | None = None  # the step training stopped at, before ``steps``
 
     def __post_init__(self) -> None:
         o = self.opts
@@ -221,6 +223,8 @@ class Fit:
         # flight line until the free pages were handed back.
         release_memory()
         key = (m.overall_accuracy, -self.history[-1]["loss"] if self.history else 0.0)
+        if key[0] > self.best_key[0]:
+            self.best_oa_step = step
         if key > self.best_key:
             self.best_key, self.best_step, self.best_val = key, step, m
             self.best_state = copy.deepcopy(self.net.state_dict())
@@ -241,6 +245,16 @@ class Fit:
                                      "seconds": time.perf_counter() - t0, "val_oa": ""})
                 if step % o.val_every == 0 or step == o.steps:
                     self.validate(step)
+                    # Patience counts validations whose OA did not rise (a lower loss at the
+                    # same OA keeps the newer state, but is no progress: at an OA of 1 it
+                    # would never stop).
+                    if o.patience and step - self.best_oa_step >= o.patience * o.val_every \
+                            and step < o.steps:
+                        self.stopped_early = step
+                        if o.progress:
+                            bar.write(f"validation OA has not risen for {o.patience} "
+                                      f"validations: stopped at step {step} of {o.steps}")
+                        break
                 bar.set_postfix(loss=f"{sums['loss']:.3f}", ce=f"{sums['ce']:.3f}",
                                 sad=f"{sums['sad']:.3f}",
                                 val_oa=f"{self.best_key[0]:.3f}" if self.best_val else "-")

@@ -149,6 +149,7 @@ def _train(scenes: list[TrainScene], class_table: ClassTable, out_dir: str | Pat
         val_metrics=val_metrics, arrays=arrays, history=fit.history,
         record={"steps_run": len(fit.history), "best_step": fit.best_step,
                 "stopped_early": stopped, "seconds_per_step": round(per_step, 4),
+                "patience_stop": fit.stopped_early,
                 "chips": len(chips), "chip_reads": reader.reads,
                 "validation_pixels": int(sum(c.pixels for c in val_chips)),
                 "validation_reads": val_reader.reads})

@@ -34,6 +34,10 @@ class TrainOptions:
     endmember_lr: float = 5e-4
     decay: float = 0.9
     val_every: int = 25
+    # Stop once this many validations in a row have not raised the best validation OA (0:
+    # run every step). The best state is kept either way; a scene that is learnt early (most
+    # airborne ones) stops early, one that keeps improving runs to the end.
+    patience: int = 4
     recon_weight: float = 0.01
     sparsity_weight: float = 0.001
     ema_alpha: float = 0.9
@@ -84,6 +88,8 @@ class TrainOptions:
             raise HsimapError(f"--endmembers must be at least 2, got {self.endmembers}")
         if self.hidden % 4:
             raise HsimapError(f"--hidden must be a multiple of 4, got {self.hidden}")
+        if self.patience < 0:
+            raise HsimapError(f"--patience must be 0 or more, got {self.patience}")
         if self.seed < 0:
             raise HsimapError(f"--seed must be non-negative, got {self.seed}")
         check_precision(self.precision)
