@@ -80,9 +80,11 @@ model_opt = click.option("-m", "--model", "model_dir", required=True, callback=_
                          help="Model folder written by `hsimap train`.")
 mask_opt = click.option(
     "--mask", default=None, metavar="LAYERS|none",
-    help="For sensor products (EnMAP L2A): the quality layers whose flagged pixels are nodata "
-         "in every output, comma-separated from cloud, cloudshadow, haze, snow, cirrus "
-         "(default: all of them), or none.")
+    help="For sensor products: the quality layers whose flagged pixels are nodata in every "
+         "output, comma-separated, or none. EnMAP L2A: cloud, cloudshadow, haze, snow, cirrus "
+         "(default: all). EMIT L2A (read from the granule's EMIT_L2A_MASK file beside it): "
+         "cloud, cirrus, water, spacecraft, dilated_cloud, aggregate (default: cloud, "
+         "cirrus, dilated_cloud, spacecraft).")
 label_variable_opt = click.option(
     "--label-variable", default=None,
     help="Variable holding the labels in a .mat label file (default: the integer image of the "

@@ -25,7 +25,7 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from hsimap.errors import HsimapError, says_out_of_memory
-from hsimap.io import enmap
+from hsimap.io import emit, enmap
 from hsimap.io.envi import DATA_SUFFIXES, parse_list, to_nm
 from hsimap.io.gdal import gdal_messages
 from hsimap.io.mat import mat_cube
@@ -252,6 +252,26 @@ def _open_gdal(path: Path | str, chunks: int) -> xr.DataArray:
     return arr
 
 
+def _open_emit(path: Path, chunks: int, mask: str | None) -> xr.DataArray:
+    """An EMIT L2A granule on its GLT's map grid (:mod:`hsimap.io.emit`)."""
+    cube, meta, attrs, transform, wkt, quality = emit.open_product(
+        path, chunks=chunks, mask=emit.parse_mask(mask))
+    b, h, w = cube.shape
+    arr = xr.DataArray(
+        da.from_array(cube, chunks=(b, chunks, chunks), meta=np.empty((0, 0, 0), np.float32)),
+        dims=("band", "y", "x"),
+        coords={"band": np.arange(1, b + 1),
+                "y": transform.f + transform.e * (np.arange(h) + 0.5),
+                "x": transform.c + transform.a * (np.arange(w) + 0.5)},
+    )
+    arr = arr.rio.write_crs(wkt).rio.write_transform(transform)
+    arr = _finish(arr, meta, driver="EMIT", interleave="bip", source=path, georef=True)
+    arr.attrs.update(attrs)
+    if quality is not None:
+        arr = arr.assign_coords(quality_mask=(("y", "x"), da.from_array(quality, chunks=chunks)))
+    return arr
+
+
 def _open_mat(path: Path, variable: str | None, chunks: int) -> xr.DataArray:
     cube = mat_cube(path, variable)
     b, h, w = cube.shape
@@ -289,11 +309,13 @@ def open_scene(path: str | Path, *, variable: str | None = None,
     Args:
         path: an ENVI header or data file, a GeoTIFF (or any GDAL raster), a ``.mat`` file, or
             a sensor product as downloaded (an EnMAP L2A tile's folder, ZIP or
-            SPECTRAL_IMAGE.TIF: :mod:`hsimap.io.enmap`).
+            SPECTRAL_IMAGE.TIF: :mod:`hsimap.io.enmap`; an EMIT L2A reflectance .nc, with
+            its mask product beside it: :mod:`hsimap.io.emit`).
         variable: for ``.mat`` files, the cube's variable name (detected when omitted).
         chunks: spatial chunk size of the dask array, in pixels.
         mask: a product's quality layers whose flagged pixels are nodata ("cloud,haze",
-            "none"; default: every cloud, shadow, haze, snow and cirrus layer).
+            "none"; default: EnMAP's cloud, shadow, haze, snow and cirrus layers; EMIT's
+            cloud, cirrus, dilated cloud and spacecraft flags).
 
     Returns:
         DataArray (band, y, x) with CRS/transform on ``.rio`` and metadata as described above.
@@ -304,6 +326,8 @@ def open_scene(path: str | Path, *, variable: str | None = None,
     path = Path(path)
     if not path.exists():
         raise HsimapError(f"{path}: no such file")
+    if emit.is_emit(path):
+        return _open_emit(path, chunks, mask)
     product = enmap.find(path)
     if product is not None:
         return enmap.open_product(product, chunks=chunks, mask=enmap.parse_mask(mask),
