@@ -137,6 +137,8 @@ def main(argv=None) -> None:
     ap.add_argument("--no-baselines", action="store_true", help="Skip SVM and RF.")
     ap.add_argument("--curves", action="store_true",
                     help="Learning curves of the default model (train, validation, test OA).")
+    ap.add_argument("--patience", type=int, default=None,
+                    help="The networks' --patience (default: train's; 0 runs every step).")
     args = ap.parse_args(argv)
     rows, per_class, curve_rows = [], [], []
     tmp = Path(tempfile.mkdtemp(prefix="hsimap-bench-"))
@@ -155,6 +157,8 @@ def main(argv=None) -> None:
             for method in methods:
                 options = ({"classifier": BASELINES[method]} if method in BASELINES
                            else VARIANTS[method])
+                if method not in BASELINES and args.patience is not None:
+                    options = {**options, "patience": args.patience}
                 if method == "hsimap" and args.curves:
                     with Curves() as c:
                         r, seconds = run(scene, labels, tbl, split, seed, args.steps, **options)

@@ -173,6 +173,9 @@ REFUSED = [
          "has no positive value"),
     Case("suggest -m on a scene of another sensor", suggest_a_scene_of_another_sensor,
          "scene has 30 bands, the model was trained on 24"),
+    Case("train --patience -1 (issue 30)",
+         lambda d, t: ["train", t.made.scene, "-l", t.made.labels, "-o", d / "m",
+                       "--patience", "-1"], "--patience must be 0 or more, got -1"),
 ]
 
 

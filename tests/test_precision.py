@@ -106,3 +106,20 @@ def test_bf16_gives_the_class_map_of_fp32_and_says_so(trained, tmp_path):
     assert agree >= 0.995, agree
     trained.model.use_precision("auto")
     assert trained.model.precision == resolve_precision("auto")
+
+
+def test_unmix_records_the_precision_of_its_abundance_pass(tmp_path):
+    from hsimap.synth import SynthSpec, make_scene
+    from hsimap.workflows.unmix import unmix
+
+    made = make_scene(tmp_path / "s.tif", SynthSpec(width=48, height=40, bands=16, seed=2))
+    scene = open_scene(made.scene)
+    tags = {}
+    for precision in ("fp32", "bf16"):
+        r = unmix(scene, tmp_path / precision, endmembers=3, epochs=2, window=32, halo=4,
+                  hidden=16, progress=False, precision=precision)
+        with rasterio.open(r.paths["abundances"]) as src:
+            tags[precision] = src.tags()["HSIMAP_PRECISION"]
+    assert tags == {"fp32": "fp32", "bf16": "bf16"}
+    with pytest.raises(HsimapError, match="--precision must be one of"):
+        unmix(scene, tmp_path / "bad", endmembers=3, precision="half", progress=False)
