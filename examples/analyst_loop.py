@@ -19,6 +19,8 @@ import pyogrio
 import rasterio
 import shapely
 
+from hsimap.io.points import data_layer
+
 
 def hsimap(*args: object) -> str:
     cmd = ["hsimap", *map(str, args)]
@@ -33,8 +35,10 @@ def hsimap(*args: object) -> str:
 
 def label_in_qgis(points: Path, truth: Path) -> None:
     """What the analyst does at step 3: the class seen at each point into ``reference``."""
-    meta, _, geom, fields = pyogrio.raw.read(points)
-    info = pyogrio.read_info(points)
+    # The GeoPackage also holds a layer_styles table (its QGIS style): read the sample layer.
+    layer = data_layer(points)
+    meta, _, geom, fields = pyogrio.raw.read(points, layer=layer)
+    info = pyogrio.read_info(points, layer=layer)
     pts = shapely.from_wkb(geom)
     with rasterio.open(truth) as src:
         rows, cols = rasterio.transform.rowcol(src.transform, shapely.get_x(pts),

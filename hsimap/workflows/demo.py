@@ -63,6 +63,7 @@ class DemoReport:
     metrics: Metrics
     abundance_rmse: float
     endmember_sad_deg: float
+    purest: list[float]          # per true material, its largest abundance in any pixel
     seconds: dict[str, float]
 
 
@@ -116,7 +117,8 @@ def run_demo(folder: str | Path, settings: DemoSettings | None = None,
         true = src.read()
     valid = np.isfinite(true[0])
     rmse = float(np.sqrt(np.mean((est[order][:, valid] - true[:, valid]) ** 2)))
+    purest = [float(v) for v in true[:, valid].max(axis=1)]
     return DemoReport(out, {"scene": made.scene, "training area": crop, "truth labels": made.labels,
                             "truth abundances": made.abundances, "model": out / "model",
                             **report.paths},
-                      metrics, rmse, float(angles.mean()), secs)
+                      metrics, rmse, float(angles.mean()), purest, secs)
