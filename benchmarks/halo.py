@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--halos", type=int, nargs="+", default=[8, 12, 16])
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--bands", type=int, default=200)
-    ap.add_argument("--scenes", nargs="+", default=["houston", "salinas"])
+    ap.add_argument("--scenes", nargs="*", default=["houston", "salinas"])
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
     from hsimap.inference import predict

@@ -38,37 +38,16 @@ _LN2 = 0.6931471805599453
 
 
 @nb.njit(fastmath=True, inline="always")
-def _decay(dt, A, d, mantissa, exponent, exact):  # pragma: no cover - compiled  # noqa: N803
-    """exp(dt * A[d, n]) = mantissa[n] * exponent_as_float32[n], for every state n.
-
-    numba has no vector exp without Intel's SVML, and libm's scalar exp is 3x slower than this
-    float32 form: exp(z) = p(r) * 2^k, r = z - k ln2 in [-ln2/2, ln2/2], p the degree-6 Taylor
-    polynomial (relative error below 2e-7, float32's own rounding), 2^k written straight into a
-    float's exponent bits. The caller multiplies the two parts inside its own loop: LLVM then
-    vectorises both loops. ``exact`` (float64) uses libm's exp, times 2^0.
-    """
-    for n in range(A.shape[1]):
-        if exact:
-            mantissa[n] = math.exp(dt * A[d, n])
-            exponent[n] = np.int32(127) << np.int32(23)
-        else:
-            z = max(dt * A[d, n], np.float32(-87.0))  # dt > 0, A < 0; exp(-87) is 0 in float32
-            k = math.floor(z * np.float32(_LOG2E) + np.float32(0.5))
-            r = z - k * np.float32(_LN2)
-            p = np.float32(1.0 / 720.0)
-            p = p * r + np.float32(1.0 / 120.0)
-            p = p * r + np.float32(1.0 / 24.0)
-            p = p * r + np.float32(1.0 / 6.0)
-            p = p * r + np.float32(0.5)
-            p = p * r + np.float32(1.0)
-            mantissa[n] = p * r + np.float32(1.0)
-            exponent[n] = (np.int32(k) + np.int32(127)) << np.int32(23)
-
-
-@nb.njit(fastmath=True, inline="always")
 def _exp32(v):  # pragma: no cover - compiled
-    """exp(v) for float32 v in [-87, 88], as :func:`_decay`: p(r) * 2^k, written so that a
-    loop of it vectorises (the power of two is a multiplication by a float built from k)."""
+    """exp(v) for float32 v in [-87, 88], as two parts: p(r) and the bits of 2^k.
+
+    The one float32 exp of every kernel here. numba has no vector exp without Intel's SVML, and
+    libm's scalar exp is 3x slower: exp(v) = p(r) * 2^k, r = v - k ln2 in [-ln2/2, ln2/2], p the
+    degree-6 Taylor polynomial (relative error below 2e-7, float32's own rounding), 2^k written
+    straight into a float's exponent bits. Callers store the two parts in one loop and multiply
+    them (the bits viewed as float32) in a second: LLVM vectorises both. (Written as a loop
+    inside an inlined function instead, the forward scan ran 2x slower.)
+    """
     k = np.floor(v * np.float32(_LOG2E) + np.float32(0.5))   # float32, not math.floor's int64
     r = v - k * np.float32(_LN2)
     p = np.float32(1.0 / 720.0)
@@ -87,7 +66,7 @@ def _step(h, dl, x, At, d0, n, B, C, D, acc, dx, e, bits, exact):  # pragma: no 
 
     The loops run along channels, 16 of them per AVX-512 register, with no reduction across
     lanes: y_t accumulates state by state in ``acc``. (Along the state instead, every channel
-    ends in a horizontal sum of 16 lanes; that form ran 2x slower.) exp is :func:`_decay`'s.
+    ends in a horizontal sum of 16 lanes; that form ran 2x slower.)
     """
     pw = bits.view(np.float32)
     for i in range(n):
@@ -100,17 +79,8 @@ def _step(h, dl, x, At, d0, n, B, C, D, acc, dx, e, bits, exact):  # pragma: no 
                 e[i] = math.exp(dl[i] * a_s[i])
         else:
             for i in range(n):
-                v = max(dl[i] * a_s[i], np.float32(-87.0))  # exp(-87) is 0 in float32
-                k = math.floor(v * np.float32(_LOG2E) + np.float32(0.5))
-                r = v - k * np.float32(_LN2)
-                p = np.float32(1.0 / 720.0)
-                p = p * r + np.float32(1.0 / 120.0)
-                p = p * r + np.float32(1.0 / 24.0)
-                p = p * r + np.float32(1.0 / 6.0)
-                p = p * r + np.float32(0.5)
-                p = p * r + np.float32(1.0)
-                e[i] = p * r + np.float32(1.0)
-                bits[i] = (np.int32(k) + np.int32(127)) << np.int32(23)
+                m, bits[i] = _exp32(max(dl[i] * a_s[i], np.float32(-87.0)))
+                e[i] = m
             for i in range(n):
                 e[i] *= pw[i]
         bs, cs = B[s], C[s]
@@ -128,7 +98,7 @@ def _forward_items(u, delta, At, B, C, D, gate, y, saved, first, last,  # noqa: 
 
     Shapes: u, delta, y (batch, length, d_inner); At (d_state, d_inner), A transposed; B, C
     (batch, length, d_state); D (d_inner). ``gate``: y is multiplied by it (the block's
-    silu(z)), or an empty array. ``saved`` (items, chunks - 1, BLOCK, d_state) receives the
+    silu(z)), or an empty array. ``saved`` (items, chunks - 1, d_state, BLOCK) receives the
     state before every chunk but the first (which starts at zero), for the backward pass; an
     empty array when no gradient is needed.
     """
@@ -149,7 +119,7 @@ def _forward_items(u, delta, At, B, C, D, gate, y, saved, first, last,  # noqa: 
         h[:] = 0
         for t in range(length):
             if keep and t >= CHUNK and t % CHUNK == 0:
-                saved[item, t // CHUNK - 1, :n] = h[:, :n].T
+                saved[item, t // CHUNK - 1, :, :n] = h[:, :n]
             _step(h, delta[b, t, d0:d0 + n], u[b, t, d0:d0 + n], At, d0, n, B[b, t], C[b, t],
                   D, acc, dx, e, bits, exact)
             out = y[b, t, d0:d0 + n]
@@ -163,40 +133,46 @@ def _forward_items(u, delta, At, B, C, D, gate, y, saved, first, last,  # noqa: 
 
 
 @nb.njit(nogil=True, fastmath=True, cache=True)
-def _backward_items(u, delta, A, B, C, D, saved, gy, du, gdelta, gA, gD, gB, gC,  # noqa: N803
+def _backward_items(u, delta, At, B, C, D, saved, gy, du, gdelta, gA, gD, gB, gC,  # noqa: N803
                     first, last, exact):  # pragma: no cover - compiled
     """Gradients for work items [first, last), from the forward pass's ``saved`` states.
 
-    One long function on purpose: numba compiles it into one loop nest whose small buffers
-    (a chunk's states and decays, the carried gradient) LLVM keeps in cache and vectorises;
-    split into calls, those buffers would cross function boundaries on every step.
+    As the forward step, every loop runs along the block's channels; what is summed over
+    channels (dB, dC) is summed once per state and step, not once per channel and step as
+    the state-wise form did (2x-3x slower). Each loop stores into one array: LLVM vectorises
+    loops it can prove alias-free. One long function on purpose: numba compiles it into one
+    loop nest whose small buffers stay in cache.
 
-    du and gdelta are written per element (items own disjoint elements). gA (d_inner, d_state)
-    and gD (d_inner) are this caller's partial sums; gB and gC (blocks, batch, length, d_state)
-    hold one partial sum per channel block, so no two items write the same element.
+    Shapes as :func:`_forward_items` (At is A transposed). du and gdelta are written per
+    element (items own disjoint elements). gA (d_inner, d_state) and gD (d_inner) are this
+    caller's partial sums; gB and gC (blocks, batch, length, d_state) hold one partial sum
+    per channel block, so no two items write the same element.
     """
     _, length, d_inner = u.shape
-    n_state = A.shape[1]
+    n_state = At.shape[0]
     blocks = (d_inner + BLOCK - 1) // BLOCK
     n_chunks = (length + CHUNK - 1) // CHUNK
-    states = np.empty((CHUNK + 1, BLOCK, n_state), u.dtype)       # h_{t0-1} .. h_{t1-1}
-    decays = np.empty((CHUNK, BLOCK, n_state), u.dtype)           # exp(delta_t A), same steps
-    h = np.empty((BLOCK, n_state), u.dtype)
-    carry = np.empty((BLOCK, n_state), u.dtype)   # dL/dh_t flowing back from step t + 1
-    mantissa = np.empty(n_state, u.dtype)
-    exponent = np.empty(n_state, np.int32)
-    pow2 = exponent.view(np.float32)
-    sum_b = np.empty(n_state, u.dtype)
-    sum_c = np.empty(n_state, u.dtype)
-    g_a = np.empty((BLOCK, n_state), u.dtype)   # local, so that LLVM sees no aliasing
-    gh = np.empty(n_state, u.dtype)
+    states = np.empty((CHUNK + 1, n_state, BLOCK), u.dtype)   # h_{t0-1} .. h_{t1-1}
+    decays = np.empty((CHUNK, n_state, BLOCK), u.dtype)       # exp(delta_t A), same steps
+    h = np.empty((n_state, BLOCK), u.dtype)
+    carry = np.empty((n_state, BLOCK), u.dtype)   # dL/dh_t flowing back from step t + 1
+    g_a = np.empty((n_state, BLOCK), u.dtype)
+    g_d = np.empty(BLOCK, u.dtype)
+    gh = np.empty(BLOCK, u.dtype)
+    gx = np.empty(BLOCK, u.dtype)
+    gdt = np.empty(BLOCK, u.dtype)
+    dx = np.empty(BLOCK, u.dtype)
+    e = np.empty(BLOCK, u.dtype)
+    bits = np.zeros(BLOCK, np.int32)
+    pw = bits.view(np.float32)
     for item in range(first, last):
         b = item // blocks
         blk = item % blocks
         d0 = blk * BLOCK
-        d1 = min(d0 + BLOCK, d_inner)
+        n = min(d0 + BLOCK, d_inner) - d0
         carry[:] = 0
         g_a[:] = 0
+        g_d[:] = 0
         for c in range(n_chunks - 1, -1, -1):
             t0 = c * CHUNK
             t1 = min(t0 + CHUNK, length)
@@ -204,54 +180,77 @@ def _backward_items(u, delta, A, B, C, D, saved, gy, du, gdelta, gA, gD, gB, gC,
             if c == 0:
                 h[:] = 0
             else:
-                h[: d1 - d0] = saved[item, c - 1, : d1 - d0]
+                h[:, :n] = saved[item, c - 1, :, :n]
             states[0] = h
             for t in range(t0, t1):
-                for d in range(d0, d1):
-                    dt = delta[b, t, d]
-                    x = u[b, t, d]
-                    _decay(dt, A, d, mantissa, exponent, exact)
-                    for n in range(n_state):
-                        decays[t - t0, d - d0, n] = mantissa[n] * pow2[n]
-                    step = decays[t - t0, d - d0]
-                    for n in range(n_state):
-                        h[d - d0, n] = step[n] * h[d - d0, n] + dt * B[b, t, n] * x
+                dl = delta[b, t, d0:d0 + n]
+                x = u[b, t, d0:d0 + n]
+                for i in range(n):
+                    dx[i] = dl[i] * x[i]
+                for s in range(n_state):
+                    a_s = At[s, d0:d0 + n]
+                    dec = decays[t - t0, s]
+                    if exact:
+                        for i in range(n):
+                            dec[i] = math.exp(dl[i] * a_s[i])
+                    else:
+                        for i in range(n):
+                            m, bits[i] = _exp32(max(dl[i] * a_s[i], np.float32(-87.0)))
+                            e[i] = m
+                        for i in range(n):
+                            dec[i] = e[i] * pw[i]
+                    bs = B[b, t, s]
+                    hs = h[s]
+                    for i in range(n):
+                        hs[i] = dec[i] * hs[i] + dx[i] * bs
                 states[t - t0 + 1] = h
             for t in range(t1 - 1, t0 - 1, -1):
-                prev = states[t - t0]        # h_{t-1}
-                cur = states[t - t0 + 1]     # h_t
-                decay_t = decays[t - t0]
-                sum_b[:] = 0
-                sum_c[:] = 0
-                for d in range(d0, d1):
-                    j = d - d0
-                    dt = delta[b, t, d]
-                    x = u[b, t, d]
-                    g = gy[b, t, d]
-                    decay = decay_t[j]
-                    gD[d] += g * x
-                    # One store per loop: LLVM vectorises loops it can prove alias-free.
-                    for n in range(n_state):
-                        gh[n] = carry[j, n] + g * C[b, t, n]          # dL/dh_t
-                    for n in range(n_state):
-                        carry[j, n] = gh[n] * decay[n]
-                    for n in range(n_state):
-                        sum_c[n] += g * cur[j, n]
-                    for n in range(n_state):
-                        sum_b[n] += gh[n] * dt * x
-                    for n in range(n_state):
-                        g_a[j, n] += gh[n] * dt * decay[n] * prev[j, n]
-                    g_x = D[d] * g
-                    g_dt = g_x - g_x
-                    for n in range(n_state):
-                        g_x += gh[n] * dt * B[b, t, n]
-                        g_dt += gh[n] * (B[b, t, n] * x + A[d, n] * decay[n] * prev[j, n])
-                    du[b, t, d] = g_x
-                    gdelta[b, t, d] = g_dt
-                for n in range(n_state):
-                    gB[blk, b, t, n] = sum_b[n]
-                    gC[blk, b, t, n] = sum_c[n]
-        gA[d0:d1] += g_a[: d1 - d0]
+                dl = delta[b, t, d0:d0 + n]
+                x = u[b, t, d0:d0 + n]
+                g = gy[b, t, d0:d0 + n]
+                dd = D[d0:d0 + n]
+                for i in range(n):
+                    dx[i] = dl[i] * x[i]
+                for i in range(n):
+                    g_d[i] += g[i] * x[i]
+                for i in range(n):
+                    gx[i] = dd[i] * g[i]
+                for i in range(n):
+                    gdt[i] = 0
+                for s in range(n_state):
+                    prev = states[t - t0, s]       # h_{t-1}
+                    cur = states[t - t0 + 1, s]    # h_t
+                    dec = decays[t - t0, s]
+                    a_s = At[s, d0:d0 + n]
+                    bs, cs = B[b, t, s], C[b, t, s]
+                    cy = carry[s]
+                    for i in range(n):
+                        gh[i] = cy[i] + g[i] * cs                 # dL/dh_t
+                    for i in range(n):
+                        cy[i] = gh[i] * dec[i]
+                    sum_c = g[0] * cur[0] - g[0] * cur[0]
+                    for i in range(n):
+                        sum_c += g[i] * cur[i]
+                    sum_b = sum_c - sum_c
+                    for i in range(n):
+                        sum_b += gh[i] * dx[i]
+                    ga = g_a[s]
+                    for i in range(n):
+                        ga[i] += gh[i] * dl[i] * dec[i] * prev[i]
+                    for i in range(n):
+                        gx[i] += gh[i] * dl[i] * bs
+                    for i in range(n):
+                        gdt[i] += gh[i] * (bs * x[i] + a_s[i] * dec[i] * prev[i])
+                    gB[blk, b, t, s] = sum_b
+                    gC[blk, b, t, s] = sum_c
+                out_x = du[b, t, d0:d0 + n]
+                out_dt = gdelta[b, t, d0:d0 + n]
+                for i in range(n):
+                    out_x[i] = gx[i]
+                for i in range(n):
+                    out_dt[i] = gdt[i]
+        gA[d0:d0 + n] += g_a[:, :n].T
+        gD[d0:d0 + n] += g_d[:n]
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -287,7 +286,7 @@ class _SelectiveScan(torch.autograd.Function):
         arrays.append(np.empty((0, 0, 0), arrays[0].dtype))  # no gate
         y = np.empty_like(arrays[0])
         chunks = (u.shape[1] + CHUNK - 1) // CHUNK
-        saved = np.empty((items if keep_states else 0, chunks - 1, BLOCK, A.shape[1]),
+        saved = np.empty((items if keep_states else 0, chunks - 1, A.shape[1], BLOCK),
                          arrays[0].dtype)
         _run(_forward_items, items, torch.get_num_threads(),
              lambda _i: (*arrays, y, saved), exact)
@@ -298,6 +297,7 @@ class _SelectiveScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy):
         u, delta, A, B, C, D, saved = (_numpy(t) for t in ctx.saved_tensors)  # noqa: N806
+        At = np.ascontiguousarray(A.T)  # noqa: N806
         batch, length, d_inner = u.shape
         n_state = A.shape[1]
         blocks = (d_inner + BLOCK - 1) // BLOCK
@@ -310,7 +310,7 @@ class _SelectiveScan(torch.autograd.Function):
         gC = np.empty_like(gB)  # noqa: N806
         g = _numpy(gy.to(ctx.saved_tensors[0].dtype))
         _run(_backward_items, items, threads,
-             lambda i: (u, delta, A, B, C, D, saved, g, du, gdelta, gA[i], gD[i], gB, gC),
+             lambda i: (u, delta, At, B, C, D, saved, g, du, gdelta, gA[i], gD[i], gB, gC),
              ctx.exact)
         return (None, *(torch.from_numpy(a) for a in
                         (du, gdelta, gA.sum(0), gB.sum(0), gC.sum(0), gD.sum(0))))
@@ -342,23 +342,14 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,  # noq
 
 @nb.njit(fastmath=True, inline="always")
 def _exp(z, out, bits, n, exact):  # pragma: no cover - compiled
-    """out[:n] = exp(z[:n]), as :func:`_decay` computes it (float32: polynomial times 2^k)."""
+    """out[:n] = exp(z[:n]) (float32: :func:`_exp32`; float64: libm's)."""
     if exact:
         for i in range(n):
             out[i] = math.exp(z[i])
         return
     for i in range(n):
-        v = min(max(z[i], np.float32(-87.0)), np.float32(88.0))
-        k = math.floor(v * np.float32(_LOG2E) + np.float32(0.5))
-        r = v - k * np.float32(_LN2)
-        p = np.float32(1.0 / 720.0)
-        p = p * r + np.float32(1.0 / 120.0)
-        p = p * r + np.float32(1.0 / 24.0)
-        p = p * r + np.float32(1.0 / 6.0)
-        p = p * r + np.float32(0.5)
-        p = p * r + np.float32(1.0)
-        out[i] = p * r + np.float32(1.0)
-        bits[i] = (np.int32(k) + np.int32(127)) << np.int32(23)
+        m, bits[i] = _exp32(min(max(z[i], np.float32(-87.0)), np.float32(88.0)))
+        out[i] = m
     scale = bits.view(np.float32)
     for i in range(n):
         out[i] *= scale[i]
