@@ -51,3 +51,16 @@ def test_triton_scan_matches_the_numba_scan(batch, length, d_inner, d_state):
     for name, rel in zip(names, out["rel"], strict=True):
         assert rel < 1e-4, (name, rel)
     assert out["no_grad"]
+
+
+def test_a_cpu_run_never_imports_triton():
+    # triton costs about 100 MB of RSS at import: only a GPU run without mamba-ssm pays it.
+    code = ("import sys, torch\n"
+            "from hsimap.model.network import ModelConfig, UnmixingGuidedMamba\n"
+            "net = UnmixingGuidedMamba(ModelConfig(bands=8, classes=2, hidden=16)).eval()\n"
+            "with torch.no_grad():\n"
+            "    net(torch.rand(1, 8, 16, 16), torch.ones(16, 16, dtype=torch.bool))\n"
+            "print('triton' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "False"

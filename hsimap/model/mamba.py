@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from mambapy.mamba import MambaBlock, MambaConfig
 from torch import nn
 
-from hsimap.model import triton_scan
 from hsimap.model.scan import conv_silu, gated_scan, selective_scan
 
 SCAN_BACKENDS = ("fused", "pscan")
@@ -77,6 +76,9 @@ class Mamba(MambaBlock):
         if self.scan == "pscan":
             return super().forward(x)
         if x.device.type != "cpu":  # a GPU without mamba-ssm (use_cuda_kernels swaps blocks)
+            # Imported here: triton costs ~100 MB of RSS, which a CPU run should not pay.
+            from hsimap.model import triton_scan
+
             return self._channel_last(x, triton_scan.selective_scan) \
                 if triton_scan.available() else super().forward(x)
         if not (torch.is_grad_enabled() and (x.requires_grad or self.A_log.requires_grad)):
