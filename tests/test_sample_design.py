@@ -131,7 +131,10 @@ def fill_reference(sample: Path, truth: np.ndarray, keep: float = 1.0) -> None:
     import pyogrio
     import shapely
 
-    meta, _, geom, fields = pyogrio.raw.read(sample)
+    from hsimap.io.points import data_layer
+
+    layer = data_layer(sample)   # not QGIS's layer_styles table beside it
+    meta, _, geom, fields = pyogrio.raw.read(sample, layer=layer)
     pts = shapely.from_wkb(geom)
     rows, cols = rasterio.transform.rowcol(TRANSFORM, shapely.get_x(pts), shapely.get_y(pts))
     ref = truth[np.asarray(rows), np.asarray(cols)].astype(np.int32)
@@ -141,7 +144,7 @@ def fill_reference(sample: Path, truth: np.ndarray, keep: float = 1.0) -> None:
     mask = [np.zeros(len(ref), bool)] * len(names)
     n_left = int(round(len(ref) * (1 - keep)))
     mask[names.index("reference")] = np.arange(len(ref)) < n_left
-    info = pyogrio.read_info(sample)
+    info = pyogrio.read_info(sample, layer=layer)
     pyogrio.raw.write(sample, geom, fields, fields=names, field_mask=mask, driver="GPKG",
                       geometry_type="Point", crs=meta["crs"], layer=info["layer_name"]
                       if "layer_name" in info else sample.stem,
@@ -157,7 +160,9 @@ def test_sample_fill_evaluate_round_trip(tmp_path):
     assert "Forest" in r.stdout and "olofsson allocation" in r.stdout
     import pyogrio
 
-    info = pyogrio.read_info(out)
+    from hsimap.io.points import data_layer
+
+    info = pyogrio.read_info(out, layer=data_layer(out))
     assert {"sample_id", "map_class", "map_class_name", "reference"} <= set(info["fields"])
     design = json.loads(info["layer_metadata"]["HSIMAP_SAMPLE_DESIGN"])
     assert design["strata_pixels"] == [int(n) for n in m.strata]
