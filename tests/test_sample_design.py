@@ -169,7 +169,7 @@ def test_sample_fill_evaluate_round_trip(tmp_path):
     assert design["seed"] == 7 and design["allocation"] == "olofsson"
     assert info["features"] == sum(design["drawn"]) == sum(design["planned"])
     # The reference field starts empty: nothing to evaluate yet.
-    _, _, _, fields = pyogrio.raw.read(out, columns=["reference"])
+    _, _, _, fields = pyogrio.raw.read(out, layer=data_layer(out), columns=["reference"])
     assert np.all(np.isnan(np.asarray(fields[0], float)))
     fill_reference(out, m.truth)
     r = hsimap("evaluate", map_path, "-l", out, "--class-field", "reference", "--stratified",
