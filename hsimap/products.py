@@ -276,6 +276,8 @@ def provenance(scene: xr.DataArray, **items: object) -> dict[str, str]:
         out["HSIMAP_SOURCE_SCENE"] = str(path)
         mtime = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
         out["HSIMAP_SOURCE_MODIFIED"] = mtime.isoformat(timespec="seconds")
+    if scene.attrs.get("grid"):   # a product placed on a grid of its own (EMIT's GLT)
+        out["HSIMAP_GRID"] = str(scene.attrs["grid"])
     for k, v in items.items():
         if v is not None:
             out[f"HSIMAP_{k.upper()}"] = str(v)

@@ -2,8 +2,9 @@
 (``EMIT_L2A_RFL_001_<time>_<orbit>_<scene>.nc``), with its mask product beside it
 (``EMIT_L2A_MASK_...nc``) when the user downloaded that too.
 
-What the product keeps where (EMIT L2A product user guide; the files are HDF5 underneath, read
-with h5py):
+What the product keeps where (NASA LP DAAC, EMIT L2A Estimated Surface Reflectance and
+Uncertainty and Masks V001, doi:10.5067/EMIT/EMITL2ARFL.001, and its product user guide; the
+files are netCDF4, HDF5 underneath, read with h5py):
 
 - ``reflectance`` (downtrack, crosstrack, bands), float32, fill -9999: the cube in the
   instrument's geometry, not on a map grid.
@@ -201,7 +202,9 @@ def open_product(path: Path, *, chunks: int, mask: tuple[str, ...] | None):
     cube = Orthorectified(path, (bands, *glt_x.shape), swath)
     meta = {"wavelength": wl, "fwhm": fwhm, "bad_band": np.asarray(good) == 0,
             "nodata": FILL, "scale_factor": 1.0, "add_offset": 0.0}
-    attrs = {"product": "EMIT L2A", "metadata": str(path)}
+    attrs = {"product": "EMIT L2A", "metadata": str(path),
+             "grid": "the granule's GLT map grid (its geotransform and spatial_ref), nearest "
+                     "swath pixel per map pixel"}
     if isinstance(start, bytes):
         start = start.decode()
     if start:
