@@ -62,7 +62,7 @@ from hsimap.cli.options import (
 @halo_opt(8)
 @click.option("--val-every", type=int, callback=at_least_one, default=25, show_default=True,
               help="Score the validation pixels every this many steps; the best step is kept.")
-@click.option("--patience", type=int, default=4, show_default=True,
+@click.option("--patience", type=int, default=3, show_default=True,
               help="Stop when this many validations in a row have not raised the validation "
                    "OA (the best state is kept); 0 runs every step.")
 @click.option("--test-all", is_flag=True,

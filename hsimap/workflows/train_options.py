@@ -37,7 +37,7 @@ class TrainOptions:
     # Stop once this many validations in a row have not raised the best validation OA (0:
     # run every step). The best state is kept either way; a scene that is learnt early (most
     # airborne ones) stops early, one that keeps improving runs to the end.
-    patience: int = 4
+    patience: int = 3
     recon_weight: float = 0.01
     sparsity_weight: float = 0.001
     ema_alpha: float = 0.9
