@@ -92,15 +92,14 @@ def _step(h, dl, x, At, d0, n, B, C, D, acc, dx, e, bits, exact):  # pragma: no 
 
 
 @nb.njit(nogil=True, fastmath=True, cache=True)
-def _forward_items(u, delta, At, B, C, D, gate, y, saved, first, last,  # noqa: N803
+def _forward_items(u, delta, At, B, C, D, y, saved, first, last,  # noqa: N803
                    exact):  # pragma: no cover - compiled
     """y for work items [first, last); item i is sequence i // blocks, channel block i % blocks.
 
     Shapes: u, delta, y (batch, length, d_inner); At (d_state, d_inner), A transposed; B, C
-    (batch, length, d_state); D (d_inner). ``gate``: y is multiplied by it (the block's
-    silu(z)), or an empty array. ``saved`` (items, chunks - 1, d_state, BLOCK) receives the
-    state before every chunk but the first (which starts at zero), for the backward pass; an
-    empty array when no gradient is needed.
+    (batch, length, d_state); D (d_inner). ``saved`` (items, chunks - 1, d_state, BLOCK)
+    receives the state before every chunk but the first (which starts at zero), for the
+    backward pass; an empty array when no gradient is needed.
     """
     _, length, d_inner = u.shape
     n_state = At.shape[0]
@@ -110,7 +109,6 @@ def _forward_items(u, delta, At, B, C, D, gate, y, saved, first, last,  # noqa: 
     dx = np.empty(BLOCK, u.dtype)
     e = np.empty(BLOCK, u.dtype)
     bits = np.zeros(BLOCK, np.int32)
-    gated = gate.shape[0] > 0
     keep = saved.shape[0] > 0
     for item in range(first, last):
         b = item // blocks
@@ -123,13 +121,8 @@ def _forward_items(u, delta, At, B, C, D, gate, y, saved, first, last,  # noqa: 
             _step(h, delta[b, t, d0:d0 + n], u[b, t, d0:d0 + n], At, d0, n, B[b, t], C[b, t],
                   D, acc, dx, e, bits, exact)
             out = y[b, t, d0:d0 + n]
-            if gated:
-                g = gate[b, t, d0:d0 + n]
-                for i in range(n):
-                    out[i] = acc[i] * g[i]
-            else:
-                for i in range(n):
-                    out[i] = acc[i]
+            for i in range(n):
+                out[i] = acc[i]
 
 
 @nb.njit(nogil=True, fastmath=True, cache=True)
@@ -283,7 +276,6 @@ class _SelectiveScan(torch.autograd.Function):
         items = batch * ((d_inner + BLOCK - 1) // BLOCK)
         arrays = [_numpy(t) for t in (u, delta, A.t(), B, C, D)]
         exact = arrays[0].dtype == np.float64
-        arrays.append(np.empty((0, 0, 0), arrays[0].dtype))  # no gate
         y = np.empty_like(arrays[0])
         chunks = (u.shape[1] + CHUNK - 1) // CHUNK
         saved = np.empty((items if keep_states else 0, chunks - 1, A.shape[1], BLOCK),
