@@ -52,4 +52,6 @@ def command(scene, variable, mask, as_json, indent, quiet) -> None:
                                       f"{', '.join(info.quality_layers)} (nodata in every "
                                       "output; --mask to choose)" if info.quality_layers
                                       else "nothing (--mask none)")]
+        lines += [f"Grid:         {info.grid}"] if info.grid else []
+        lines += [f"Bands from:   {info.bands_merged}"] if info.bands_merged else []
     click.echo("\n".join(lines))

@@ -84,7 +84,8 @@ mask_opt = click.option(
          "output, comma-separated, or none. EnMAP L2A: cloud, cloudshadow, haze, snow, cirrus "
          "(default: all). EMIT L2A (read from the granule's EMIT_L2A_MASK file beside it): "
          "cloud, cirrus, water, spacecraft, dilated_cloud, aggregate (default: cloud, "
-         "cirrus, dilated_cloud, spacecraft).")
+         "cirrus, dilated_cloud, spacecraft). PRISMA L2D (its pixel error matrices; it has no "
+         "cloud mask): invalid, negative, saturated (default: invalid, saturated).")
 label_variable_opt = click.option(
     "--label-variable", default=None,
     help="Variable holding the labels in a .mat label file (default: the integer image of the "

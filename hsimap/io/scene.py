@@ -25,7 +25,7 @@ from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from hsimap.errors import HsimapError, says_out_of_memory
-from hsimap.io import emit, enmap
+from hsimap.io import emit, enmap, prisma
 from hsimap.io.envi import DATA_SUFFIXES, parse_list, to_nm
 from hsimap.io.gdal import gdal_messages
 from hsimap.io.mat import mat_cube
@@ -252,10 +252,11 @@ def _open_gdal(path: Path | str, chunks: int) -> xr.DataArray:
     return arr
 
 
-def _open_emit(path: Path, chunks: int, mask: str | None) -> xr.DataArray:
-    """An EMIT L2A granule on its GLT's map grid (:mod:`hsimap.io.emit`)."""
-    cube, meta, attrs, transform, wkt, quality = emit.open_product(
-        path, chunks=chunks, mask=emit.parse_mask(mask))
+def _open_lazy(path: Path, chunks: int, opened: tuple, *, driver: str,
+               interleave: str) -> xr.DataArray:
+    """A product whose reader gives a lazy cube on a map grid of its own (EMIT's GLT grid,
+    PRISMA's geocoded grid): ``opened`` is the reader's ``open_product`` result."""
+    cube, meta, attrs, transform, wkt, quality = opened
     b, h, w = cube.shape
     arr = xr.DataArray(
         da.from_array(cube, chunks=(b, chunks, chunks), meta=np.empty((0, 0, 0), np.float32)),
@@ -265,7 +266,7 @@ def _open_emit(path: Path, chunks: int, mask: str | None) -> xr.DataArray:
                 "x": transform.c + transform.a * (np.arange(w) + 0.5)},
     )
     arr = arr.rio.write_crs(wkt).rio.write_transform(transform)
-    arr = _finish(arr, meta, driver="EMIT", interleave="bip", source=path, georef=True)
+    arr = _finish(arr, meta, driver=driver, interleave=interleave, source=path, georef=True)
     arr.attrs.update(attrs)
     if quality is not None:
         arr = arr.assign_coords(quality_mask=(("y", "x"), da.from_array(quality, chunks=chunks)))
@@ -310,12 +311,14 @@ def open_scene(path: str | Path, *, variable: str | None = None,
         path: an ENVI header or data file, a GeoTIFF (or any GDAL raster), a ``.mat`` file, or
             a sensor product as downloaded (an EnMAP L2A tile's folder, ZIP or
             SPECTRAL_IMAGE.TIF: :mod:`hsimap.io.enmap`; an EMIT L2A reflectance .nc, with
-            its mask product beside it: :mod:`hsimap.io.emit`).
+            its mask product beside it: :mod:`hsimap.io.emit`; a PRISMA L2D .he5:
+            :mod:`hsimap.io.prisma`).
         variable: for ``.mat`` files, the cube's variable name (detected when omitted).
         chunks: spatial chunk size of the dask array, in pixels.
         mask: a product's quality layers whose flagged pixels are nodata ("cloud,haze",
             "none"; default: EnMAP's cloud, shadow, haze, snow and cirrus layers; EMIT's
-            cloud, cirrus, dilated cloud and spacecraft flags).
+            cloud, cirrus, dilated cloud and spacecraft flags; PRISMA's invalid and
+            saturated error-matrix flags).
 
     Returns:
         DataArray (band, y, x) with CRS/transform on ``.rio`` and metadata as described above.
@@ -327,7 +330,13 @@ def open_scene(path: str | Path, *, variable: str | None = None,
     if not path.exists():
         raise HsimapError(f"{path}: no such file")
     if emit.is_emit(path):
-        return _open_emit(path, chunks, mask)
+        return _open_lazy(path, chunks, emit.open_product(path, chunks=chunks,
+                                                          mask=emit.parse_mask(mask)),
+                          driver="EMIT", interleave="bip")
+    if prisma.is_prisma(path):
+        return _open_lazy(path, chunks, prisma.open_product(path, chunks=chunks,
+                                                            mask=prisma.parse_mask(mask)),
+                          driver="PRISMA", interleave="bil")
     product = enmap.find(path)
     if product is not None:
         return enmap.open_product(product, chunks=chunks, mask=enmap.parse_mask(mask),
@@ -439,6 +448,8 @@ class SceneInfo:
     acquisition_time: str | None = None
     quality_layers: list[str] | None = None
     quality_masked_pixels: int | None = None
+    grid: str | None = None               # a product's own map grid, when it brings one
+    bands_merged: str | None = None       # how a product's detectors became one cube
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -479,5 +490,6 @@ def scene_info(scene: xr.DataArray) -> SceneInfo:
         quality_layers=scene.attrs["quality_layers"].split(",")
         if scene.attrs.get("quality_layers") else None,
         quality_masked_pixels=scene.attrs.get("quality_masked_pixels"),
+        grid=scene.attrs.get("grid"), bands_merged=scene.attrs.get("bands_merged"),
     )
 
