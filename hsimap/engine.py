@@ -22,7 +22,7 @@ from hsimap.errors import HsimapError
 from hsimap.io.gdal import STREAM_CACHE_BYTES, bounded_write_cache
 from hsimap.io.rasters import RasterSink
 from hsimap.io.scene import read_window
-from hsimap.runtime import available_cores, fewer_malloc_arenas, torch_threads
+from hsimap.runtime import available_cores, fewer_malloc_arenas, keep_freed_blocks, torch_threads
 from hsimap.windows import Tile, tiles
 
 # values (bands, h, w) in physical units, valid (h, w), origin (row, col) of the read window
@@ -148,6 +148,7 @@ def map_tiles(scene: xr.DataArray, grid: list[Tile],
     groups = [grid[i:i + batch] for i in range(0, len(grid), max(1, batch))]
     tasks = [dask.delayed(run, pure=False)(g) for g in groups]
     fewer_malloc_arenas()
+    keep_freed_blocks()
     with torch_threads(1), bounded_write_cache(cache_bytes):
         done = dask.compute(*tasks, scheduler="threads", num_workers=workers)
     return [r for group in done for r in group]
@@ -168,6 +169,7 @@ def store(arrays: Sequence[da.Array], sinks: Sequence[RasterSink], *, workers: i
     """Compute ``arrays`` ((bands, y, x) or (y, x)) into ``sinks`` on ``workers`` threads, then
     commit every sink; on any error (or Ctrl-C) abort them all, leaving no file behind."""
     fewer_malloc_arenas()
+    keep_freed_blocks()
     # Parallelism is across windows; one torch thread each keeps the cores from being
     # oversubscribed and makes results independent of the worker count.
     try:

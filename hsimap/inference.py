@@ -127,8 +127,11 @@ def apply_scaled(network: torch.nn.Module, scaling: Scaling, x: torch.Tensor,
     # The angle in physical units: min-max scaling adds an offset to every band, which
     # changes angles.
     span, lo = scaling.hi - scaling.lo, scaling.lo
-    recon, x = recon * span + lo, xt * span + lo
-    cos = (recon * x).sum(1) / (recon.norm(dim=1) * x.norm(dim=1)).clamp_min(1e-12)
+    recon, x = (recon * span + lo).flatten(2), (xt * span + lo).flatten(2)   # (B, bands, hw)
+    # Sums of products, not norm(dim=1): torch's norm over the band axis of a band-first
+    # window is a strided reduction, 2.5x slower than these.
+    dot, rr, xx = (recon * x).sum(1), (recon * recon).sum(1), (x * x).sum(1)
+    cos = (dot / (rr * xx).sqrt().clamp_min(1e-12)).view(valid.shape)
     err = torch.arccos(cos.clamp(-1, 1)).cpu().numpy().astype(np.float32)
     ab = abundances.cpu().numpy().astype(np.float32)
     err[~valid] = np.nan
@@ -242,6 +245,7 @@ def check_compatible(scene: xr.DataArray, model: TrainedModel, *,
 # in other units: reflectance x 10,000 against 0-1 is a factor of 10,000; two scenes of one
 # sensor differ by far less than 10.
 SCALE_LIMIT = 10.0
+CHECK_SAMPLE = 2 ** 20     # values the fill-value and scale checks look at
 
 
 def check_values(scene: xr.DataArray, model: TrainedModel, grid: list[Tile], *,
@@ -268,7 +272,10 @@ def check_values(scene: xr.DataArray, model: TrainedModel, grid: list[Tile], *,
     if not values:
         raise HsimapError(f"{source}: no pixel has data in the {len(bands)} bands the model "
                           "uses (all nodata); nothing to predict")
-    sample = np.concatenate(values)
+    values = np.concatenate(values)
+    # The fill-value and percentile checks on an even subsample (about 1 M of the ~13 M
+    # values): their thresholds are shares, and the full sample cost a third of a second.
+    sample = values[::max(1, values.size // CHECK_SAMPLE)]
     if scene.attrs.get("nodata") is None:
         # A fill value nobody declared reads as data, and then as "other units".
         for fill in (-9999, -32768, -32767, -999):
@@ -277,7 +284,7 @@ def check_values(scene: xr.DataArray, model: TrainedModel, grid: list[Tile], *,
                 raise HsimapError(f"{source}: {share:.1%} of its values are {fill}, a fill value "
                                   "it does not declare as nodata; declare it (gdal_edit.py "
                                   f"-a_nodata {fill}, or the ENVI header's data ignore value)")
-    check_magnitude(float(sample.min()), float(sample.max()), source)
+    check_magnitude(float(values.min()), float(values.max()), source)
     p1, p99 = (float(q) for q in np.percentile(sample, [1, 99]))
     lo, hi = model.scale
     ratio = (p99 - p1) / max(hi - lo, 1e-12)

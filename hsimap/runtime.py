@@ -83,6 +83,24 @@ def fewer_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
+def keep_freed_blocks(mmap_threshold: int = 32 * 2 ** 20,
+                      trim_threshold: int = 256 * 2 ** 20) -> None:
+    """Serve window-sized tensors from the heap (``M_MMAP_THRESHOLD``, ``M_TRIM_THRESHOLD``).
+
+    A window's activations are 1-8 MB each; above glibc's default threshold every one is a
+    fresh ``mmap`` whose pages fault in one by one and are unmapped when freed, so a forward
+    spent about a tenth of its time in the kernel (sys time 0.98 -> 0.54 s over 40 windows).
+    Freed blocks now return to the heap for the next window. 32 MiB is the largest threshold
+    glibc accepts. No-op off glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, mmap_threshold)   # M_MMAP_THRESHOLD
+        libc.mallopt(-1, trim_threshold)   # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """torch's global generator seeded within the block (parameter initialisation draws from

@@ -122,7 +122,11 @@ class CoordinateGate(nn.Module):
             rows, cols = m.sum(-1, keepdim=True), m.sum(-2, keepdim=True)
             k = conv(xm.sum(-1, keepdim=True) / rows.clamp_min(1), self.k_proj) * (rows > 0)
             v = conv(xm.sum(-2, keepdim=True) / cols.clamp_min(1), self.v_proj) * (cols > 0)
-        return x + torch.tanh(q * k) * v
+        if torch.is_grad_enabled():
+            return x + torch.tanh(q * k) * v
+        # Prediction: q is this call's own tensor; working in it spares three window-sized
+        # allocations (on the CPU, fresh pages cost more than the arithmetic).
+        return q.mul_(k).tanh_().mul_(v).add_(x)
 
 
 class UnmixingBranch(nn.Module):
@@ -207,6 +211,9 @@ class ClusterMamba(nn.Module):
             ``(out, None)`` with out (N, width); or, with ``keep``, ``(out, idx)``: out
             (K, width) for the K kept pixels, whose indices into x are idx (K,).
         """
+        # In place: index_add (not index_add_) would copy the (N, width) sum once per cluster.
+        # Differentiable all the same: the backward of a scatter-add into `out` reads no
+        # value of `out`.
         out = torch.zeros_like(x)
         if keep is not None:
             sequences = [[s[keep[s]] for s in seqs] for seqs in sequences]
@@ -214,10 +221,10 @@ class ClusterMamba(nn.Module):
         for mamba, seqs in zip(self.cluster_mamba, sequences, strict=True):
             idx, y = self._run(mamba, x, seqs)
             if idx.numel():
-                out = out.index_add(0, idx, y)
+                out.index_add_(0, idx, y)
         idx, y = self._run(self.shared_mamba, x, rest)
         if idx.numel():
-            out = out.index_add(0, idx, y)
+            out.index_add_(0, idx, y)
         if keep is not None:
             idx = torch.nonzero(keep).squeeze(1)
             y = out[idx] + x[idx]

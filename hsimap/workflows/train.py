@@ -31,7 +31,7 @@ from hsimap.model.store import (
     TrainedModel,
     check_model_folder,
 )
-from hsimap.runtime import release_memory, seeded, thread_budget
+from hsimap.runtime import keep_freed_blocks, release_memory, seeded, thread_budget
 from hsimap.sampling import label_chips, sample_tiles
 from hsimap.workflows.chips import ChipReader, score_chips
 from hsimap.workflows.fit import Fit, init_endmembers
@@ -88,6 +88,7 @@ def train(scene: xr.DataArray | Sequence[xr.DataArray],
             sc.split = np.asarray(sp)
     # GDAL's default block cache (5% of RAM) would keep what the scans of the scenes read:
     # memory would grow with the scene, not with the batch and the chip cache.
+    keep_freed_blocks()
     with thread_budget(opts.threads) as threads, seeded(opts.seed), bounded_write_cache():
         return _train(scenes, class_table, out_dir, opts, overwrite, threads)
 
