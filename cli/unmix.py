@@ -41,6 +41,10 @@ from hsimap.cli.options import (
               help="Starting endmembers: VCA on 3x3-smoothed pixels then moved to the mean of "
                    "their purest pixels (default for hsimap), textbook VCA (default for "
                    "vca-fcls), or VCA forced onto its affine projection.")
+@click.option("--solver", type=click.Choice(["sclsu", "fcls", "network"]), default=None,
+              help="How each pixel's abundances are solved with the endmembers: SCLSU, a "
+                   "mixture with a brightness of its own per pixel (default for hsimap), FCLS "
+                   "(default for vca-fcls), or the network's own abundance encoder (hsimap only).")
 @click.option("--library", type=click.Path(exists=True), default=None,
               help="Start from this spectral library (.sli or .csv) instead of extracting.")
 @click.option("--fixed-library", is_flag=True, help="Keep the library's spectra fixed.")
@@ -56,16 +60,17 @@ from hsimap.cli.options import (
 @workers_opt
 @threads_opt
 @device_opt
-@precision_opt("auto", PRECISION_HELP + " Here: the abundance pass; fitting runs in fp32.")
+@precision_opt("auto", PRECISION_HELP + " Here: the network's abundance pass (--solver "
+               "network); fitting runs in fp32.")
 @cog_opt
 @creation_opt
 @stac_opt
 @no_quicklooks_opt
 @overwrite_opt
 @quiet_opt
-def command(scene, output, endmembers, method, extraction, library, fixed_library, name_library,
-            epochs, window, halo, variable, mask, seed, workers, threads, device, precision, cog,
-            creation_options, stac, no_quicklooks, overwrite, quiet) -> None:
+def command(scene, output, endmembers, method, extraction, solver, library, fixed_library,
+            name_library, epochs, window, halo, variable, mask, seed, workers, threads, device,
+            precision, cog, creation_options, stac, no_quicklooks, overwrite, quiet) -> None:
     """Unmix SCENE without labels: SCENE_abundances.tif, SCENE_error.tif and the endmember
     library SCENE_endmembers.sli/.hdr/.csv, on the scene's grid, plus quicklooks."""
     from hsimap.io.scene import open_scene
@@ -76,7 +81,7 @@ def command(scene, output, endmembers, method, extraction, library, fixed_librar
     out = OutputOptions(workers=workers or threads, cog=cog, creation_options=creation_options,
                         overwrite=overwrite, quicklooks=not no_quicklooks, progress=not quiet,
                         stac=stac)
-    opts = UnmixOptions(endmembers=endmembers, method=method, extraction=extraction,
+    opts = UnmixOptions(endmembers=endmembers, method=method, extraction=extraction, solver=solver,
                         library=library, fixed_library=fixed_library,
                         name_library=name_library, epochs=epochs,
                         window=window, halo=halo, seed=seed,

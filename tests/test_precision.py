@@ -117,9 +117,14 @@ def test_unmix_records_the_precision_of_its_abundance_pass(tmp_path):
     tags = {}
     for precision in ("fp32", "bf16"):
         r = unmix(scene, tmp_path / precision, endmembers=3, epochs=2, window=32, halo=4,
-                  hidden=16, progress=False, precision=precision)
+                  hidden=16, progress=False, precision=precision, solver="network")
         with rasterio.open(r.paths["abundances"]) as src:
             tags[precision] = src.tags()["HSIMAP_PRECISION"]
     assert tags == {"fp32": "fp32", "bf16": "bf16"}
+    # The default solver (SCLSU) runs no network over the pixels: no precision to record.
+    r = unmix(scene, tmp_path / "sclsu", endmembers=3, epochs=2, window=32, halo=4, hidden=16,
+              progress=False, precision="bf16")
+    with rasterio.open(r.paths["abundances"]) as src:
+        assert "HSIMAP_PRECISION" not in src.tags() and src.tags()["HSIMAP_SOLVER"] == "sclsu"
     with pytest.raises(HsimapError, match="--precision must be one of"):
         unmix(scene, tmp_path / "bad", endmembers=3, precision="half", progress=False)

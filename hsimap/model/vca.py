@@ -162,6 +162,40 @@ def fcls(pixels: np.ndarray, endmembers: np.ndarray, delta: float = 1e3) -> np.n
     return out / np.where(s > 0, s, 1.0)
 
 
+def sclsu(pixels: np.ndarray, endmembers: np.ndarray) -> np.ndarray:
+    """Scaled constrained least squares (SCLSU): each pixel a non-negative mixture of the
+    endmembers with a brightness of its own, x = s (a_1 e_1 + ... + a_p e_p), a >= 0 summing
+    to one, s > 0.
+
+    Illumination, slope and shade scale a pixel's whole spectrum; FCLS, which has no s, must
+    mimic a darker pixel by mixing in the darkest endmember (water, shade). The least squares
+    fit with a free s is the non-negative least squares fit of c = s a, so this is scipy's
+    NNLS per pixel, its coefficients then divided by their sum (s). A pixel that no
+    non-negative mixture approaches (all coefficients 0) gets FCLS's abundances.
+
+    Args:
+        pixels: (n, bands).
+        endmembers: (p, bands).
+
+    Returns:
+        (n, p) abundances.
+    """
+    e = np.asarray(endmembers, dtype=np.float64).T
+    x = np.asarray(pixels, dtype=np.float64)
+    out = np.empty((x.shape[0], e.shape[1]))
+    for i, y in enumerate(x):
+        out[i], _ = nnls(e, y)
+    s = out.sum(axis=1)
+    none = s <= 0
+    out[~none] /= s[~none, None]
+    if none.any():
+        out[none] = fcls(x[none], endmembers)
+    return out
+
+
+SOLVERS = {"fcls": fcls, "sclsu": sclsu}
+
+
 def spectral_angle(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Angle in radians between spectra along the last axis."""
     num = np.sum(a * b, axis=-1)

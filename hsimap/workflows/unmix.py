@@ -2,9 +2,12 @@
 
 ``hsimap unmix`` needs no labels. The network is the classifier's unmixing branch (patch
 embedding, unmixing gate, abundance encoder, endmember bank with per-pixel variants), trained on
-the scene's windows with the spectral-angle reconstruction loss and the L1/2 sparsity term. The
-classic baseline (``method="vca-fcls"``) extracts endmembers with VCA and solves fully constrained
-least squares per pixel. Both write their products through the same engine as ``predict``.
+the scene's windows with the spectral-angle reconstruction loss and the L1/2 sparsity term; it
+refines the endmembers. The abundances are then solved per pixel with them (``solver``):
+SCLSU by default (a mixture with a free brightness per pixel, :func:`hsimap.model.vca.sclsu`),
+FCLS, or the network's own encoder. The classic baseline (``method="vca-fcls"``) extracts
+endmembers with VCA and solves fully constrained least squares per pixel. Both write their
+products through the same engine as ``predict``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from hsimap.model.losses import make_optimizer, sad_loss, sparsity_loss
 from hsimap.model.naming import endmember_names
 from hsimap.model.network import ModelConfig, UnmixingNetwork
 from hsimap.model.precision import resolve_precision, set_precision
-from hsimap.model.vca import VCA_SAMPLE, fcls, purify, spectral_angle, vca_best
+from hsimap.model.vca import SOLVERS, VCA_SAMPLE, purify, spectral_angle, vca_best
 from hsimap.products import (
     EndmemberLibrary,
     OutputOptions,
@@ -42,6 +45,7 @@ from hsimap.windows import SceneScan, Tile, dead_bands, scan_scene
 
 METHODS = ("hsimap", "vca-fcls")
 EXTRACTIONS = ("purified", "vca", "vca-affine")
+ABUNDANCE_SOLVERS = ("sclsu", "fcls", "network")
 RASTERS = ("abundances", "error")
 
 
@@ -55,6 +59,7 @@ class UnmixOptions:
     name_library: str | Path | None = None  # names extracted endmembers (None: embedded USGS)
     fixed_library: bool = False
     extraction: str | None = None         # default: purified (hsimap), vca (vca-fcls)
+    solver: str | None = None             # abundances; default: sclsu (hsimap), fcls (vca-fcls)
     epochs: int = 300
     window: int = 128
     halo: int = 16
@@ -73,6 +78,11 @@ class UnmixOptions:
         """Refuse settings that cannot run, in one line each."""
         if self.method not in METHODS:
             raise HsimapError(f"unknown method {self.method!r} (hsimap or vca-fcls)")
+        if self.solver is not None and self.solver not in ABUNDANCE_SOLVERS:
+            raise HsimapError(f"unknown solver {self.solver!r} (sclsu, fcls or network)")
+        if self.solver == "network" and self.method != "hsimap":
+            raise HsimapError("--solver network needs --method hsimap (the network's own "
+                              "abundances)")
         if self.extraction is not None and self.extraction not in EXTRACTIONS:
             raise HsimapError(f"unknown extraction {self.extraction!r} (purified, vca or "
                               "vca-affine)")
@@ -214,14 +224,19 @@ def _unmix_into(scene: xr.DataArray, out_dir: str | Path, stem: str, grid: list[
     if len(bands) < len(init):
         raise HsimapError(f"{len(bands)} usable bands, fewer than {len(init)} endmembers")
     precision = None
+    solver = opts.solver or ("sclsu" if opts.method == "hsimap" else "fcls")
     if opts.method == "vca-fcls":
-        run, spectra = _fcls_window(init, bands), init
+        spectra = init
     else:
         net = _train_network(scene, scan, bands, init, opts)
+        spectra = net.unmixing.mean_endmembers().detach().cpu().numpy() \
+            * (scan.hi - scan.lo) + scan.lo
+    if solver == "network":
         precision = resolve_precision(opts.precision, opts.device)
         set_precision(net, precision)
-        run, spectra = _network_window(net, Scaling(bands, scan.lo, scan.hi), opts.device), \
-            net.unmixing.mean_endmembers().detach().cpu().numpy() * (scan.hi - scan.lo) + scan.lo
+        run = _network_window(net, Scaling(bands, scan.lo, scan.hi), opts.device)
+    else:
+        run = _solver_window(spectra, bands, solver)
     p = len(init)
     bar = TileProgress(scene, "unmix", out.progress)
     stack = tile_array(scene, grid, run, p + 1, name=f"unmix-{id(run)}", on_tile=bar.on_tile,
@@ -232,7 +247,7 @@ def _unmix_into(scene: xr.DataArray, out_dir: str | Path, stem: str, grid: list[
         names = endmember_names(spectra, wl, opts.name_library)
     library = EndmemberLibrary(spectra, names, wl, f"hsimap unmix ({opts.method}) of {stem}")
     out = replace(out, provenance=provenance(scene, method=opts.method, endmembers=p,
-                                             precision=precision))
+                                             solver=solver, precision=precision))
     written = write_products(scene, out_dir, stem, {"abundances": stack[:p], "error": stack[p]},
                              library, bar, out)
     return spectra, names, wl, written
@@ -246,15 +261,17 @@ def _error_plane(recon: np.ndarray, x: np.ndarray, valid: np.ndarray) -> np.ndar
     return err[None]
 
 
-def _fcls_window(init: np.ndarray, bands: np.ndarray):
-    """The per-window function of VCA + FCLS: abundances and error planes."""
-    p = len(init)
+def _solver_window(init: np.ndarray, bands: np.ndarray, solver: str):
+    """The per-window function of a per-pixel solver (``fcls``, ``sclsu``) with fixed
+    endmembers: abundances and error planes. The error is an angle, which SCLSU's brightness
+    leaves unchanged."""
+    p, solve = len(init), SOLVERS[solver]
 
     def run(values: np.ndarray, valid: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         x = values[bands]
         a = np.full((p, *valid.shape), np.nan, np.float32)
         if valid.any():
-            a[:, valid] = fcls(x[:, valid].T, init).T
+            a[:, valid] = solve(x[:, valid].T, init).T
         recon = np.einsum("phw,pb->bhw", np.nan_to_num(a), init)
         return np.concatenate([a, _error_plane(recon, x, valid)])
     return run
