@@ -28,9 +28,12 @@ def test_unmixing_benchmark(capsys):
     shared("samson", "samson_1.mat")
     out = _run("unmixing", ["--seeds", "0", "--epochs", "3", "--scenes", "samson"], capsys)
     methods = [r[1] for r in _rows(out)[1:]]
-    assert methods == ["hsimap", "vca-fcls", "vca-affine-fcls", "purified-fcls"]
+    assert methods == ["hsimap", "hsimap-network", "vca-fcls", "vca-affine-fcls",
+                       "purified-fcls", "purified-sclsu"]
     for row in _rows(out)[1:]:
-        assert 0 <= float(row[2]) < 90 and 0 <= float(row[4]) < 1
+        deg, rad = float(row[2].split()[0]), float(row[3].split()[0])
+        assert 0 <= deg < 90 and abs(rad - deg * 3.141592653589793 / 180) < 1e-3
+        assert 0 <= float(row[5].split()[0]) < 1
 
 
 def test_classification_benchmark(capsys):

@@ -339,7 +339,7 @@ def test_interrupted_train_overwrite_keeps_the_previous_model(trained, tmp_path)
     before = {p.name: p.read_bytes() for p in m.iterdir()}
     p = hsimap_process("train", trained.made.scene, "-l", trained.made.labels, "-o", m,
                        "--overwrite", "--steps", 100000, "--hidden", 16, "--window", 32,
-                       "--halo", 4, "--val-every", 1)
+                       "--halo", 4, "--val-every", 1, "--patience", 0)  # no early stop
     deadline = time.monotonic() + 120
     seen = ""
     while "train:" not in seen:
