@@ -43,8 +43,21 @@ def hsimap(*args: object, **kw) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "hsimap", *args], **kw)
 
 
+def _as_a_shell_starts_it() -> None:
+    """SIGINT and SIGTERM delivered and at their default, as a shell starts a command. A
+    child inherits ignored signals and the forking thread's signal mask; a library in the
+    test process may leave either changed (joblib's loky blocks both around its own spawns),
+    and the child would then not hear the signal a test sends it."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 def hsimap_process(*args: object, **kw) -> subprocess.Popen:
     """``hsimap ARGS`` started, not awaited: for tests that signal or kill it."""
+    kw.setdefault("preexec_fn", _as_a_shell_starts_it)
     return subprocess.Popen([sys.executable, "-m", "hsimap", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
@@ -132,3 +145,4 @@ def trained(tmp_path_factory) -> Trained:
                    TrainOptions(steps=30, hidden=32, window=64, halo=8, val_every=5,
                                 progress=False, threads=2, seed=0))
     return Trained(made, d / "model", result, load_model(d / "model"))
+
