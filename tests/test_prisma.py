@@ -192,8 +192,11 @@ def test_damaged_products_are_refused_in_one_line_and_leave_nothing(tmp_path, tr
         open_scene(p["path"], mask=mask)
     extra = ["--mask", mask] if mask else []
     refused_in_one_line(["info", p["path"], *extra], message, 1, tmp_path)
-    refused_in_one_line(["predict", p["path"], "-m", trained.model_dir, "-o",
-                         tmp_path / "maps", *extra], message, 1, tmp_path)
+    if case in ("level", "truncated", "corners", "cloud_flag"):
+        # predict opens the scene through the same reader: a few rows show it refuses before
+        # writing anything (each run costs a process start).
+        refused_in_one_line(["predict", p["path"], "-m", trained.model_dir, "-o",
+                             tmp_path / "maps", *extra], message, 1, tmp_path)
 
 
 def test_train_predict_evaluate_on_a_product_give_maps_on_its_grid(tmp_path):

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from hsimap.errors import HsimapError
+from hsimap.io.lazy import LazyCube
 
 FILL = -9999.0
 DEFAULT_MASK = ("cloud", "cirrus", "dilated_cloud", "spacecraft")
@@ -85,22 +86,14 @@ def parse_mask(text: str | None) -> tuple[str, ...] | None:
 
 
 @dataclass
-class Orthorectified:
-    """The reflectance cube on the GLT's map grid, as an array dask slices: (bands, rows,
-    cols), float32, FILL where no swath pixel falls. Each slice opens the file, reads the GLT
-    of its window and the swath box its pixels come from, and gathers."""
+class Orthorectified(LazyCube):
+    """The reflectance cube on the GLT's map grid: (bands, rows, cols), float32, FILL where no
+    swath pixel falls. Each read opens the file, reads the GLT of its window and the swath box
+    its pixels come from, and gathers."""
 
-    path: Path
-    shape: tuple[int, int, int]
-    swath: tuple[int, int]
-    dtype: np.dtype = np.dtype(np.float32)
+    swath: tuple[int, int] = (0, 0)
 
-    @property
-    def ndim(self) -> int:
-        return 3
-
-    def __getitem__(self, key) -> np.ndarray:
-        bands, rows, cols = (k if isinstance(k, slice) else slice(k, k + 1) for k in key)
+    def read(self, bands: slice, rows: slice, cols: slice) -> np.ndarray:
         nb = len(range(*bands.indices(self.shape[0])))
         h = len(range(*rows.indices(self.shape[1])))
         w = len(range(*cols.indices(self.shape[2])))

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from hsimap.errors import HsimapError
+from hsimap.io.lazy import LazyCube
 
 FILL = -9999.0
 SWATH = "HDFEOS/SWATHS/PRS_L2D_HCO"
@@ -121,21 +122,13 @@ class Detector:
 
 
 @dataclass
-class Merged:
-    """The two cubes as one (bands, rows, cols) float32 reflectance array that dask slices:
-    each slice opens the file and reads its rows and columns of both cubes."""
+class Merged(LazyCube):
+    """The two cubes as one (bands, rows, cols) float32 reflectance array: each read opens the
+    file and reads its rows and columns of both cubes."""
 
-    path: Path
-    shape: tuple[int, int, int]
-    detectors: tuple[Detector, Detector]
-    dtype: np.dtype = np.dtype(np.float32)
+    detectors: tuple[Detector, ...] = ()
 
-    @property
-    def ndim(self) -> int:
-        return 3
-
-    def __getitem__(self, key) -> np.ndarray:
-        bands, rows, cols = (k if isinstance(k, slice) else slice(k, k + 1) for k in key)
+    def read(self, bands: slice, rows: slice, cols: slice) -> np.ndarray:
         parts, empty = [], None
         with _h5(self.path) as f:
             for d in self.detectors:

@@ -45,7 +45,7 @@ from hsimap.windows import SceneScan, Tile, dead_bands, scan_scene
 
 METHODS = ("hsimap", "vca-fcls")
 EXTRACTIONS = ("purified", "vca", "vca-affine")
-ABUNDANCE_SOLVERS = ("sclsu", "fcls", "network")
+ABUNDANCE_SOLVERS = (*SOLVERS, "network")   # the per-pixel solvers, or the network's encoder
 RASTERS = ("abundances", "error")
 
 
@@ -79,7 +79,8 @@ class UnmixOptions:
         if self.method not in METHODS:
             raise HsimapError(f"unknown method {self.method!r} (hsimap or vca-fcls)")
         if self.solver is not None and self.solver not in ABUNDANCE_SOLVERS:
-            raise HsimapError(f"unknown solver {self.solver!r} (sclsu, fcls or network)")
+            raise HsimapError(f"unknown solver {self.solver!r} (one of "
+                              f"{', '.join(ABUNDANCE_SOLVERS)})")
         if self.solver == "network" and self.method != "hsimap":
             raise HsimapError("--solver network needs --method hsimap (the network's own "
                               "abundances)")
