@@ -259,8 +259,8 @@ def open_product(path: Path, *, chunks: int, mask: tuple[str, ...]):
             bad = np.concatenate([vbad, sbad])
             quality = _quality_mask(f, path, (vnir, swir), bad, mask, rows, cols)
             start = f.attrs.get("Product_StartTime")
-            dropped = int(((_floats(f, "List_Cw_Swir", path) > 0)
-                           & (_floats(f, "List_Cw_Swir", path) <= vwl.max())).sum())
+            swir_wl = _floats(f, "List_Cw_Swir", path)
+            dropped = int(((swir_wl > 0) & (swir_wl <= vwl.max())).sum())
     except OSError as exc:
         raise HsimapError(f"{path}: cannot read it as HDF5 ({exc})") from None
     cube = Merged(path, (len(vwl) + len(swl), rows, cols), (vnir, swir))
