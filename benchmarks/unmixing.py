@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED, mean_std, stamp, table  # noqa: E402
 
 from hsimap.io.scene import open_scene  # noqa: E402
-from hsimap.model.vca import match_endmembers  # noqa: E402
+from hsimap.model.vca import match_endmembers, mixture  # noqa: E402
 from hsimap.workflows.unmix import unmix  # noqa: E402
 
 
@@ -54,16 +54,21 @@ def load(name: str):
 def score(scene_path, ref_e, ref_a, result) -> dict:
     with rasterio.open(result.paths["abundances"]) as src:
         a = src.read()
+        solver = src.tags().get("HSIMAP_SOLVER", "fcls")
     order, sad = match_endmembers(result.endmembers, ref_e)
     a = a[order]
     x = open_scene(scene_path).values.astype(np.float64)
-    recon = np.einsum("phw,pb->bhw", a, result.endmembers[order])
+    b, h, w = x.shape
+    # "network" abundances mix the endmembers as they are, like FCLS's.
+    recon = mixture(a.reshape(len(a), -1).T, result.endmembers[order],
+                    solver).T.reshape(b, h, w)
     # SCLSU's model gives each pixel a brightness of its own: its reconstruction is the
     # abundance mixture scaled by the least-squares factor <x, r> / <r, r>.
     bright = (x * recon).sum(0) / np.maximum((recon * recon).sum(0), 1e-30)
     return {"sad": float(sad.mean()), "sad_each": sad.tolist(),
             "armse": float(np.sqrt(np.mean((a - ref_a) ** 2))),
-            "rrmse": float(np.sqrt(np.mean((x - recon) ** 2))),
+            # SCLSU's mixture has no scale until each pixel's brightness is applied.
+            "rrmse": float(np.sqrt(np.mean((x - recon) ** 2))) if solver != "sclsu" else np.nan,
             "srmse": float(np.sqrt(np.mean((x - bright * recon) ** 2)))}
 
 
@@ -100,7 +105,8 @@ def main(argv=None) -> None:
                          mean_std([np.radians(r["sad"]) for r in runs], "{:.4f}"),
                          " / ".join(f"{v:.1f}" for v in each),
                          mean_std([r["armse"] for r in runs]),
-                         mean_std([r["rrmse"] for r in runs], "{:.4g}"),
+                         "-" if np.isnan(runs[0]["rrmse"])
+                         else mean_std([r["rrmse"] for r in runs], "{:.4g}"),
                          mean_std([r["srmse"] for r in runs], "{:.4g}"),
                          f"{np.mean(secs):.1f}"])
             print(f"{name} {method}: {rows[-1]}", file=sys.stderr, flush=True)

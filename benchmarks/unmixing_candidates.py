@@ -9,8 +9,9 @@ the scene's units). Candidates:
   reference endmembers, which says what the reference abundances are;
 - endmembers beyond the pixels: alternating least squares (FCLS abundances, then the
   endmembers that best reconstruct the pixels with them), 1-30 rounds;
-- purification: the fraction of purest pixels averaged (hsimap uses 5%), or every pixel above
-  an abundance threshold;
+- purification: before this issue, the plain mean of a fraction of the purest pixels by FCLS
+  (hsimap used 5%) or of every pixel above an FCLS abundance threshold; hsimap's purification
+  now (SCLSU, the pixels' directions averaged above a threshold) over its threshold and rounds;
 - spatial priors on the abundances: a Gaussian filter of FCLS's maps, and FCLS on a smoothed
   cube.
 
@@ -33,7 +34,7 @@ from common import stamp, table  # noqa: E402
 from unmixing import load  # noqa: E402
 
 from hsimap.io.scene import open_scene  # noqa: E402
-from hsimap.model.vca import fcls, match_endmembers, purify, sclsu  # noqa: E402
+from hsimap.model.vca import fcls, match_endmembers, mixture, purify, sclsu  # noqa: E402
 from hsimap.workflows.unmix import unmix  # noqa: E402
 
 
@@ -46,23 +47,31 @@ def _extracted(scene, p: int, extraction: str) -> np.ndarray:
 
 def _row(scene: str, what: str, e: np.ndarray, a: np.ndarray, x: np.ndarray, ref_e, ref_a,
          shape, same_scale: bool = True) -> list[str]:
-    """a: (n, p) abundances in e's order. The reference spectra are on another scale than
-    the cubes (0-1 against Jasper Ridge's reflectance x 10,000), so their row has no
-    reconstruction error."""
+    """a: (n, p) abundances in e's order. Rows whose name ends in SCLSU are reconstructed
+    with each pixel's least-squares brightness (SCLSU's model), the others as the abundances
+    mix the endmembers. The reference spectra are on another scale than the cubes (0-1
+    against Jasper Ridge's reflectance x 10,000), so their row has no reconstruction error."""
     order, sad = match_endmembers(e, ref_e)
     maps = a[:, order].T.reshape(len(e), *shape)
+    solver = "sclsu" if what.endswith("SCLSU") else "fcls"
+    r = mixture(a, e, solver)
+    if solver == "sclsu":
+        r *= ((x * r).sum(1) / np.maximum((r * r).sum(1), 1e-30))[:, None]
     return [scene, what, f"{sad.mean():.2f}", " / ".join(f"{s:.1f}" for s in sad),
             f"{np.sqrt(np.mean((maps - ref_a) ** 2)):.3f}",
-            f"{np.sqrt(np.mean((x - a @ e) ** 2)):.4g}" if same_scale else "-"]
+            f"{np.sqrt(np.mean((x - r) ** 2)):.4g}" if same_scale else "-"]
 
 
-def _threshold_purify(x: np.ndarray, e: np.ndarray, tau: float, top: float = 0.05,
-                      rounds: int = 5) -> np.ndarray:
+def _share_purify(x: np.ndarray, e: np.ndarray, top: float, tau: float | None = None,
+                  iterations: int = 5) -> np.ndarray:
+    """hsimap's purification before this issue, with its variants: FCLS abundances, then each
+    endmember the plain mean of its top ``top`` share of pixels (or, with ``tau``, of every
+    pixel at abundance >= tau, the top share where fewer)."""
     e, keep = e.copy(), max(1, int(round(top * len(x))))
-    for _ in range(rounds):
+    for _ in range(iterations):
         a = fcls(x, e)
         for k in range(len(e)):
-            sel = a[:, k] >= tau
+            sel = a[:, k] >= tau if tau is not None else np.zeros(len(x), bool)
             e[k] = x[sel].mean(0) if sel.sum() >= keep else x[np.argsort(a[:, k])[-keep:]].mean(0)
     return e
 
@@ -78,21 +87,27 @@ def candidates(name: str) -> list[list[str]]:
     e0 = _extracted(scene, p, "purified")
     row("purified + FCLS (hsimap's extraction)", e0, fcls(x, e0))
     row("purified + SCLSU", e0, sclsu(x, e0))
+    row("reference endmembers + SCLSU", ref_e, sclsu(x, ref_e), False)
     ref = np.array([nnls(ref_e.T, xi)[0] for xi in x])
-    row("reference endmembers + SCLSU", ref_e, ref / np.maximum(ref.sum(1, keepdims=True), 1e-12),
-        False)
+    row("reference endmembers at their stored scale + NNLS, normalised", ref_e,
+        ref / np.maximum(ref.sum(1, keepdims=True), 1e-12), False)
     e = e0.copy()
     for k in range(1, 31):
         e = np.maximum(np.linalg.lstsq(fcls(x, e), x, rcond=None)[0], 1e-6 * np.abs(x).max())
         if k in (1, 3, 10, 30):
             row(f"ALS endmembers, {k} rounds + FCLS", e, fcls(x, e))
     affine = _extracted(scene, p, "vca-affine")
-    for top in (0.01, 0.02, 0.1, 0.2):
-        ep = purify(x, affine, top=top).astype(np.float64)
-        row(f"purified over the top {top:.0%} + FCLS", ep, fcls(x, ep))
+    for top in (0.01, 0.02, 0.05, 0.1, 0.2):
+        ep = _share_purify(x, affine, top)
+        row(f"previous purification, top {top:.0%} + FCLS", ep, fcls(x, ep))
     for tau in (0.8, 0.9):
-        ep = _threshold_purify(x, affine, tau)
-        row(f"purified over abundance >= {tau} + FCLS", ep, fcls(x, ep))
+        ep = _share_purify(x, affine, 0.05, tau)
+        row(f"previous purification, abundance >= {tau} + FCLS", ep, fcls(x, ep))
+    # hsimap's purification (SCLSU, directions averaged over abundance >= threshold): its
+    # threshold and rounds, from the same start as the rows above.
+    for tau, rounds in ((0.7, 10), (0.8, 10), (0.85, 5), (0.85, 10), (0.85, 20), (0.9, 10)):
+        ep = purify(x, affine, threshold=tau, iterations=rounds).astype(np.float64)
+        row(f"purify, abundance >= {tau}, {rounds} rounds + SCLSU", ep, sclsu(x, ep))
     a0 = fcls(x, e0)
     for sigma in (0.5, 1.0):
         maps = np.stack([gaussian_filter(m, sigma, mode="nearest")

@@ -38,9 +38,9 @@ from hsimap.cli.options import (
               show_default=True, help="The unmixing network, or the classic VCA + FCLS.")
 @click.option("--extraction", type=click.Choice(["purified", "vca", "vca-affine"]),
               default=None,
-              help="Starting endmembers: VCA on 3x3-smoothed pixels then moved to the mean of "
-                   "their purest pixels (default for hsimap), textbook VCA (default for "
-                   "vca-fcls), or VCA forced onto its affine projection.")
+              help="Starting endmembers: VCA on 3x3-smoothed pixels then moved to the typical "
+                   "spectrum of the pixels nearly pure in each (default for hsimap), textbook "
+                   "VCA (default for vca-fcls), or VCA forced onto its affine projection.")
 @click.option("--solver", type=click.Choice(["sclsu", "fcls", "network"]), default=None,
               help="How each pixel's abundances are solved with the endmembers: SCLSU, a "
                    "mixture with a brightness of its own per pixel (default for hsimap), FCLS "

@@ -31,7 +31,7 @@ from hsimap.model.losses import make_optimizer, sad_loss, sparsity_loss
 from hsimap.model.naming import endmember_names
 from hsimap.model.network import ModelConfig, UnmixingNetwork
 from hsimap.model.precision import resolve_precision, set_precision
-from hsimap.model.vca import SOLVERS, VCA_SAMPLE, purify, spectral_angle, vca_best
+from hsimap.model.vca import SOLVERS, VCA_SAMPLE, mixture, purify, spectral_angle, vca_best
 from hsimap.products import (
     EndmemberLibrary,
     OutputOptions,
@@ -273,8 +273,8 @@ def _solver_window(init: np.ndarray, bands: np.ndarray, solver: str):
         a = np.full((p, *valid.shape), np.nan, np.float32)
         if valid.any():
             a[:, valid] = solve(x[:, valid].T, init).T
-        recon = np.einsum("phw,pb->bhw", np.nan_to_num(a), init)
-        return np.concatenate([a, _error_plane(recon, x, valid)])
+        recon = mixture(np.nan_to_num(a).reshape(p, -1).T, init, solver).T
+        return np.concatenate([a, _error_plane(recon.reshape(x.shape), x, valid)])
     return run
 
 
