@@ -82,7 +82,8 @@ VARIANTS = {"hsimap": {}, "hsimap --tokens raster": {"tokens": "raster"},
             "hsimap --window 128 --halo 16": {"window": 128, "halo": 16},
             "hsimap --augment 0.1": {"augment": 0.1},
             "hsimap --label-smoothing 0.1": {"label_smoothing": 0.1},
-            "hsimap --weight-decay 0.01": {"weight_decay": 0.01}}
+            "hsimap --weight-decay 0.01": {"weight_decay": 0.01},
+            "hsimap --precision bf16": {"precision": "bf16"}}
 DEFAULT_VARIANTS = ["hsimap", "hsimap --tokens raster", "hsimap --no-unmixing"]
 BASELINES = {"SVM (RBF)": "svm", "random forest": "rf"}
 
