@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import resource
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -27,11 +28,19 @@ def digests(folder: Path) -> dict[str, str]:
             for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-@pytest.fixture
-def previous(trained: Trained, tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def first_set(trained: Trained, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("first") / "out"
     r = hsimap("predict", trained.made.scene, "-m", trained.model_dir, "-o", out, "--quiet")
     assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture
+def previous(first_set: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A complete set each test may damage: one predict's, copied (the set records no path of
+    its own folder, so the copy is what a run there would have written)."""
+    out = shutil.copytree(first_set, tmp_path / "out")
     return out, digests(out)
 
 
