@@ -249,6 +249,8 @@ def test_purify_averages_the_directions_of_the_pure_pixels_in_scene_units():
                        for k in range(4)]
     np.testing.assert_allclose(np.linalg.norm(cleaned[order], axis=1), pure_brightness,
                                rtol=1e-3)
+    # Fewer non-zero pixels than endmembers: nothing to average, the start is kept (not NaN).
+    np.testing.assert_array_equal(purify(np.zeros((50, e.shape[1])), e), e.astype(np.float32))
 
 
 def test_model_file_roundtrip(trained):

@@ -144,6 +144,8 @@ def purify(pixels: np.ndarray, endmembers: np.ndarray, threshold: float = 0.85,
     x = np.asarray(pixels, dtype=np.float64)
     norm = np.linalg.norm(x, axis=1)
     x, norm = x[norm > 0], norm[norm > 0]
+    if len(x) < len(endmembers):   # nothing to average over (a scene of zeros and little else)
+        return np.asarray(endmembers, dtype=np.float32)
     unit = unit_spectra(x)
     e = unit_spectra(np.asarray(endmembers, dtype=np.float64))
     brightness = np.linalg.norm(np.asarray(endmembers, dtype=np.float64), axis=1)
