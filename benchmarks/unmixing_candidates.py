@@ -45,15 +45,14 @@ def _extracted(scene, p: int, extraction: str) -> np.ndarray:
     return r.endmembers.astype(np.float64)
 
 
-def _row(scene: str, what: str, e: np.ndarray, a: np.ndarray, x: np.ndarray, ref_e, ref_a,
-         shape, same_scale: bool = True) -> list[str]:
-    """a: (n, p) abundances in e's order. Rows whose name ends in SCLSU are reconstructed
-    with each pixel's least-squares brightness (SCLSU's model), the others as the abundances
-    mix the endmembers. The reference spectra are on another scale than the cubes (0-1
-    against Jasper Ridge's reflectance x 10,000), so their row has no reconstruction error."""
+def _row(scene: str, what: str, e: np.ndarray, a: np.ndarray, solver: str, x: np.ndarray,
+         ref_e, ref_a, shape, same_scale: bool = True) -> list[str]:
+    """a: (n, p) abundances in e's order, from ``solver``. SCLSU's are reconstructed with
+    each pixel's least-squares brightness (its model), the others as the abundances mix the
+    endmembers. The reference spectra are on another scale than the cubes (0-1 against Jasper
+    Ridge's reflectance x 10,000), so their row has no reconstruction error."""
     order, sad = match_endmembers(e, ref_e)
     maps = a[:, order].T.reshape(len(e), *shape)
-    solver = "sclsu" if what.endswith("SCLSU") else "fcls"
     r = mixture(a, e, solver)
     if solver == "sclsu":
         r *= ((x * r).sum(1) / np.maximum((r * r).sum(1), 1e-30))[:, None]
@@ -82,40 +81,40 @@ def candidates(name: str) -> list[list[str]]:
     cube = scene.values.astype(np.float64)
     b, h, w = cube.shape
     x, p, rows = cube.reshape(b, -1).T, len(ref_e), []
-    row = lambda what, e, a, same=True: rows.append(  # noqa: E731
-        _row(name, what, e, a, x, ref_e, ref_a, (h, w), same))
+    row = lambda what, e, a, solver, same=True: rows.append(  # noqa: E731
+        _row(name, what, e, a, solver, x, ref_e, ref_a, (h, w), same))
     e0 = _extracted(scene, p, "purified")
-    row("purified + FCLS (hsimap's extraction)", e0, fcls(x, e0))
-    row("purified + SCLSU", e0, sclsu(x, e0))
-    row("reference endmembers + SCLSU", ref_e, sclsu(x, ref_e), False)
+    row("purified + FCLS (hsimap's extraction)", e0, fcls(x, e0), "fcls")
+    row("purified + SCLSU", e0, sclsu(x, e0), "sclsu")
+    row("reference endmembers + SCLSU", ref_e, sclsu(x, ref_e), "sclsu", False)
     ref = np.array([nnls(ref_e.T, xi)[0] for xi in x])
     row("reference endmembers at their stored scale + NNLS, normalised", ref_e,
-        ref / np.maximum(ref.sum(1, keepdims=True), 1e-12), False)
+        ref / np.maximum(ref.sum(1, keepdims=True), 1e-12), "sclsu", False)
     e = e0.copy()
     for k in range(1, 31):
         e = np.maximum(np.linalg.lstsq(fcls(x, e), x, rcond=None)[0], 1e-6 * np.abs(x).max())
         if k in (1, 3, 10, 30):
-            row(f"ALS endmembers, {k} rounds + FCLS", e, fcls(x, e))
+            row(f"ALS endmembers, {k} rounds + FCLS", e, fcls(x, e), "fcls")
     affine = _extracted(scene, p, "vca-affine")
     for top in (0.01, 0.02, 0.05, 0.1, 0.2):
         ep = _share_purify(x, affine, top)
-        row(f"previous purification, top {top:.0%} + FCLS", ep, fcls(x, ep))
+        row(f"previous purification, top {top:.0%} + FCLS", ep, fcls(x, ep), "fcls")
     for tau in (0.8, 0.9):
         ep = _share_purify(x, affine, 0.05, tau)
-        row(f"previous purification, abundance >= {tau} + FCLS", ep, fcls(x, ep))
+        row(f"previous purification, abundance >= {tau} + FCLS", ep, fcls(x, ep), "fcls")
     # hsimap's purification (SCLSU, directions averaged over abundance >= threshold): its
     # threshold and rounds, from the same start as the rows above.
     for tau, rounds in ((0.7, 10), (0.8, 10), (0.85, 5), (0.85, 10), (0.85, 20), (0.9, 10)):
         ep = purify(x, affine, threshold=tau, iterations=rounds).astype(np.float64)
-        row(f"purify, abundance >= {tau}, {rounds} rounds + SCLSU", ep, sclsu(x, ep))
+        row(f"purify, abundance >= {tau}, {rounds} rounds + SCLSU", ep, sclsu(x, ep), "sclsu")
     a0 = fcls(x, e0)
     for sigma in (0.5, 1.0):
         maps = np.stack([gaussian_filter(m, sigma, mode="nearest")
                          for m in a0.T.reshape(p, h, w)])
         maps /= maps.sum(0, keepdims=True)
-        row(f"FCLS maps smoothed (Gaussian {sigma} px)", e0, maps.reshape(p, -1).T)
+        row(f"FCLS maps smoothed (Gaussian {sigma} px)", e0, maps.reshape(p, -1).T, "fcls")
     smooth = np.stack([gaussian_filter(m, 1.0, mode="nearest") for m in cube]).reshape(b, -1).T
-    row("FCLS of the cube smoothed (Gaussian 1 px)", e0, fcls(smooth, e0))
+    row("FCLS of the cube smoothed (Gaussian 1 px)", e0, fcls(smooth, e0), "fcls")
     return rows
 
 
