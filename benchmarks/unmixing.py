@@ -51,6 +51,13 @@ def load(name: str):
     raise ValueError(name)
 
 
+def with_brightness(x: np.ndarray, recon: np.ndarray, axis: int) -> np.ndarray:
+    """``recon`` scaled per pixel by its least-squares brightness <x, r> / <r, r> (SCLSU's
+    model gives each pixel a brightness of its own); ``axis`` is the band axis."""
+    dot = (x * recon).sum(axis, keepdims=True)
+    return recon * dot / np.maximum((recon * recon).sum(axis, keepdims=True), 1e-30)
+
+
 def score(scene_path, ref_e, ref_a, result) -> dict:
     with rasterio.open(result.paths["abundances"]) as src:
         a = src.read()
@@ -62,14 +69,11 @@ def score(scene_path, ref_e, ref_a, result) -> dict:
     # "network" abundances mix the endmembers as they are, like FCLS's.
     recon = mixture(a.reshape(len(a), -1).T, result.endmembers[order],
                     solver).T.reshape(b, h, w)
-    # SCLSU's model gives each pixel a brightness of its own: its reconstruction is the
-    # abundance mixture scaled by the least-squares factor <x, r> / <r, r>.
-    bright = (x * recon).sum(0) / np.maximum((recon * recon).sum(0), 1e-30)
     return {"sad": float(sad.mean()), "sad_each": sad.tolist(),
             "armse": float(np.sqrt(np.mean((a - ref_a) ** 2))),
             # SCLSU's mixture has no scale until each pixel's brightness is applied.
             "rrmse": float(np.sqrt(np.mean((x - recon) ** 2))) if solver != "sclsu" else np.nan,
-            "srmse": float(np.sqrt(np.mean((x - bright * recon) ** 2)))}
+            "srmse": float(np.sqrt(np.mean((x - with_brightness(x, recon, 0)) ** 2)))}
 
 
 METHODS = {"hsimap": {"method": "hsimap"},

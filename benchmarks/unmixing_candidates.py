@@ -31,7 +31,7 @@ from scipy.optimize import nnls
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import stamp, table  # noqa: E402
-from unmixing import load  # noqa: E402
+from unmixing import load, with_brightness  # noqa: E402
 
 from hsimap.io.scene import open_scene  # noqa: E402
 from hsimap.model.vca import fcls, match_endmembers, mixture, purify, sclsu  # noqa: E402
@@ -55,7 +55,7 @@ def _row(scene: str, what: str, e: np.ndarray, a: np.ndarray, solver: str, x: np
     maps = a[:, order].T.reshape(len(e), *shape)
     r = mixture(a, e, solver)
     if solver == "sclsu":
-        r *= ((x * r).sum(1) / np.maximum((r * r).sum(1), 1e-30))[:, None]
+        r = with_brightness(x, r, 1)
     return [scene, what, f"{sad.mean():.2f}", " / ".join(f"{s:.1f}" for s in sad),
             f"{np.sqrt(np.mean((maps - ref_a) ** 2)):.3f}",
             f"{np.sqrt(np.mean((x - r) ** 2)):.4g}" if same_scale else "-"]
