@@ -178,26 +178,21 @@ class ClusterMamba(nn.Module):
         self.shared_mamba = mk()
         self.norm = nn.BatchNorm1d(width)
 
-    def _run(self, mamba: nn.Module, x: torch.Tensor,
-             seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``mamba`` over each window's sequence ``seqs[b]`` (indices into x); returns the
-        indices and the outputs, concatenated in the order of ``seqs``."""
-        seqs = [s for s in seqs if s.numel()]
-        if not seqs:
-            return x.new_zeros(0, dtype=torch.long), x.new_zeros(0, x.shape[1])
-        idx = seqs[0] if len(seqs) == 1 else torch.cat(seqs)
+    def _run(self, mamba: nn.Module, xs: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        """``mamba`` over sequences laid end to end in ``xs`` (K, D), one of each length in
+        ``lengths`` (one per window); returns the (K, D) outputs in the same order."""
         if self.spectral:  # every pixel is its own short sequence along the spectrum
-            n, d = idx.numel(), x.shape[1]
-            return idx, mamba(x[idx].view(n, self.groups, d // self.groups)).reshape(n, d)
-        if len(seqs) == 1:  # one window's pixels form one sequence
-            return idx, mamba(x[idx][None])[0]
+            n, d = xs.shape
+            return mamba(xs.view(n, self.groups, d // self.groups)).reshape(n, d)
+        if len(lengths) == 1:  # one window's pixels form one sequence
+            return mamba(xs[None])[0]
         # Several windows: one batch, each sequence right-padded to the longest. The block is
         # causal, so padding after a sequence's end changes none of its outputs.
-        lengths = torch.tensor([s.numel() for s in seqs], device=x.device)
-        filled = torch.arange(int(lengths.max()), device=x.device)[None] < lengths[:, None]
-        table = torch.zeros(filled.shape, dtype=torch.long, device=x.device)
-        table[filled] = idx
-        return idx, mamba(x[table])[filled]
+        sizes = torch.tensor(lengths, device=xs.device)
+        filled = torch.arange(int(sizes.max()), device=xs.device)[None] < sizes[:, None]
+        table = torch.zeros(filled.shape, dtype=torch.long, device=xs.device)
+        table[filled] = torch.arange(xs.shape[0], device=xs.device)
+        return mamba(xs[table])[filled]
 
     def forward(self, x: torch.Tensor, sequences: list[list[torch.Tensor]],
                 rest: list[torch.Tensor], keep: torch.Tensor | None = None
@@ -218,13 +213,28 @@ class ClusterMamba(nn.Module):
         if keep is not None:
             sequences = [[s[keep[s]] for s in seqs] for seqs in sequences]
             rest = [r[keep[r]] for r in rest]
-        for mamba, seqs in zip(self.cluster_mamba, sequences, strict=True):
-            idx, y = self._run(mamba, x, seqs)
-            if idx.numel():
-                out.index_add_(0, idx, y)
-        idx, y = self._run(self.shared_mamba, x, rest)
-        if idx.numel():
-            out.index_add_(0, idx, y)
+        runs = []   # (mamba, indices into x, one sequence length per window)
+        for mamba, seqs in zip([*self.cluster_mamba, self.shared_mamba], [*sequences, rest],
+                               strict=True):
+            seqs = [s for s in seqs if s.numel()]
+            if seqs:
+                runs.append((mamba, seqs[0] if len(seqs) == 1 else torch.cat(seqs),
+                             [s.numel() for s in seqs]))
+        if not runs:
+            return self._finish(out, x, keep)
+        # Every block's tokens in one gather: in training its backward is one index_add into
+        # x's gradient, where a gather per block filled and added an (N, D) buffer each.
+        # index_select, not x[...]: a pixel sits in several sequences, and indexing's backward
+        # accumulates repeated rows in no fixed order on several threads.
+        gathered = x.index_select(0, torch.cat([idx for _, idx, _ in runs]))
+        for (mamba, idx, lengths), xs in zip(runs, gathered.split([len(r[1]) for r in runs]),
+                                             strict=True):
+            out.index_add_(0, idx, self._run(mamba, xs, lengths))
+        return self._finish(out, x, keep)
+
+    def _finish(self, out: torch.Tensor, x: torch.Tensor, keep: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The residual, batch norm and GELU around the blocks' summed outputs."""
         if keep is not None:
             idx = torch.nonzero(keep).squeeze(1)
             y = out[idx] + x[idx]
