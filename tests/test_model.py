@@ -292,3 +292,31 @@ def test_pickle_is_refused(tmp_path, trained):
 
 def test_trained_model_learns_synthetic_classes(trained):
     assert trained.result.test_metrics.overall_accuracy > 0.85
+
+
+def test_training_gradients_are_the_same_on_every_run():
+    """The cluster blocks' gradients are bit-identical from run to run on several threads: a
+    pixel sits in several clusters' sequences, and a gather whose backward accumulates those
+    repeats in no fixed order (indexing's, on several threads) made trainings drift apart."""
+    from hsimap.model.network import ClusterMamba
+
+    torch.manual_seed(0)
+    block = ClusterMamba(ModelConfig(bands=12, classes=3, endmembers=4, hidden=64), 64,
+                         spectral=False).train()
+    x = torch.randn(40_000, 64, requires_grad=True)
+    order = torch.randperm(40_000, generator=torch.Generator().manual_seed(1))
+    # Every pixel in two sequences, as pixels are in several clusters' Top-K.
+    sequences = [[order.roll(p * 10_000)[:20_000]] for p in range(4)]
+    rest = [torch.arange(0, 40_000, 3)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        grads = []
+        for _ in range(3):
+            x.grad = None
+            out, _ = block(x, sequences, rest)
+            out.pow(2).mean().backward()
+            grads.append(x.grad.clone())
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
