@@ -51,3 +51,21 @@ def test_quiet_and_verbose_on_the_group(trained, tmp_path):
     verbose = hsimap("-vv", "info", trained.made.scene)
     assert plain.returncode == verbose.returncode == 0 and plain.stderr == ""
     assert "DEBUG rasterio" in verbose.stderr and verbose.stdout == plain.stdout
+
+
+def test_train_command_defaults_are_train_options_defaults():
+    """`hsimap train` and TrainOptions give one default per setting. The command writes its
+    defaults as literals (it starts without importing torch), so this holds them equal; the
+    flags default to off, and --device's "auto" is resolved before TrainOptions sees it."""
+    import dataclasses
+
+    from hsimap.cli.train import command
+    from hsimap.workflows.train_options import TrainOptions
+
+    fields = {f.name: f.default for f in dataclasses.fields(TrainOptions)}
+    shared = [p for p in command.params
+              if p.name in fields and not getattr(p, "is_flag", False) and p.name != "device"]
+    assert {"steps", "batch", "val_every", "patience", "hidden", "window", "halo"} <= \
+        {p.name for p in shared}
+    for p in shared:
+        assert p.default == fields[p.name], p.name
