@@ -12,7 +12,7 @@ Houston 2018 crop: labels brought to the 128 x 128 scene grid as the majority of
 block where at least 9 of the 16 sub-pixels agree. EnMAP west: the 9 tiles mosaicked as
 their PROVENANCE.md says (nodata between them).
 
-    python benchmarks/classification.py --seeds 0 1 2 3 4 --steps 300
+    python benchmarks/classification.py --seeds 0 1 2 3 4
     python benchmarks/classification.py --scenes enmap_west --curves
 
 ``--curves``: train, validation and test OA of the default model at each validation (every
@@ -131,7 +131,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenes", nargs="+", default=["salinas", "houston", "enmap_west"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=TrainOptions.steps,
+                    help="Training steps (default: train's own default).")
     ap.add_argument("--ablation-seeds", type=int, nargs="*", default=None,
                     help="Seeds for the variants other than hsimap (default: --seeds).")
     ap.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
