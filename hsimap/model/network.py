@@ -220,21 +220,15 @@ class ClusterMamba(nn.Module):
             if seqs:
                 runs.append((mamba, seqs[0] if len(seqs) == 1 else torch.cat(seqs),
                              [s.numel() for s in seqs]))
-        if not runs:
-            return self._finish(out, x, keep)
-        # Every block's tokens in one gather: in training its backward is one index_add into
-        # x's gradient, where a gather per block filled and added an (N, D) buffer each.
-        # index_select, not x[...]: a pixel sits in several sequences, and indexing's backward
-        # accumulates repeated rows in no fixed order on several threads.
-        gathered = x.index_select(0, torch.cat([idx for _, idx, _ in runs]))
-        for (mamba, idx, lengths), xs in zip(runs, gathered.split([len(r[1]) for r in runs]),
-                                             strict=True):
-            out.index_add_(0, idx, self._run(mamba, xs, lengths))
-        return self._finish(out, x, keep)
-
-    def _finish(self, out: torch.Tensor, x: torch.Tensor, keep: torch.Tensor | None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The residual, batch norm and GELU around the blocks' summed outputs."""
+        if runs:
+            # Every block's tokens in one gather: in training its backward is one index_add
+            # into x's gradient, where a gather per block filled and added an (N, D) buffer
+            # each. index_select, not x[...]: a pixel sits in several sequences, and indexing's
+            # backward accumulates repeated rows in no fixed order on several threads.
+            gathered = x.index_select(0, torch.cat([idx for _, idx, _ in runs]))
+            for (mamba, idx, lengths), xs in zip(runs, gathered.split([len(r[1]) for r in runs]),
+                                                 strict=True):
+                out.index_add_(0, idx, self._run(mamba, xs, lengths))
         if keep is not None:
             idx = torch.nonzero(keep).squeeze(1)
             y = out[idx] + x[idx]
