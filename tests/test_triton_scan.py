@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytest.importorskip("triton")
@@ -51,6 +52,101 @@ def test_triton_scan_matches_the_numba_scan(batch, length, d_inner, d_state):
     for name, rel in zip(names, out["rel"], strict=True):
         assert rel < 1e-4, (name, rel)
     assert out["no_grad"]
+
+
+PACKED = r"""
+import json
+import torch, torch.nn.functional as F
+from hsimap.model.network import ClusterMamba, ModelConfig
+from hsimap.model.scan import selective_scan as numba_scan
+from hsimap.model.triton_scan import packed_scan
+
+def rel(a, b):
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+def grads(f, inputs):
+    y = f()
+    w = torch.linspace(-1, 1, y.numel()).view_as(y)
+    return [y.detach(), *torch.autograd.grad((y * w).sum(), inputs)]
+
+# Three blocks' sequences end to end: lengths across a program group's 64 rows, 1-row ones,
+# a run of the spectral branch's 4-token ones, a block with none.
+torch.manual_seed(0)
+lengths = [[1, 5, 70, 3], [4] * 17, []]
+rows, d_inner, n = sum(map(sum, lengths)), 20, 8
+raw = [torch.randn(*s).requires_grad_(True) for s in
+       [(rows, d_inner), (rows, d_inner), (3, d_inner, n), (rows, n), (rows, n), (3, d_inner)]]
+
+def one_by_one():
+    u, dr, al, B, C, D = raw
+    ys, r = [], 0
+    for p, lens in enumerate(lengths):
+        for k in lens:
+            s = slice(r, r + k)
+            ys.append(numba_scan(u[None, s], F.softplus(dr[None, s]), -torch.exp(al[p]),
+                                 B[None, s], C[None, s], D[p])[0])
+            r += k
+    return torch.cat(ys)
+
+def packed():
+    u, dr, al, B, C, D = raw
+    return packed_scan(u, F.softplus(dr), -torch.exp(al), B, C, D, lengths)
+
+out = {"scan": [rel(a, b) for a, b in zip(grads(packed, raw), grads(one_by_one, raw))]}
+
+# A cluster branch over two windows, packed against one block at a time (numba's scan):
+# its output and the gradients of its input and every parameter.
+cfg = ModelConfig(bands=8, classes=2, hidden=16, endmembers=3)
+g = torch.Generator().manual_seed(1)
+pick = lambda lo, hi, k: lo + torch.randperm(hi - lo, generator=g)[:k]
+seqs = [[pick(0, 14, 5), pick(14, 30, 7)], [pick(0, 14, 1), pick(14, 30, 0)],
+        [pick(0, 14, 9), pick(14, 30, 4)]]
+rest = [torch.arange(0, 14, 2), torch.arange(15, 30, 3)]
+x = torch.randn(30, 16).requires_grad_(True)
+for name, spectral in (("spatial", False), ("spectral", True)):
+    m = ClusterMamba(cfg, 16, spectral=spectral)
+    inputs = [x, *m.parameters()]
+    res = {}
+    for mode in (False, True):
+        m.packed = mode
+        res[mode] = grads(lambda: m(x, seqs, rest)[0], inputs)
+    out[name] = [rel(a, b) for a, b in zip(res[True], res[False])]
+print(json.dumps(out))
+"""
+
+
+def test_packed_scan_and_cluster_branch_match_one_block_at_a_time():
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-c", PACKED], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(out["scan"]) == 7 and len(out["spatial"]) > 20, out
+    for case, rels in out.items():
+        for i, value in enumerate(rels):
+            assert value < 1e-4, (case, i, value)
+
+
+@pytest.mark.parametrize("lengths,first,groups,counts", [
+    # Groups start at a sequence start and close at the first start 64 rows or more later.
+    ([[1, 5, 70, 3]], [0, 1, 6, 76], [(0, 76, 0), (76, 79, 0)], [2]),
+    ([[4] * 40], list(range(0, 160, 4)), [(0, 64, 0), (64, 128, 0), (128, 160, 0)], [3]),
+    ([[], [2, 2]], [0, 2], [(0, 4, 1)], [0, 1]),
+])
+def test_packed_layout(lengths, first, groups, counts):
+    from hsimap.model.triton_scan import layout
+
+    f, g, c = layout(lengths)
+    assert np.flatnonzero(f).tolist() == first and len(f) == sum(map(sum, lengths))
+    assert [tuple(row) for row in g.tolist()] == groups
+    assert c == counts
+
+
+def test_packed_layout_refuses_an_empty_sequence():
+    from hsimap.model.triton_scan import layout
+
+    with pytest.raises(ValueError, match="at least one row"):
+        layout([[3, 0, 2]])
 
 
 def test_a_cpu_run_never_imports_triton():

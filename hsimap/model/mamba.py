@@ -10,7 +10,9 @@ On the CPU the block runs channel-last with :func:`hsimap.model.scan.selective_s
 numba kernel. Without gradients (prediction) it runs as two kernels between its three
 projections (:meth:`Mamba._fused`); with gradients (training) as torch operations around the
 scan, whose backward pass is the scan's own. On a GPU without mamba-ssm the same channel-last
-form runs with :mod:`hsimap.model.triton_scan` (Triton comes with PyTorch's CUDA wheels).
+form runs with :mod:`hsimap.model.triton_scan` (Triton comes with PyTorch's CUDA wheels); the
+cluster branches call :meth:`Mamba.scan_inputs` and :meth:`Mamba.scan_output` themselves, to
+send all their blocks' scans to the GPU as one launch.
 
 mambapy's own forward (parallel scan) stays as the reference the tests and benchmarks compare
 against: ``Mamba(..., scan="pscan")`` selects it (as mamba-ssm's
@@ -88,14 +90,29 @@ class Mamba(MambaBlock):
     def _channel_last(self, x: torch.Tensor, scan) -> torch.Tensor:
         """The block as torch operations around ``scan`` (numba's on the CPU, Triton's on a
         GPU), differentiable through the scan's own backward pass."""
+        u, delta, B, C, z = self.scan_inputs(x)                        # noqa: N806
+        y = scan(u, delta, -torch.exp(self.A_log.float()), B, C, self.D.float())
+        return self.scan_output(y, z)                                  # (batch, length, d_model)
+
+    def scan_inputs(self, x: torch.Tensor, pos: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, ...]:
+        """What the scan reads, from x (batch, length, d_model): u and delta
+        (batch, length, d_inner), B and C (batch, length, d_state), and the gate z.
+
+        With ``pos``, x is (rows, d_model): sequences laid end to end, ``pos`` (rows,) each
+        row's place in its sequence, so that the causal convolution stops at a sequence's start
+        (the packed GPU path, :meth:`hsimap.model.network.ClusterMamba.forward`).
+        """
         n_state, rank = self.d_state, self.dt_proj.in_features
-        u, z = self.in_proj(x).chunk(2, dim=-1)              # (batch, length, d_inner) each
-        u = F.silu(self._causal_conv(u))                     # (batch, length, d_inner)
+        u, z = self.in_proj(x).chunk(2, dim=-1)              # (..., length, d_inner) each
+        u = F.silu(self._causal_conv(u, pos))
         dt, B, C = self.x_proj(u).split([rank, n_state, n_state], dim=-1)  # noqa: N806
-        delta = F.softplus(self.dt_proj(dt))                 # (batch, length, d_inner)
-        A = -torch.exp(self.A_log.float())                   # (d_inner, d_state)  # noqa: N806
-        y = scan(u, delta, A, B, C, self.D.float())          # (batch, length, d_inner)
-        return self.out_proj(y * F.silu(z))                  # (batch, length, d_model)
+        delta = F.softplus(self.dt_proj(dt))                 # (..., length, d_inner)
+        return u, delta, B, C, z
+
+    def scan_output(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The gated output projection of the scan's y: (..., d_inner) -> (..., d_model)."""
+        return self.out_proj(y * F.silu(z))
 
     def _fused(self, x: torch.Tensor) -> torch.Tensor:
         """The forward without gradients: two kernels between the three projections.
@@ -111,13 +128,17 @@ class Mamba(MambaBlock):
                        -torch.exp(self.A_log.float()), self.D.float())
         return self.out_proj(y.to(xz.dtype))                  # (batch, length, d_model)
 
-    def _causal_conv(self, u: torch.Tensor) -> torch.Tensor:
-        """Depthwise causal convolution along the sequence: out_t = b + sum_k w_k u_{t-K+1+k}."""
+    def _causal_conv(self, u: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """Depthwise causal convolution along the sequence (dim -2):
+        out_t = b + sum_k w_k u_{t-K+1+k}, with u before a sequence's start (``pos``) zero."""
         w = self.conv1d.weight[:, 0, :]                      # (d_inner, d_conv)
         k = w.shape[1]
         out = torch.addcmul(self.conv1d.bias, u, w[:, k - 1])
-        for shift in range(1, min(k, u.shape[1])):
-            out[:, shift:].addcmul_(u[:, :-shift], w[:, k - 1 - shift])
+        for shift in range(1, min(k, u.shape[-2])):
+            earlier = u[..., :-shift, :]
+            if pos is not None:
+                earlier = earlier * (pos[shift:, None] >= shift).to(u.dtype)
+            out[..., shift:, :].addcmul_(earlier, w[:, k - 1 - shift])
         return out
 
 

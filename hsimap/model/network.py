@@ -177,6 +177,10 @@ class ClusterMamba(nn.Module):
         self.cluster_mamba = nn.ModuleList(mk() for _ in range(cfg.endmembers))
         self.shared_mamba = mk()
         self.norm = nn.BatchNorm1d(width)
+        # Whether every block's scan goes in one Triton launch (:meth:`_run_packed`). None: on
+        # a GPU where the blocks are hsimap's (not mamba-ssm's) and Triton imports. True runs
+        # it anywhere: the tests run it on the CPU in Triton's interpreter.
+        self.packed: bool | None = None
 
     def _run(self, mamba: nn.Module, xs: torch.Tensor, lengths: list[int]) -> torch.Tensor:
         """``mamba`` over sequences laid end to end in ``xs`` (K, D), one of each length in
@@ -193,6 +197,48 @@ class ClusterMamba(nn.Module):
         table = torch.zeros(filled.shape, dtype=torch.long, device=xs.device)
         table[filled] = torch.arange(xs.shape[0], device=xs.device)
         return mamba(xs[table])[filled]
+
+    def _packs(self, x: torch.Tensor) -> bool:
+        if self.packed is not None:
+            return self.packed
+        if x.device.type != "cuda":
+            return False
+        if not all(isinstance(m, Mamba) and m.scan == "fused"
+                   for m in [*self.cluster_mamba, self.shared_mamba]):
+            return False   # mamba-ssm's blocks (use_cuda_kernels), or the reference scan
+        # Imported here: triton costs ~100 MB of RSS, which a CPU run should not pay.
+        from hsimap.model import triton_scan
+        return triton_scan.available()
+
+    def _run_packed(self, runs: list[tuple[Mamba, torch.Tensor, list[int]]],
+                    tokens: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """What :meth:`_run` returns for every run, with one scan launch for all of them.
+
+        A GPU is idle when each cluster's few long sequences (or many four-token ones) get a
+        launch of their own: the projections stay per block, the scans of all blocks and
+        windows go to :func:`hsimap.model.triton_scan.packed_scan` at once, unpadded.
+        """
+        from hsimap.model.triton_scan import packed_scan
+
+        inputs, lengths = [], []
+        for (mamba, _, sizes), xs in zip(runs, tokens, strict=True):
+            if self.spectral:   # each pixel a sequence of `groups` tokens
+                rows = xs.reshape(-1, xs.shape[1] // self.groups)
+                lens = np.full(xs.shape[0], self.groups, dtype=np.int64)
+            else:
+                rows, lens = xs, np.asarray(sizes, dtype=np.int64)
+            starts = np.cumsum(lens) - lens
+            pos = np.arange(rows.shape[0]) - np.repeat(starts, lens)   # place in its sequence
+            inputs.append(mamba.scan_inputs(rows, torch.from_numpy(pos).to(xs.device)))
+            lengths.append(lens)
+        cat = [torch.cat([part[i] for part in inputs]) for i in range(4)]  # u, delta, B, C
+        y = packed_scan(*cat[:2], torch.stack([-torch.exp(m.A_log.float()) for m, _, _ in runs]),
+                        *cat[2:], torch.stack([m.D.float() for m, _, _ in runs]), lengths)
+        outs = []
+        for (mamba, _, _), part, ys, xs in zip(runs, inputs, y.split([len(p[0]) for p in inputs]),
+                                              tokens, strict=True):
+            outs.append(mamba.scan_output(ys, part[4]).reshape(xs.shape))
+        return outs
 
     def forward(self, x: torch.Tensor, sequences: list[list[torch.Tensor]],
                 rest: list[torch.Tensor], keep: torch.Tensor | None = None
@@ -226,9 +272,14 @@ class ClusterMamba(nn.Module):
             # each. index_select, not x[...]: a pixel sits in several sequences, and indexing's
             # backward accumulates repeated rows in no fixed order on several threads.
             gathered = x.index_select(0, torch.cat([idx for _, idx, _ in runs]))
-            for (mamba, idx, lengths), xs in zip(runs, gathered.split([len(r[1]) for r in runs]),
-                                                 strict=True):
-                out.index_add_(0, idx, self._run(mamba, xs, lengths))
+            tokens = gathered.split([len(r[1]) for r in runs])
+            if self._packs(x):
+                outs = self._run_packed(runs, tokens)
+            else:
+                outs = [self._run(mamba, xs, lengths)
+                        for (mamba, _, lengths), xs in zip(runs, tokens, strict=True)]
+            for (_, idx, _), y in zip(runs, outs, strict=True):
+                out.index_add_(0, idx, y)
         if keep is not None:
             idx = torch.nonzero(keep).squeeze(1)
             y = out[idx] + x[idx]
