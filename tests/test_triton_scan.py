@@ -111,17 +111,45 @@ for name, spectral in (("spatial", False), ("spectral", True)):
         m.packed = mode
         res[mode] = grads(lambda: m(x, seqs, rest)[0], inputs)
     out[name] = [rel(a, b) for a, b in zip(res[True], res[False])]
+
+# The whole network, two windows: the logits of a batch, and a training step's gradients (the
+# spectral branch restricted to the needed pixels). Scale-relative: biases ahead of a batch
+# norm get gradients of rounding size only.
+import copy
+from hsimap.model.network import UnmixingGuidedMamba
+net = UnmixingGuidedMamba(ModelConfig(bands=12, classes=3, endmembers=4, hidden=16, variants=3,
+                                      min_tokens=5))
+state = copy.deepcopy(net.state_dict())
+x = torch.rand(2, 12, 12, 12)
+valid = torch.ones(2, 12, 12, dtype=torch.bool)
+valid[1, :4] = False
+need = torch.zeros(2, 12, 12, dtype=torch.bool)
+need[0, 3, 3] = need[1, 8, 9] = True
+res = {}
+for mode in (False, True):
+    net.load_state_dict(state)
+    net.spatial.packed = net.spectral.packed = mode
+    with torch.no_grad():
+        logits = net.eval()(x, valid, [(0, 0), (24, 8)]).logits
+    net.train().zero_grad()
+    y = net(x, valid, [(0, 0), (24, 8)], need=need, generator=torch.Generator().manual_seed(3))
+    y.logits[:, :, need[0]].square().mean().backward()
+    res[mode] = [logits, *[torch.zeros_like(p) if p.grad is None else p.grad.clone()
+                           for p in net.parameters()]]
+top = max(float(g.abs().max()) for g in res[False][1:])
+out["network"] = [rel(res[True][0], res[False][0])] + [
+    float((a - b).abs().max()) / top for a, b in zip(res[True][1:], res[False][1:])]
 print(json.dumps(out))
 """
 
 
-def test_packed_scan_and_cluster_branch_match_one_block_at_a_time():
+def test_packed_scan_cluster_branch_and_network_match_one_block_at_a_time():
     env = dict(os.environ, TRITON_INTERPRET="1")
     r = subprocess.run([sys.executable, "-c", PACKED], capture_output=True, text=True, env=env,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert len(out["scan"]) == 7 and len(out["spatial"]) > 20, out
+    assert len(out["scan"]) == 7 and len(out["spatial"]) > 20 and len(out["network"]) > 100
     for case, rels in out.items():
         for i, value in enumerate(rels):
             assert value < 1e-4, (case, i, value)
@@ -160,3 +188,48 @@ def test_a_cpu_run_never_imports_triton():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "False"
+
+
+def _gpu_with_triton() -> bool:
+    import torch
+
+    from hsimap.model import triton_scan
+
+    return torch.cuda.is_available() and triton_scan.available()
+
+
+@pytest.mark.skipif(not _gpu_with_triton(), reason="needs a CUDA GPU with Triton")
+def test_on_a_gpu_the_packed_network_gives_the_cpus_numbers():
+    """The whole network on a GPU (blocks packed into one Triton launch per branch, compiled):
+    a batch of three windows against the CPU one window at a time, and a training step's
+    gradients against the CPU's. Float32 with other summation orders: 1e-4 relative."""
+    import torch
+
+    from hsimap.model.network import ModelConfig, UnmixingGuidedMamba
+
+    torch.manual_seed(0)
+    net = UnmixingGuidedMamba(ModelConfig(bands=12, classes=3, endmembers=4, hidden=32,
+                                          variants=3, min_tokens=5))
+    x = torch.rand(3, 12, 24, 24)
+    valid = torch.ones(3, 24, 24, dtype=torch.bool)
+    valid[1, :10] = False
+    origins = [(0, 0), (24, 8), (100, 37)]
+    with torch.no_grad():
+        cpu = [net.eval()(x[k:k + 1], valid[k], origins[k]).logits[0] for k in range(3)]
+        gpu = net.to("cuda")(x.cuda(), valid.cuda(), origins).logits.cpu()
+    assert net.spatial._packs(x.cuda()) and net.spectral._packs(x.cuda())
+    for k in range(3):
+        rel = float((gpu[k] - cpu[k]).abs().max() / cpu[k].abs().max())
+        assert rel < 1e-4, (k, rel)
+
+    def grads(device: str) -> list:
+        net.to(device).train()
+        net.zero_grad()
+        out = net(x.to(device), valid.to(device), origins)
+        out.logits.square().mean().backward()
+        return [p.grad.detach().cpu() for p in net.parameters() if p.grad is not None]
+
+    on_gpu, on_cpu = grads("cuda"), grads("cpu")
+    top = max(float(g.abs().max()) for g in on_cpu)   # biases ahead of a batch norm: ~0
+    for g_gpu, g_cpu in zip(on_gpu, on_cpu, strict=True):
+        assert float((g_gpu - g_cpu).abs().max()) < 1e-3 * top
