@@ -7,13 +7,11 @@ import copy
 import math
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from hsimap.errors import HsimapError
@@ -26,7 +24,7 @@ from hsimap.model.store import (
     TrainedModel,
 )
 from hsimap.model.vca import vca_best
-from hsimap.runtime import release_memory, torch_threads
+from hsimap.runtime import release_memory
 from hsimap.workflows.chips import ChipReader
 from hsimap.workflows.train_options import TrainOptions
 from hsimap.workflows.train_setup import Setup
@@ -79,54 +77,6 @@ def init_endmembers(net: UnmixingGuidedMamba, pixels: np.ndarray, seed: int) -> 
     net.unmixing.init_endmembers(torch.from_numpy(vca_best(pixels, p, seed=seed)))
 
 
-# Chips a part of a step holds (see Fit.step): two parts of the default batch of 4.
-PART = 2
-
-
-def _norms(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-class Twins:
-    """Copies of a network for the parts of a step that run side by side: the network's own
-    parameters (one set of leaves, one optimiser), their own batch-norm statistics, which two
-    threads would otherwise update in place at once."""
-
-    def __init__(self, net: nn.Module):
-        self.net = net
-        self._made: list[nn.Module] = []
-
-    def take(self, n: int) -> list[nn.Module]:
-        """``n`` copies in training mode, their statistics set to the network's."""
-        while len(self._made) < n:
-            twin = copy.deepcopy(self.net)
-            own = dict(self.net.named_parameters())
-            for name, _ in list(twin.named_parameters()):
-                owner, _, attr = name.rpartition(".")
-                setattr(twin.get_submodule(owner), attr, own[name])
-            self._made.append(twin)
-        with torch.no_grad():
-            for twin in self._made[:n]:
-                for mine, theirs in zip(twin.buffers(), self.net.buffers(), strict=True):
-                    mine.copy_(theirs)
-                twin.train()
-        return self._made[:n]
-
-    @torch.no_grad()
-    def merge(self, twins: list[nn.Module]) -> None:
-        """The network's running statistics as ``twins``' batches, run one after another on
-        the network, would have left them: each twin moved its copy from the network's by
-        momentum x its batch's."""
-        for norm, *copies in zip(_norms(self.net), *map(_norms, twins), strict=True):
-            keep = 1 - norm.momentum
-            for name in ("running_mean", "running_var"):
-                value = getattr(norm, name)
-                start = value.clone()
-                for c in copies:
-                    value.mul_(keep).add_(getattr(c, name) - keep * start)
-            norm.num_batches_tracked += len(copies)
-
-
 @dataclass
 class Fit:
     """One training run's moving parts: the step loop, validation and the best state."""
@@ -160,7 +110,6 @@ class Fit:
         self.ema = AbundanceAverage(o.ema_alpha, max(64 * o.batch * per_chip,
                                                      o.cache_mb * 2 ** 19))
         self._queue: list[int] = []
-        self.twins = Twins(self.net)
 
     def _next_batch(self) -> list[int]:
         """The next ``batch`` chips of a stream of seeded permutations (all of them, when
@@ -175,17 +124,9 @@ class Fit:
         return out
 
     def step(self, step: int) -> dict[str, float]:
-        """One optimiser step on a mini-batch of chips; the batch's losses.
-
-        The batch is cut into parts of at most :data:`PART` chips of one size, each its own
-        forward and backward pass (batch norm's statistics are a part's), run side by side on
-        the CPU's cores, one torch thread each: a step is some 10,000 small operations, which
-        a second thread inside each speeds up by only 1.2x. Every part draws from its own
-        generator, seeded from the run's in part order, and the gradients are summed in part
-        order, so that a step does not depend on which part finishes first.
-        """
-        o = self.opts
-        self.net.train()
+        """One optimiser step on a mini-batch of chips; the batch's losses."""
+        o, dev, net = self.opts, self.device, self.net
+        net.train()
         ids = self._next_batch()
         beta = o.ema_weight * sigmoid_rampup(step - 1, self.rampup)
         # Each chip read once a step: with a cache smaller than a batch, asking the reader
@@ -194,83 +135,55 @@ class Fit:
         groups: dict[tuple[int, int], list[int]] = {}
         for i in ids:
             groups.setdefault(tuple(data[i].valid.shape), []).append(i)
-        parts = [members[k:k + PART] for members in groups.values()
-                 for k in range(0, len(members), PART)]
-        seeds = torch.randint(0, 2 ** 62, (len(parts),), generator=self.gen).tolist()
         labelled = sum(int(data[i].train.sum()) for i in ids)
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        teachers = {i: self.ema.teacher(i) for i in ids}   # here: the average's order is LRU
-
-        def run(k: int) -> tuple[list, dict[str, float], list]:
-            return self._part(nets[k], parts[k], data, teachers, len(ids), labelled, beta,
-                              params, torch.Generator().manual_seed(seeds[k]))
-
-        nets = self.twins.take(len(parts))
-        workers = min(len(parts), torch.get_num_threads()) if self.device.type == "cpu" else 1
-        if workers > 1:
-            with torch_threads(1), ThreadPoolExecutor(workers) as pool:
-                results = list(pool.map(run, range(len(parts))))
-        else:
-            results = [run(k) for k in range(len(parts))]
-        self.twins.merge(nets)
         sums = {"loss": 0.0, "ce": 0.0, "sad": 0.0, "sparsity": 0.0}
         self.optim.zero_grad(set_to_none=True)
-        for members, (grads, part_sums, abundances) in zip(parts, results, strict=True):
-            for p, g in zip(params, grads, strict=True):
-                if g is not None:
-                    p.grad = g if p.grad is None else p.grad + g
-            for name, val in part_sums.items():
-                sums[name] += val
-            for i, a in zip(members, abundances, strict=True):
+        for members in groups.values():
+            chips = [data[i] for i in members]
+            x = torch.stack([c.x for c in chips]).to(dev, torch.float32)
+            if o.augment:
+                x = self._augment(x)
+            valid = torch.stack([c.valid for c in chips]).to(dev)
+            need = torch.stack([c.train for c in chips]).to(dev)
+            target = torch.stack([c.target for c in chips]).to(dev)
+            teachers = [self.ema.teacher(i) for i in members]
+            teacher = weight = None
+            if any(t is not None for t in teachers):
+                zero = torch.zeros_like(next(t for t in teachers if t is not None))
+                teacher = torch.stack([zero if t is None else t for t in teachers]).to(dev)
+                weight = torch.tensor([0.0 if t is None else beta for t in teachers])
+            origins = [(self.reader.chips[i].tile.row, self.reader.chips[i].tile.col)
+                       for i in members]
+            out = net(x, valid, origins, need=need, teacher=teacher,
+                      teacher_weight=0.0 if weight is None else weight.to(dev),
+                      generator=self.gen)
+            share = len(members) / len(ids)
+            logits = out.logits.permute(0, 2, 3, 1)[need]                  # (labelled, C)
+            ce = F.cross_entropy(logits, target[need], reduction="sum",
+                                 label_smoothing=o.label_smoothing) / max(1, labelled)
+            sad = sad_loss(out.reconstruction, x, valid)
+            sparse = sparsity_loss(out.abundances, valid)
+            loss = ce
+            if o.unmixing:
+                loss = loss + share * (o.recon_weight * sad + o.sparsity_weight * sparse)
+            loss.backward()
+            for i, a in zip(members, out.abundances, strict=True):
                 self.ema.update(i, a)
+            for name, val in (("loss", loss), ("ce", ce)):
+                sums[name] += float(val.detach())
+            sums["sad"] += share * float(sad.detach())
+            sums["sparsity"] += share * float(sparse.detach())
         self.optim.step()
         self.sched.step()
         return sums
 
-    def _part(self, net: nn.Module, members: list[int], data: dict, teachers: dict,
-              batch: int, labelled: int, beta: float, params: list[torch.Tensor],
-              gen: torch.Generator) -> tuple[list, dict[str, float], list]:
-        """One part's forward and backward on ``net`` (one of :class:`Twins`): its
-        gradients, losses and abundances."""
-        o, dev = self.opts, self.device
-        chips = [data[i] for i in members]
-        x = torch.stack([c.x for c in chips]).to(dev, torch.float32)
-        if o.augment:
-            x = self._augment(x, gen)
-        valid = torch.stack([c.valid for c in chips]).to(dev)
-        need = torch.stack([c.train for c in chips]).to(dev)
-        target = torch.stack([c.target for c in chips]).to(dev)
-        mine = [teachers[i] for i in members]
-        teacher = weight = None
-        if any(t is not None for t in mine):
-            zero = torch.zeros_like(next(t for t in mine if t is not None))
-            teacher = torch.stack([zero if t is None else t for t in mine]).to(dev)
-            weight = torch.tensor([0.0 if t is None else beta for t in mine])
-        origins = [(self.reader.chips[i].tile.row, self.reader.chips[i].tile.col)
-                   for i in members]
-        out = net(x, valid, origins, need=need, teacher=teacher,
-                  teacher_weight=0.0 if weight is None else weight.to(dev), generator=gen)
-        share = len(members) / batch
-        logits = out.logits.permute(0, 2, 3, 1)[need]                  # (labelled, C)
-        ce = F.cross_entropy(logits, target[need], reduction="sum",
-                             label_smoothing=o.label_smoothing) / max(1, labelled)
-        sad = sad_loss(out.reconstruction, x, valid)
-        sparse = sparsity_loss(out.abundances, valid)
-        loss = ce
-        if o.unmixing:
-            loss = loss + share * (o.recon_weight * sad + o.sparsity_weight * sparse)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        sums = {"loss": float(loss.detach()), "ce": float(ce.detach()),
-                "sad": share * float(sad.detach()), "sparsity": share * float(sparse.detach())}
-        return list(grads), sums, list(out.abundances.detach())
-
-    def _augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
         """Illumination and sensor noise a 30 m pixel's label does not depend on: a brightness
-        factor per pixel and Gaussian noise, drawn from ``gen``."""
+        factor per pixel and Gaussian noise, drawn from the run's generator."""
         a = self.opts.augment
         b, _, h, w = x.shape
-        scale = 1 + a * (2 * torch.rand((b, 1, h, w), generator=gen) - 1)
-        noise = torch.randn(x.shape, generator=gen) * (a / 10)
+        scale = 1 + a * (2 * torch.rand((b, 1, h, w), generator=self.gen) - 1)
+        noise = torch.randn(x.shape, generator=self.gen) * (a / 10)
         return x * scale.to(x.device) + noise.to(x.device)
 
     @torch.no_grad()
