@@ -218,7 +218,7 @@ class ClusterMamba(nn.Module):
         launch of their own: the projections stay per block, the scans of all blocks and
         windows go to :func:`hsimap.model.triton_scan.packed_scan` at once, unpadded.
         """
-        from hsimap.model.triton_scan import packed_scan
+        from hsimap.model.triton_scan import packed_scan, positions
 
         inputs, lengths = [], []
         for (mamba, _, sizes), xs in zip(runs, tokens, strict=True):
@@ -227,9 +227,8 @@ class ClusterMamba(nn.Module):
                 lens = np.full(xs.shape[0], self.groups, dtype=np.int64)
             else:
                 rows, lens = xs, np.asarray(sizes, dtype=np.int64)
-            starts = np.cumsum(lens) - lens
-            pos = np.arange(rows.shape[0]) - np.repeat(starts, lens)   # place in its sequence
-            inputs.append(mamba.scan_inputs(rows, torch.from_numpy(pos).to(xs.device)))
+            pos = torch.from_numpy(positions(lens)).to(xs.device)
+            inputs.append(mamba.scan_inputs(rows, pos))
             lengths.append(lens)
         cat = [torch.cat([part[i] for part in inputs]) for i in range(4)]  # u, delta, B, C
         y = packed_scan(*cat[:2], torch.stack([-torch.exp(m.A_log.float()) for m, _, _ in runs]),

@@ -121,6 +121,12 @@ BLOCK_D = 32
 GROUP_ROWS = 64   # rows a program walks at least, in whole sequences (four-token ones share)
 
 
+def positions(lengths: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Each row's place in its sequence, for sequences of ``lengths`` laid end to end."""
+    lens = np.asarray(lengths, dtype=np.int64)
+    return np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+
+
 def layout(lengths: Sequence[Sequence[int] | np.ndarray],
            group_rows: int = GROUP_ROWS) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Where sequences start and how programs share them.
@@ -137,11 +143,9 @@ def layout(lengths: Sequence[Sequence[int] | np.ndarray],
         lens = np.asarray(lens, dtype=np.int64)
         if (lens < 1).any():
             raise ValueError("every sequence needs at least one row")
-        starts = row + np.concatenate([[0], np.cumsum(lens)[:-1]]) if lens.size else lens
+        starts = row + np.cumsum(lens) - lens
         end = row + int(lens.sum())
-        f = np.zeros(end - row, dtype=np.int8)
-        f[starts - row] = 1
-        firsts.append(f)
+        firsts.append((positions(lens) == 0).astype(np.int8))
         # A group runs from a sequence start to the first start in a later span of
         # group_rows rows: four-token sequences share a program, a long one has its own.
         span = (starts - row) // group_rows
@@ -191,13 +195,6 @@ class _PackedScan(torch.autograd.Function):
         return None, None, du, gdelta, ga, gb.sum(0), gc.sum(0), gd, None, None
 
 
-def _check(n: int) -> None:
-    if triton is None:
-        raise RuntimeError("the Triton scan needs triton (it comes with PyTorch's CUDA wheels)")
-    if n & (n - 1):
-        raise ValueError(f"the Triton scan needs d_state a power of two, got {n}")
-
-
 def packed_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,  # noqa: N803
                 B: torch.Tensor, C: torch.Tensor, D: torch.Tensor,  # noqa: N803
                 lengths: Sequence[Sequence[int] | np.ndarray]) -> torch.Tensor:
@@ -212,7 +209,11 @@ def packed_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,  # noqa: 
     Returns y (rows, d_inner), each sequence scanned from a zero state with its block's A and D.
     Float32 inside; d_state a power of two, as Triton's block shapes must be.
     """
-    _check(A.shape[-1])
+    if triton is None:
+        raise RuntimeError("the Triton scan needs triton (it comes with PyTorch's CUDA wheels)")
+    n = A.shape[-1]
+    if n & (n - 1):
+        raise ValueError(f"the Triton scan needs d_state a power of two, got {n}")
     first, groups, counts = layout(lengths)
     if len(first) != u.shape[0]:
         raise ValueError(f"the lengths cover {len(first)} rows, the inputs have {u.shape[0]}")
