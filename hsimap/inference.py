@@ -20,7 +20,7 @@ import torch
 import xarray as xr
 
 from hsimap.classes import class_dtype
-from hsimap.engine import check_workers, map_tiles, scene_tiles, tile_array
+from hsimap.engine import scene_tiles, tile_array
 from hsimap.errors import HsimapError
 from hsimap.io.classmaps import class_metadata
 from hsimap.io.gdal import bounded_write_cache
@@ -249,26 +249,19 @@ CHECK_SAMPLE = 2 ** 20     # values the fill-value and scale checks look at
 
 
 def check_values(scene: xr.DataArray, model: TrainedModel, grid: list[Tile], *,
-                 ignore_scale: bool = False, windows: int = 16,
-                 workers: int | None = None) -> None:
+                 ignore_scale: bool = False, windows: int = 16) -> None:
     """Refuse, before any output exists, a scene with no data in the model's bands, or whose
     values are on another scale than the training scene's (judged on windows spread evenly
-    over the scene, read on ``workers`` threads; the whole scene is searched only when none
-    of them holds data)."""
+    over the scene; the whole scene is searched only when none of them holds data)."""
     bands = model.band_indices
     step = max(1, len(grid) // windows)
-
-    def data(group: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]]) -> list[np.ndarray]:
-        return [v[bands][:, valid].ravel() for v, valid, _ in group]
-
-    # Read on the threads that then run the prediction (dask keeps its pool): each thread's
-    # dataset keeps the blocks it decoded (a deflate tile of a 200-band scene is 26-52 MB
-    # decoded), which the windows read again. Read on the calling thread, they were decoded
-    # twice: a 512 x 512 predict took 1.08x as long.
-    values = [v for v in map_tiles(scene, grid[::step][:windows], data,
-                                   workers=check_workers(workers), valid_bands=bands) if v.size]
+    values = []
     # GDAL's default block cache (5% of RAM) would keep every block these reads touch.
     with bounded_write_cache():
+        for t in grid[::step][:windows]:
+            v, valid = read_window(scene, t.rows, t.cols, bands, valid_bands=bands)
+            if valid.any():
+                values.append(v[:, valid].ravel())
         if not values:  # the sample may have missed a small valid area: search every window
             for t in grid:
                 v, valid = read_window(scene, t.rows, t.cols, bands, valid_bands=bands)
@@ -309,17 +302,16 @@ GPU_BATCH = 8
 
 def prepare(scene: xr.DataArray, model: TrainedModel, *, window: int | None = None,
             halo: int | None = None, ignore_wavelengths: bool = False,
-            ignore_scale: bool = False, workers: int | None = None) -> list[Tile]:
+            ignore_scale: bool = False) -> list[Tile]:
     """Every check a scene passes before a model sees it, once: bands and wavelengths
-    (:func:`check_compatible`), window and halo, values and scale (:func:`check_values`, read
-    on ``workers`` threads: the prediction's, default one per core). Returns the tile grid the
-    model runs on. Every path from a scene to a model (predict, batch, suggest, the public
-    :func:`predict`) goes through here."""
+    (:func:`check_compatible`), window and halo, values and scale (:func:`check_values`).
+    Returns the tile grid the model runs on. Every path from a scene to a model (predict,
+    batch, suggest, the public :func:`predict`) goes through here."""
     check_compatible(scene, model, ignore_wavelengths=ignore_wavelengths)
     window = model.window if window is None else window
     halo = model.halo if halo is None else halo
     grid = scene_tiles(scene, window, halo)   # refuses a window or halo that cannot tile
-    check_values(scene, model, grid, ignore_scale=ignore_scale, workers=workers)
+    check_values(scene, model, grid, ignore_scale=ignore_scale)
     return grid
 
 

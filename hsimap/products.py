@@ -10,9 +10,7 @@ quicklooks.
 from __future__ import annotations
 
 import csv
-import importlib
 import math
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -138,20 +136,6 @@ class OutputOptions:
         check_creation_options(self.creation_options or {}, "COG" if self.cog else "GTiff")
 
 
-def _import_meanwhile(module: str) -> threading.Thread:
-    """Start importing ``module`` on a thread of its own. A failure is left to the import
-    where the module is used, which says what went wrong in the caller's thread."""
-    def run() -> None:
-        try:
-            importlib.import_module(module)
-        except Exception:
-            pass
-
-    thread = threading.Thread(target=run, name=f"hsimap-import-{module}")
-    thread.start()
-    return thread
-
-
 def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
                    rasters: dict[str, da.Array], library: EndmemberLibrary | None,
                    progress: TileProgress, opts: OutputOptions,
@@ -202,9 +186,6 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
                                         sieve=opts.mmu if key == "classes" else 0,
                                         class_table=class_table if key == "classes" else None,
                                         scale=product.scale))
-            # matplotlib takes about 0.45 s to import: on a thread while the windows compute,
-            # not on the critical path after them (4% of a 512 x 512 predict).
-            warm = _import_meanwhile("hsimap.quicklook") if opts.quicklooks else None
             store(list(rasters.values()), sinks, workers=workers)
             progress.close()
             # The area table and quicklooks read whole rasters back: under the same bounded
@@ -226,7 +207,6 @@ def write_products(scene: xr.DataArray, out_dir: str | Path, stem: str,
                                cog=opts.cog, classes=class_table,
                                endmembers=library.names if library is not None else None)
                 if opts.quicklooks:
-                    warm.join()
                     from hsimap.quicklook import abundances_png, classes_png, endmembers_png
 
                     if "classes_png" in staged:

@@ -56,8 +56,7 @@ def predict_scene(scene: xr.DataArray, model: TrainedModel, out_dir: str | Path,
     opts.check()
     # Every check of the scene against the model, once, before any output exists.
     grid = prepare(scene, model, window=opts.window, halo=opts.halo,
-                   ignore_wavelengths=opts.ignore_wavelengths, ignore_scale=opts.ignore_scale,
-                   workers=opts.output.workers)
+                   ignore_wavelengths=opts.ignore_wavelengths, ignore_scale=opts.ignore_scale)
     precision = model.use_precision(opts.precision)
     out = replace(opts.output, provenance={
         **provenance(scene, model_hash=model.card.model_hash, model_created=model.card.created,

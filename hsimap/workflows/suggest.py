@@ -174,7 +174,7 @@ def _blocks_from_model(scene, model, opts: SuggestOptions, known: np.ndarray | N
     from hsimap.inference import batch_products, prepare
     from hsimap.progress import TileProgress
 
-    tiles = prepare(scene, model, workers=opts.workers)
+    tiles = prepare(scene, model)
     by_origin = {(t.row, t.col): t for t in tiles}
 
     def fn(windows):
