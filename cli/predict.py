@@ -45,6 +45,7 @@ def command(scene, model_dir, output, workers, threads, device, variable, mask, 
     """
     opts = build_predict_options(options, workers=workers or threads, overwrite=overwrite,
                                  progress=not quiet)
+    opts.check()   # before torch is imported: a refused option is said in a second, not three
     # torch is imported only when a command needs it, so that `hsimap info` starts fast.
     from hsimap.io.scene import open_scene
     from hsimap.model.store import load_model, resolve_device

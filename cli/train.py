@@ -106,8 +106,7 @@ def command(scenes, labels, output, class_field, classes_csv, label_variable, tr
     hold classifier.safetensors (the baseline's arrays; never a pickle).
     """
     from hsimap.errors import HsimapError
-    from hsimap.model.store import resolve_device
-    from hsimap.workflows.train import TrainOptions, pair_labels, train_from_files
+    from hsimap.workflows.train_options import TrainOptions, pair_labels
 
     try:  # a count of arguments that do not pair is a usage error, said before anything runs
         pair_labels(scenes, labels, what="-l")
@@ -124,9 +123,14 @@ def command(scenes, labels, output, class_field, classes_csv, label_variable, tr
                         train_per_class=train_per_class, val_per_class=val_per_class,
                         train_fraction=train_fraction, tokens=tokens, unmixing=not no_unmixing,
                         classifier=classifier,
-                        seed=seed, device=str(resolve_device(device)), precision=precision,
+                        seed=seed, device=device, precision=precision,
                         threads=threads,
                         name_library=name_library, progress=not quiet)
+    opts.check()   # before torch is imported: a refused option is said in a second, not three
+    from hsimap.model.store import resolve_device
+    from hsimap.workflows.train import train_from_files
+
+    opts.device = str(resolve_device(device))
     result = train_from_files(scenes, labels, output, opts, class_field=class_field,
                               classes_csv=classes_csv, variable=variable, mask=mask,
                               label_variable=label_variable, overwrite=overwrite)

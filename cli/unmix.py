@@ -73,14 +73,16 @@ def command(scene, output, endmembers, method, extraction, solver, library, fixe
             precision, cog, creation_options, stac, no_quicklooks, overwrite, quiet) -> None:
     """Unmix SCENE without labels: SCENE_abundances.tif, SCENE_error.tif and the endmember
     library SCENE_endmembers.sli/.hdr/.csv, on the scene's grid, plus quicklooks."""
-    from hsimap.io.scene import open_scene
-    from hsimap.model.store import resolve_device
     from hsimap.products import OutputOptions
-    from hsimap.workflows.unmix import UnmixOptions, unmix
 
     out = OutputOptions(workers=workers or threads, cog=cog, creation_options=creation_options,
                         overwrite=overwrite, quicklooks=not no_quicklooks, progress=not quiet,
                         stac=stac)
+    out.check()   # before torch is imported: a refused option is said in a second, not three
+    from hsimap.io.scene import open_scene
+    from hsimap.model.store import resolve_device
+    from hsimap.workflows.unmix import UnmixOptions, unmix
+
     opts = UnmixOptions(endmembers=endmembers, method=method, extraction=extraction, solver=solver,
                         library=library, fixed_library=fixed_library,
                         name_library=name_library, epochs=epochs,

@@ -409,6 +409,42 @@ def test_info_and_help_start_without_torch(small_scene, tmp_path: Path):
         assert r.stdout.strip().endswith("TORCH False"), (args, r.stdout[-200:])
 
 
+# A refused option is said before torch is imported (a second, not three; issue 30): the
+# command's options are checked by their one owner, then the model's machinery is loaded.
+BEFORE_TORCH = [
+    (["train", "{scene}", "-l", "{labels}", "-o", "{out}", "--seed", "-1"],
+     "--seed must be non-negative, got -1"),
+    (["train", "{scene}", "-l", "{labels}", "-o", "{out}", "--patience", "-1"],
+     "--patience must be 0 or more, got -1"),
+    (["predict", "{scene}", "-m", "{model}", "-o", "{out}", "--co", "COMPRESS=NOPE"],
+     "'NOPE' is an unexpected value for COMPRESS"),
+    (["unmix", "{scene}", "-o", "{out}", "--co", "FOO=1"],
+     "driver GTiff does not support creation option FOO"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BEFORE_TORCH, ids=[" ".join(a[:1] + a[-2:])
+                                                              for a, _ in BEFORE_TORCH])
+def test_a_refused_option_is_said_before_torch_loads(small_scene, tmp_path: Path, argv,
+                                                     message):
+    import subprocess
+    import sys
+
+    probe = ("import atexit, sys; atexit.register(lambda: print('TORCH', 'torch' in "
+             "sys.modules)); sys.argv = ['hsimap'] + sys.argv[1:]; "
+             "from hsimap.cli.main import main; main()")
+    (tmp_path / "model").mkdir()
+    names = {"scene": small_scene.scene, "labels": small_scene.labels,
+             "model": tmp_path / "model", "out": tmp_path / "out"}
+    args = [str(a).format(**names) for a in argv]
+    r = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith("Error: ") and message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stdout.strip().endswith("TORCH False"), r.stdout[-200:]
+    assert not (tmp_path / "out").exists()
+
+
 def test_vrt_mosaic_carries_names_and_a_style(tmp_path: Path):
     from hsimap.io.classmaps import read_class_table
     from hsimap.io.mosaic import write_vrt

@@ -17,11 +17,10 @@ from hsimap.errors import HsimapError
 from hsimap.inference import scale_values
 from hsimap.io.gdal import SCATTERED_CACHE_BYTES, bounded_write_cache
 from hsimap.io.scene import read_window
-from hsimap.model.baselines import KINDS, Fitted, fit
+from hsimap.model.baselines import Fitted, fit
 from hsimap.model.store import TrainedModel
 from hsimap.sampling import Chip
 
-CHOICES = ("mamba", *KINDS, "auto")
 # On a tie the method hsimap is built on wins, then the SVM (it needs no seed to be repeated).
 PREFERENCE = ("mamba", "svm", "rf")
 

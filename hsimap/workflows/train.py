@@ -37,7 +37,7 @@ from hsimap.workflows.chips import ChipReader, score_chips
 from hsimap.workflows.fit import Fit, init_endmembers
 from hsimap.workflows.train_baselines import auto_classifier, train_baseline
 from hsimap.workflows.train_finish import finish
-from hsimap.workflows.train_options import TrainOptions, TrainResult
+from hsimap.workflows.train_options import TrainOptions, TrainResult, pair_labels
 from hsimap.workflows.train_setup import TrainScene, setup_run, split_names
 
 __all__ = ["ChipReader", "TrainOptions", "TrainResult", "TrainScene", "pair_labels",
@@ -156,24 +156,6 @@ def _train(scenes: list[TrainScene], class_table: ClassTable, out_dir: str | Pat
                 "validation_reads": val_reader.reads})
     return TrainResult(model, fit.best_step, val_metrics, test, seconds, per_step, stopped,
                        n_test, oas)
-
-
-def pair_labels(scenes: Sequence[str | Path], labels: Sequence[str | Path],
-                what: str = "label file") -> list[str | Path]:
-    """One label file per scene: ``labels`` as given, or its one vector file for every scene.
-    ``what`` names a label file in the message (the CLI says ``-l``)."""
-    from hsimap.io.labels import VECTOR_SUFFIXES
-
-    labels = list(labels)
-    if len(labels) == 1 and len(scenes) > 1:
-        if Path(labels[0]).suffix.lower() not in VECTOR_SUFFIXES:
-            raise HsimapError(f"{len(scenes)} scenes and one {what} {labels[0]}: give one "
-                              f"{what} per scene, or one vector file covering all of them")
-        return labels * len(scenes)
-    if len(labels) != len(scenes):
-        raise HsimapError(f"{len(scenes)} scene(s) but {len(labels)} {what}: give one per "
-                          "scene, in order, or one vector file for all")
-    return labels
 
 
 def train_from_files(scenes: Sequence[str | Path], labels: Sequence[str | Path],

@@ -3,15 +3,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hsimap.errors import HsimapError
 from hsimap.metrics import Metrics
-from hsimap.model.store import (
-    TrainedModel,
-)
+from hsimap.model.baselines import KINDS
 from hsimap.runtime import check_precision
-from hsimap.workflows.classifiers import CHOICES
+
+if TYPE_CHECKING:  # torch stays unimported until a run needs it: options are refused at once
+    from hsimap.model.store import TrainedModel
+
+# What gives a model's classes: the network, a baseline alone, or the best on validation.
+CHOICES = ("mamba", *KINDS, "auto")
 
 
 @dataclass
@@ -107,6 +113,24 @@ class TrainOptions:
         if not 0 <= 2 * self.halo < self.window:
             raise HsimapError(f"--halo must be non-negative and less than half the window "
                               f"({self.window}), got {self.halo}")
+
+
+def pair_labels(scenes: Sequence[str | Path], labels: Sequence[str | Path],
+                what: str = "label file") -> list[str | Path]:
+    """One label file per scene: ``labels`` as given, or its one vector file for every scene.
+    ``what`` names a label file in the message (the CLI says ``-l``)."""
+    from hsimap.io.labels import VECTOR_SUFFIXES
+
+    labels = list(labels)
+    if len(labels) == 1 and len(scenes) > 1:
+        if Path(labels[0]).suffix.lower() not in VECTOR_SUFFIXES:
+            raise HsimapError(f"{len(scenes)} scenes and one {what} {labels[0]}: give one "
+                              f"{what} per scene, or one vector file covering all of them")
+        return labels * len(scenes)
+    if len(labels) != len(scenes):
+        raise HsimapError(f"{len(scenes)} scene(s) but {len(labels)} {what}: give one per "
+                          "scene, in order, or one vector file for all")
+    return labels
 
 
 @dataclass
