@@ -120,3 +120,13 @@ def test_vectorize_in_a_geographic_crs_gives_the_areas_of_the_class_map(tmp_path
         assert got == pytest.approx(expected[k], rel=1e-3)
     # At 60 degrees north a 0.001 degree pixel is about 55.8 x 111.4 m.
     assert expected[0] / (25 * 40) == pytest.approx(0.0558 * 0.1114 * 100, rel=0.01)
+
+
+def test_train_offers_exactly_the_classifiers_its_options_accept():
+    """click needs the choices where the command is declared, without importing numba for
+    every command: the list there must be the options' own (CHOICES), name for name."""
+    from hsimap.cli.train import command
+    from hsimap.workflows.train_options import CHOICES
+
+    option = next(p for p in command.params if p.name == "classifier")
+    assert tuple(option.type.choices) == CHOICES
