@@ -1,5 +1,7 @@
-"""What a training run is asked (:class:`TrainOptions`) and what it gives back
-(:class:`TrainResult`): the types ``hsimap train``, Python callers and benchmarks share."""
+"""What a training run is asked (:class:`TrainOptions`, the scenes' label files paired by
+:func:`pair_labels`) and what it gives back (:class:`TrainResult`): the types ``hsimap train``,
+Python callers and benchmarks share. Without torch, so that a command refuses its options at
+once."""
 
 from __future__ import annotations
 
