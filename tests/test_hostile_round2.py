@@ -394,16 +394,19 @@ def test_georeferencing_is_kept_in_every_output(kind: str, tmp_path: Path):
                     [(g.row, g.col, g.x, g.y) for g in GCPS]
 
 
+# Runs the CLI and prints, at exit, whether torch was imported.
+TORCH_PROBE = ("import atexit, sys; atexit.register(lambda: print('TORCH', 'torch' in "
+               "sys.modules)); sys.argv = ['hsimap'] + sys.argv[1:]; "
+               "from hsimap.cli.main import main; main()")
+
+
 def test_info_and_help_start_without_torch(small_scene, tmp_path: Path):
     """info, --help and evaluate need no torch; a torch that cannot load must not stop them."""
     import subprocess
     import sys
 
-    probe = ("import atexit, sys; atexit.register(lambda: print('TORCH', 'torch' in "
-             "sys.modules)); sys.argv = ['hsimap'] + sys.argv[1:]; "
-             "from hsimap.cli.main import main; main()")
     for args in (["info", str(small_scene.scene)], ["--help"], ["train", "--help"]):
-        r = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True,
+        r = subprocess.run([sys.executable, "-c", TORCH_PROBE, *args], capture_output=True,
                            text=True)
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip().endswith("TORCH False"), (args, r.stdout[-200:])
@@ -430,14 +433,11 @@ def test_a_refused_option_is_said_before_torch_loads(small_scene, tmp_path: Path
     import subprocess
     import sys
 
-    probe = ("import atexit, sys; atexit.register(lambda: print('TORCH', 'torch' in "
-             "sys.modules)); sys.argv = ['hsimap'] + sys.argv[1:]; "
-             "from hsimap.cli.main import main; main()")
     (tmp_path / "model").mkdir()
     names = {"scene": small_scene.scene, "labels": small_scene.labels,
              "model": tmp_path / "model", "out": tmp_path / "out"}
     args = [str(a).format(**names) for a in argv]
-    r = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", TORCH_PROBE, *args], capture_output=True, text=True)
     assert r.returncode == 1, r.stderr
     assert r.stderr.startswith("Error: ") and message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
