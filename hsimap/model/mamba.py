@@ -91,7 +91,8 @@ class Mamba(MambaBlock):
         """The block as torch operations around ``scan`` (numba's on the CPU, Triton's on a
         GPU), differentiable through the scan's own backward pass."""
         u, delta, B, C, z = self.scan_inputs(x)                        # noqa: N806
-        y = scan(u, delta, -torch.exp(self.A_log.float()), B, C, self.D.float())
+        A, D = self.scan_weights()                                    # noqa: N806
+        y = scan(u, delta, A, B, C, D)
         return self.scan_output(y, z)                                  # (batch, length, d_model)
 
     def scan_inputs(self, x: torch.Tensor, pos: torch.Tensor | None = None
@@ -110,6 +111,11 @@ class Mamba(MambaBlock):
         delta = F.softplus(self.dt_proj(dt))                 # (..., length, d_inner)
         return u, delta, B, C, z
 
+    def scan_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scan's A (d_inner, d_state) and D (d_inner,), float32: A is stored as A_log
+        (mamba-ssm's parameter), A = -exp(A_log) keeps every state decaying."""
+        return -torch.exp(self.A_log.float()), self.D.float()
+
     def scan_output(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The gated output projection of the scan's y: (..., d_inner) -> (..., d_model)."""
         return self.out_proj(y * F.silu(z))
@@ -125,7 +131,7 @@ class Mamba(MambaBlock):
         u = conv_silu(xz, self.conv1d.weight, self.conv1d.bias)  # (batch, length, d_inner)
         dbc = self.x_proj(u.to(xz.dtype))                     # (batch, length, rank + 2 N)
         y = gated_scan(u, xz, dbc, self.dt_proj.weight, self.dt_proj.bias,
-                       -torch.exp(self.A_log.float()), self.D.float())
+                       *self.scan_weights())
         return self.out_proj(y.to(xz.dtype))                  # (batch, length, d_model)
 
     def _causal_conv(self, u: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:

@@ -231,8 +231,10 @@ class ClusterMamba(nn.Module):
             inputs.append(mamba.scan_inputs(rows, pos))
             lengths.append(lens)
         cat = [torch.cat([part[i] for part in inputs]) for i in range(4)]  # u, delta, B, C
-        y = packed_scan(*cat[:2], torch.stack([-torch.exp(m.A_log.float()) for m, _, _ in runs]),
-                        *cat[2:], torch.stack([m.D.float() for m, _, _ in runs]), lengths)
+        weights = [m.scan_weights() for m, _, _ in runs]
+        A = torch.stack([a for a, _ in weights])                           # noqa: N806
+        D = torch.stack([d for _, d in weights])                           # noqa: N806
+        y = packed_scan(*cat[:2], A, *cat[2:], D, lengths)
         outs = []
         for (mamba, _, _), part, ys, xs in zip(runs, inputs, y.split([len(p[0]) for p in inputs]),
                                               tokens, strict=True):
